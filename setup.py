@@ -1,0 +1,44 @@
+"""supmae: SupMAE (Supervised Masked Autoencoders) as a Hugging Face Transformers model."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+
+here = Path(__file__).parent
+version = re.search(r'__version__ = "([^"]+)"', (here / "supmae" / "__init__.py").read_text()).group(1)
+
+# Floors are the versions the test suite has been run with.
+install_requires = [
+    "torch>=2.14",
+    "torchvision>=0.29",
+    "transformers>=5.23,<6",
+    "huggingface_hub>=2.4",
+    "safetensors>=0.8",
+    "numpy>=2.0",
+    "pillow>=11.0",
+]
+extras = {
+    "train": ["accelerate>=1.15", "datasets>=5.2", "timm>=1.0.31", "scikit-learn>=1.9", "tensorboard>=2.21"],
+    "dev": ["pytest>=9.2", "ruff>=0.17"],
+}
+extras["dev"] += extras["train"]
+
+setup(
+    name="supmae",
+    version=version,
+    description="SupMAE (Supervised Masked Autoencoders) as a first-class Hugging Face Transformers model",
+    long_description=(here / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    packages=find_packages(include=["supmae", "supmae.*"]),
+    python_requires=">=3.10",
+    install_requires=install_requires,
+    extras_require=extras,
+    classifiers=[
+        "License :: OSI Approved :: Apache Software License",
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

@@ -1,0 +1,220 @@
+# Copyright 2026 The supmae authors. Licensed under the Apache License, Version 2.0.
+"""SupMAE model configuration."""
+
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+from transformers.activations import ACT2FN
+
+
+POOLING_CHOICES = ("mean", "cls")
+
+# Architectures of the published ViT sizes. The SupMAE release is ViT-B/16 with a ONE-block decoder; the other sizes
+# use MAE's 8-block, 512-wide decoder (MAE's released ViT-B/L/H), since SupMAE published no other decoder for them.
+_MAE_DECODER = {
+    "decoder_hidden_size": 512,
+    "decoder_num_hidden_layers": 8,
+    "decoder_num_attention_heads": 16,
+    "decoder_intermediate_size": 2048,
+}
+_SUPMAE_DECODER = {**_MAE_DECODER, "decoder_num_hidden_layers": 1}
+SUPMAE_PRESETS = {
+    "vit-small-patch16": {
+        "hidden_size": 384,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 6,
+        "intermediate_size": 1536,
+        "patch_size": 16,
+        **_SUPMAE_DECODER,
+    },
+    "vit-base-patch16": {
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+        "patch_size": 16,
+        **_SUPMAE_DECODER,
+    },
+    "vit-base-patch16-dec8": {
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+        "patch_size": 16,
+        **_MAE_DECODER,
+    },
+    "vit-large-patch16": {
+        "hidden_size": 1024,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "intermediate_size": 4096,
+        "patch_size": 16,
+        **_MAE_DECODER,
+    },
+    "vit-huge-patch14": {
+        "hidden_size": 1280,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 16,
+        "intermediate_size": 5120,
+        "patch_size": 14,
+        **_MAE_DECODER,
+    },
+}
+
+
+@strict
+class SupMAEConfig(PreTrainedConfig):
+    r"""
+    Configuration of a SupMAE model: a ViT encoder that sees the visible patches, MAE's pixel decoder, and a small
+    supervised head that classifies the image from the visible patches alone. Field names follow `ViTMAEConfig`; the
+    defaults reproduce the released SupMAE ViT-B/16 (1-block 512-wide decoder, LayerNorm eps 1e-6, normalized-pixel
+    loss, mask ratio 0.75, 1000 labels).
+
+    Args:
+        hidden_size, num_hidden_layers, num_attention_heads, intermediate_size (`int`):
+            Width, depth, heads and MLP width of the encoder.
+        hidden_act (`str`, defaults to `"gelu"`): MLP activation (exact GELU).
+        initializer_range (`float`, defaults to 0.02): std of the normal init of the cls and mask tokens.
+        layer_norm_eps (`float`, defaults to 1e-6): epsilon of every LayerNorm.
+        image_size (`int` or `(height, width)`, defaults to 224): input size the position tables are built for.
+        patch_size (`int`, defaults to 16): side of a square patch, in pixels.
+        num_channels (`int`, defaults to 3): input channels.
+        qkv_bias (`bool`, defaults to `True`): bias on the fused query/key/value projection.
+        decoder_hidden_size, decoder_num_hidden_layers, decoder_num_attention_heads, decoder_intermediate_size (`int`):
+            The pixel decoder (used in pretraining only).
+        mask_ratio (`float`, defaults to 0.75): fraction of patches removed in pretraining, in [0, 1).
+        norm_pix_loss (`bool`, defaults to `True`): reconstruct per-patch normalized pixels.
+        supervised_head_hidden_size (`int`, defaults to 3072): hidden width of the pretraining head
+            Linear -> BatchNorm1d -> ReLU -> Linear; 0 makes the head a single Linear.
+        supervised_pooling (`str`, defaults to `"mean"`): feature of the pretraining head: `"mean"` of the visible
+            patch tokens or the `"cls"` token.
+        supervised_loss_weight (`float`, defaults to 0.01): weight of the classification loss in the total loss.
+        supervised_temperature (`float`, defaults to 10.0): logits are divided by it inside the classification loss.
+        classifier_pooling (`str`, defaults to `"mean"`): pooling of `SupMAEForImageClassification`: `"mean"` of all
+            patch tokens followed by a LayerNorm (MAE's fine-tuning recipe) or the final-normed `"cls"` token.
+        drop_path_rate (`float`, defaults to 0.0): stochastic depth of the last encoder block; block i gets
+            `drop_path_rate * i / (num_hidden_layers - 1)`. The fine-tuning recipe uses 0.1.
+
+    Example:
+
+    ```python
+    >>> from supmae import SupMAEConfig, SupMAEForPreTraining
+    >>> config = SupMAEConfig.from_preset("vit-base-patch16", num_labels=100)
+    >>> model = SupMAEForPreTraining(config)
+    ```
+    """
+
+    model_type = "supmae"
+
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-6
+    image_size: int | list[int] | tuple[int, int] = 224
+    patch_size: int = 16
+    num_channels: int = 3
+    qkv_bias: bool = True
+    decoder_hidden_size: int = 512
+    decoder_num_hidden_layers: int = 1
+    decoder_num_attention_heads: int = 16
+    decoder_intermediate_size: int = 2048
+    mask_ratio: float | int = 0.75
+    norm_pix_loss: bool = True
+    supervised_head_hidden_size: int = 3072
+    supervised_pooling: str = "mean"
+    supervised_loss_weight: float | int = 0.01
+    supervised_temperature: float | int = 10.0
+    classifier_pooling: str = "mean"
+    drop_path_rate: float | int = 0.0
+
+    def __post_init__(self, **kwargs):
+        # Transformers' configs default to 2 labels; SupMAE is an ImageNet-1k model.
+        if self.id2label is None and kwargs.get("num_labels") is None:
+            kwargs["num_labels"] = 1000
+        super().__post_init__(**kwargs)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "SupMAEConfig":
+        """A config for one of `SUPMAE_PRESETS` (e.g. `"vit-base-patch16"`), with any field overridden."""
+        if name not in SUPMAE_PRESETS:
+            raise ValueError(f"Unknown SupMAE preset {name!r}; the presets are: {', '.join(SUPMAE_PRESETS)}.")
+        return cls(**{**SUPMAE_PRESETS[name], **overrides})
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """Patches per column and per row for `image_size`."""
+        height, width = _pair(self.image_size)
+        return height // self.patch_size, width // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size[0] * self.grid_size[1]
+
+    def validate_architecture(self):
+        """Reject values the model cannot run with, naming the field and what it allows."""
+        for name in (
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "patch_size",
+            "num_channels",
+            "decoder_hidden_size",
+            "decoder_num_attention_heads",
+            "decoder_intermediate_size",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {getattr(self, name)}.")
+        for name in ("decoder_num_hidden_layers", "supervised_head_hidden_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
+        for width, heads in (
+            ("hidden_size", "num_attention_heads"),
+            ("decoder_hidden_size", "decoder_num_attention_heads"),
+        ):
+            if getattr(self, width) % getattr(self, heads):
+                raise ValueError(
+                    f"`{width}` ({getattr(self, width)}) must be divisible by `{heads}` ({getattr(self, heads)})."
+                )
+            if getattr(self, width) % 4:
+                raise ValueError(
+                    f"`{width}` ({getattr(self, width)}) must be divisible by 4 for the 2-D sin-cos position tables."
+                )
+        size = self.image_size
+        if not isinstance(size, int) and (len(size) != 2 or not all(isinstance(s, int) for s in size)):
+            raise ValueError(f"`image_size` must be an int or a (height, width) pair of ints, got {size!r}.")
+        if any(s < 1 or s % self.patch_size for s in _pair(size)):
+            raise ValueError(
+                f"`image_size` {size!r} must be positive and divisible by `patch_size` ({self.patch_size})."
+            )
+        if not 0.0 <= self.mask_ratio < 1.0:
+            raise ValueError(f"`mask_ratio` must be in [0, 1), got {self.mask_ratio}.")
+        if int(self.num_patches * (1 - self.mask_ratio)) < 1:
+            raise ValueError(
+                f"`mask_ratio` {self.mask_ratio} keeps no patch of the {self.num_patches} in a "
+                f"{self.image_size} image with `patch_size` {self.patch_size}; lower it."
+            )
+        for name in ("supervised_pooling", "classifier_pooling"):
+            if getattr(self, name) not in POOLING_CHOICES:
+                raise ValueError(f"`{name}` must be one of {POOLING_CHOICES}, got {getattr(self, name)!r}.")
+        if self.hidden_act not in ACT2FN:
+            raise ValueError(f"`hidden_act` {self.hidden_act!r} is not one of {sorted(ACT2FN)}.")
+        if not self.layer_norm_eps > 0:
+            raise ValueError(f"`layer_norm_eps` must be > 0, got {self.layer_norm_eps}.")
+        if not self.supervised_temperature > 0:
+            raise ValueError(f"`supervised_temperature` must be > 0, got {self.supervised_temperature}.")
+        if self.supervised_loss_weight < 0:
+            raise ValueError(f"`supervised_loss_weight` must be >= 0, got {self.supervised_loss_weight}.")
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"`drop_path_rate` must be in [0, 1), got {self.drop_path_rate}.")
+        if self.num_labels < 1:
+            raise ValueError(f"`num_labels` must be >= 1, got {self.num_labels}.")
+
+
+def _pair(size: int | list[int] | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+__all__ = ["SUPMAE_PRESETS", "SupMAEConfig"]

@@ -1,0 +1,668 @@
+# Copyright 2026 The supmae authors. Licensed under the Apache License, Version 2.0.
+"""PyTorch SupMAE (Liang, Li, Marculescu, "Supervised Masked Autoencoders Are Efficient Vision Learners", 2022).
+
+SupMAE is MAE plus one supervised branch: the ViT encoder sees the visible 25% of the patches, MAE's pixel decoder
+reconstructs the removed ones, and a small head classifies the image from the visible patches alone.
+
+Shapes: B images, L = (H/P)(W/P) patches, K visible patches, D encoder width, Dd decoder width.
+"""
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import ModelOutput, logging
+from transformers.utils.generic import can_return_tuple
+from transformers.utils.output_capturing import capture_outputs
+
+from .configuration_supmae import SupMAEConfig, _pair
+
+
+logger = logging.get_logger(__name__)
+
+# What `save_pretrained` writes into config.json, next to copies of these files, so that a saved directory loads with
+# `trust_remote_code=True` where the supmae package is not installed.
+REMOTE_CODE_AUTO_MAP = {
+    "AutoConfig": "configuration_supmae.SupMAEConfig",
+    "AutoModel": "modeling_supmae.SupMAEModel",
+    "AutoModelForPreTraining": "modeling_supmae.SupMAEForPreTraining",
+    "AutoModelForImageClassification": "modeling_supmae.SupMAEForImageClassification",
+    "AutoImageProcessor": "image_processing_supmae.SupMAEImageProcessor",
+}
+
+
+@dataclass
+class SupMAEModelOutput(ModelOutput):
+    r"""
+    last_hidden_state (`torch.FloatTensor` of shape `(B, 1 + K, D)`):
+        Final-LayerNormed encoder output: the cls token, then the K encoded patches (the visible ones in shuffled
+        order when masking, all L in image order when not).
+    mask (`torch.FloatTensor` of shape `(B, L)`):
+        1 for a removed patch, 0 for a visible one, in image order.
+    ids_restore (`torch.LongTensor` of shape `(B, L)`):
+        Index that puts the shuffled sequence back into image order.
+    hidden_states (`tuple(torch.FloatTensor)`, returned with `output_hidden_states=True`):
+        Input of the first layer and output of each layer, each `(B, 1 + K, D)`.
+    attentions (`tuple(torch.FloatTensor)`, returned with `output_attentions=True`):
+        Attention probabilities of each layer, each `(B, heads, 1 + K, 1 + K)`.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    mask: torch.FloatTensor | None = None
+    ids_restore: torch.LongTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class SupMAEForPreTrainingOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `()`):
+        `reconstruction_loss + supervised_loss_weight * classification_loss` (the reconstruction loss alone without
+        labels).
+    reconstruction_loss (`torch.FloatTensor` of shape `()`):
+        Mean squared error of the (normalized) pixels, averaged over the removed patches.
+    classification_loss (`torch.FloatTensor` of shape `()`, returned with `labels`):
+        Cross-entropy of `classification_logits / supervised_temperature`, over the labels that are not -100.
+    logits (`torch.FloatTensor` of shape `(B, L, P * P * C)`):
+        Pixel predictions for every patch, in image order, laid out as `patchify` lays out its target.
+    classification_logits (`torch.FloatTensor` of shape `(B, num_labels)`):
+        The supervised head's logits, computed from the visible patches only.
+    mask, ids_restore, hidden_states, attentions:
+        As in `SupMAEModelOutput` (encoder only).
+    """
+
+    loss: torch.FloatTensor | None = None
+    reconstruction_loss: torch.FloatTensor | None = None
+    classification_loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    classification_logits: torch.FloatTensor | None = None
+    mask: torch.FloatTensor | None = None
+    ids_restore: torch.LongTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+def sincos_position_embeddings(embed_dim: int, grid_size: tuple[int, int]) -> torch.Tensor:
+    """
+    MAE's fixed 2-D sin-cos table, `(1, 1 + h * w, embed_dim)`: row 0 (the cls position) is zeros; the patch at row r,
+    column c gets `[sin(c w), cos(c w), sin(r w), cos(r w)]` with `w_i = 10000 ** (-i / (embed_dim / 4))`.
+    """
+    height, width = grid_size
+    omega = 1.0 / 10000 ** (torch.arange(embed_dim // 4, dtype=torch.float64) / (embed_dim / 4))
+    rows, cols = torch.meshgrid(
+        torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64), indexing="ij"
+    )
+    cols, rows = cols.reshape(-1, 1) * omega, rows.reshape(-1, 1) * omega  # (h * w, D/4)
+    table = torch.cat([cols.sin(), cols.cos(), rows.sin(), rows.cos()], dim=1)
+    table = torch.cat([torch.zeros(1, embed_dim, dtype=torch.float64), table])
+    return table.float().unsqueeze(0)
+
+
+def interpolate_position_embeddings(table: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]):
+    """Bicubically resize the patch rows of a `(1, 1 + L, D)` table from `old_grid` to `new_grid`; cls row kept."""
+    if tuple(old_grid) == tuple(new_grid):
+        return table
+    cls_row, patches = table[:, :1], table[:, 1:]
+    patches = patches.reshape(1, *old_grid, -1).permute(0, 3, 1, 2)
+    patches = F.interpolate(patches.float(), size=tuple(new_grid), mode="bicubic", align_corners=False)
+    patches = patches.to(table.dtype).permute(0, 2, 3, 1).flatten(1, 2)
+    return torch.cat([cls_row, patches], dim=1)
+
+
+def random_masking(sequence: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None = None):
+    """
+    MAE's per-sample random masking: keep the `int(L * (1 - mask_ratio))` patches with the smallest noise.
+
+    Args:
+        sequence: `(B, L, D)` patch embeddings.
+        noise: `(B, L)`, uniform in [0, 1) if not given; the same noise always gives the same mask.
+
+    Returns:
+        kept `(B, K, D)` in ascending-noise order, mask `(B, L)` (1 = removed, image order), ids_restore `(B, L)`.
+    """
+    batch_size, length, dim = sequence.shape
+    len_keep = int(length * (1 - mask_ratio))
+    if len_keep < 1:
+        raise ValueError(f"mask_ratio {mask_ratio} keeps no patch of {length}; lower it.")
+    if noise is None:
+        noise = torch.rand(batch_size, length, device=sequence.device)
+    elif noise.shape != (batch_size, length):
+        raise ValueError(
+            f"`noise` must have shape (batch_size, num_patches) = {(batch_size, length)}, got {tuple(noise.shape)}."
+        )
+    ids_shuffle = torch.argsort(noise.to(sequence.device), dim=1)
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    ids_keep = ids_shuffle[:, :len_keep]
+    kept = torch.gather(sequence, 1, ids_keep.unsqueeze(-1).expand(-1, -1, dim))
+    mask = torch.ones(batch_size, length, device=sequence.device, dtype=sequence.dtype)
+    mask[:, :len_keep] = 0
+    mask = torch.gather(mask, 1, ids_restore)
+    return kept, mask, ids_restore
+
+
+class SupMAEPatchEmbeddings(nn.Module):
+    """`(B, C, H, W)` pixels -> `(B, L, D)` patch embeddings by a stride-P convolution."""
+
+    def __init__(self, config: SupMAEConfig):
+        super().__init__()
+        self.patch_size = config.patch_size
+        self.num_channels = config.num_channels
+        self.projection = nn.Conv2d(config.num_channels, config.hidden_size, config.patch_size, config.patch_size)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != self.num_channels:
+            raise ValueError(
+                f"`pixel_values` must have shape (batch_size, {self.num_channels}, height, width), got "
+                f"{tuple(pixel_values.shape)}."
+            )
+        height, width = pixel_values.shape[-2:]
+        if height % self.patch_size or width % self.patch_size:
+            raise ValueError(f"Image size {height}x{width} is not divisible by the patch size {self.patch_size}.")
+        return self.projection(pixel_values).flatten(2).transpose(1, 2)
+
+
+class SupMAEEmbeddings(nn.Module):
+    """Patch embeddings + fixed sin-cos positions, optional random masking, then the cls token in front."""
+
+    def __init__(self, config: SupMAEConfig):
+        super().__init__()
+        self.config = config
+        self.grid_size = config.grid_size
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        self.patch_embeddings = SupMAEPatchEmbeddings(config)
+        # Fixed in pretraining; `SupMAEForImageClassification` makes it trainable, as MAE's fine-tuning does.
+        self.position_embeddings = nn.Parameter(
+            torch.zeros(1, config.num_patches + 1, config.hidden_size), requires_grad=False
+        )
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        mask_ratio: float = 0.0,
+        noise: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns embeddings `(B, 1 + K, D)`, mask `(B, L)` and ids_restore `(B, L)`."""
+        embeddings = self.patch_embeddings(pixel_values)
+        grid = tuple(s // self.config.patch_size for s in pixel_values.shape[-2:])
+        if grid != self.grid_size and not interpolate_pos_encoding:
+            raise ValueError(
+                f"Input image size {tuple(pixel_values.shape[-2:])} doesn't match the model's "
+                f"{_pair(self.config.image_size)}; pass `interpolate_pos_encoding=True` to run at another size."
+            )
+        positions = interpolate_position_embeddings(self.position_embeddings, self.grid_size, grid)
+        embeddings = embeddings + positions[:, 1:]
+
+        if noise is None and mask_ratio == 0:
+            # The whole image in image order (feature extraction, fine-tuning): nothing is shuffled.
+            batch_size, length = embeddings.shape[:2]
+            mask = embeddings.new_zeros(batch_size, length)
+            ids_restore = torch.arange(length, device=embeddings.device).expand(batch_size, -1)
+        else:
+            embeddings, mask, ids_restore = random_masking(embeddings, mask_ratio, noise)
+
+        cls_tokens = (self.cls_token + positions[:, :1]).expand(embeddings.shape[0], -1, -1)
+        return torch.cat([cls_tokens, embeddings], dim=1), mask, ids_restore
+
+
+def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """Softmax attention on `(B, heads, N, head_dim)` tensors; returns `(B, N, heads, head_dim)` and the weights."""
+    weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        weights = weights + attention_mask
+    weights = F.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+class SupMAEAttention(nn.Module):
+    """Multi-head self-attention with one fused query/key/value projection (the official layout)."""
+
+    def __init__(self, config: SupMAEConfig, hidden_size: int, num_heads: int):
+        super().__init__()
+        self.config = config  # the attention interface reads `config._attn_implementation`
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = False
+        self.qkv_proj = nn.Linear(hidden_size, 3 * hidden_size, bias=config.qkv_bias)
+        self.o_proj = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch_size, length, _ = hidden_states.shape
+        qkv = self.qkv_proj(hidden_states).view(batch_size, length, 3, self.num_heads, self.head_dim)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, N, head_dim)
+
+        implementation = self.config._attn_implementation or "eager"
+        if kwargs.get("output_attentions") and implementation != "eager":
+            logger.warning_once(
+                f"`{implementation}` attention returns no attention maps; computing them with eager "
+                "attention for the calls that ask for `output_attentions`."
+            )
+            implementation = "eager"
+        attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+        output, weights = attention(self, query, key, value, None, scaling=self.scaling, dropout=0.0, **kwargs)
+        return self.o_proj(output.reshape(batch_size, length, -1)), weights
+
+
+class SupMAEMLP(nn.Module):
+    def __init__(self, config: SupMAEConfig, hidden_size: int, intermediate_size: int):
+        super().__init__()
+        self.fc1 = nn.Linear(hidden_size, intermediate_size)
+        self.activation = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Linear(intermediate_size, hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.activation(self.fc1(hidden_states)))
+
+
+def drop_path(hidden_states: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: zero a residual branch for a random subset of samples, rescaling the others."""
+    if drop_prob == 0.0 or not training:
+        return hidden_states
+    keep_prob = 1 - drop_prob
+    shape = (hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)
+    keep = hidden_states.new_empty(shape).bernoulli_(keep_prob)
+    return hidden_states * keep / keep_prob
+
+
+class SupMAELayer(GradientCheckpointingLayer):
+    """Pre-norm transformer block: x + attention(LN(x)), then x + MLP(LN(x)); drop path on both branches."""
+
+    def __init__(
+        self,
+        config: SupMAEConfig,
+        hidden_size: int,
+        num_heads: int,
+        intermediate_size: int,
+        drop_path_rate: float = 0.0,
+    ):
+        super().__init__()
+        self.layernorm_before = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
+        self.attention = SupMAEAttention(config, hidden_size, num_heads)
+        self.layernorm_after = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
+        self.mlp = SupMAEMLP(config, hidden_size, intermediate_size)
+        self.drop_path_rate = drop_path_rate
+
+    def forward(self, hidden_states: torch.Tensor, **kwargs) -> torch.Tensor:
+        attention_output, _ = self.attention(self.layernorm_before(hidden_states), **kwargs)
+        hidden_states = hidden_states + drop_path(attention_output, self.drop_path_rate, self.training)
+        mlp_output = self.mlp(self.layernorm_after(hidden_states))
+        return hidden_states + drop_path(mlp_output, self.drop_path_rate, self.training)
+
+
+class SupMAEDecoder(nn.Module):
+    """MAE's pixel decoder: encoder output `(B, 1 + K, D)` -> pixel predictions `(B, L, P * P * C)` in image order."""
+
+    def __init__(self, config: SupMAEConfig):
+        super().__init__()
+        self.grid_size = config.grid_size
+        self.decoder_embed = nn.Linear(config.hidden_size, config.decoder_hidden_size)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, config.decoder_hidden_size))
+        self.decoder_pos_embed = nn.Parameter(
+            torch.zeros(1, config.num_patches + 1, config.decoder_hidden_size), requires_grad=False
+        )
+        self.decoder_layers = nn.ModuleList(
+            SupMAELayer(
+                config,
+                config.decoder_hidden_size,
+                config.decoder_num_attention_heads,
+                config.decoder_intermediate_size,
+            )
+            for _ in range(config.decoder_num_hidden_layers)
+        )
+        self.decoder_norm = nn.LayerNorm(config.decoder_hidden_size, eps=config.layer_norm_eps)
+        self.decoder_pred = nn.Linear(config.decoder_hidden_size, config.patch_size**2 * config.num_channels)
+
+    def forward(self, latent: torch.Tensor, ids_restore: torch.Tensor, grid_size: tuple[int, int]) -> torch.Tensor:
+        hidden_states = self.decoder_embed(latent)  # (B, 1 + K, Dd)
+        batch_size, length = ids_restore.shape
+        mask_tokens = self.mask_token.expand(batch_size, length + 1 - hidden_states.shape[1], -1)
+        patches = torch.cat([hidden_states[:, 1:], mask_tokens], dim=1)  # (B, L, Dd), shuffled order
+        patches = torch.gather(patches, 1, ids_restore.unsqueeze(-1).expand(-1, -1, patches.shape[-1]))
+        hidden_states = torch.cat([hidden_states[:, :1], patches], dim=1)
+        hidden_states = hidden_states + interpolate_position_embeddings(
+            self.decoder_pos_embed, self.grid_size, grid_size
+        )
+        for layer in self.decoder_layers:
+            hidden_states = layer(hidden_states)
+        return self.decoder_pred(self.decoder_norm(hidden_states))[:, 1:]
+
+
+class SupMAESupervisedHead(nn.Module):
+    """SupMAE's pretraining classifier: Linear -> BatchNorm1d -> ReLU -> Linear, or one Linear for hidden size 0."""
+
+    def __init__(self, config: SupMAEConfig):
+        super().__init__()
+        hidden_size = config.supervised_head_hidden_size
+        self.dense = nn.Linear(config.hidden_size, hidden_size) if hidden_size else None
+        self.batch_norm = nn.BatchNorm1d(hidden_size) if hidden_size else None
+        self.classifier = nn.Linear(hidden_size or config.hidden_size, config.num_labels)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """`(B, D)` pooled features -> `(B, num_labels)` logits."""
+        if self.dense is not None:
+            if self.training and features.shape[0] == 1:
+                raise ValueError(
+                    "The supervised head's BatchNorm1d needs more than one image per batch in training "
+                    "mode; use a batch of 2 or more, or call `model.eval()`."
+                )
+            features = F.relu(self.batch_norm(self.dense(features)))
+        return self.classifier(features)
+
+
+class SupMAEPreTrainedModel(PreTrainedModel):
+    config: SupMAEConfig
+    base_model_prefix = "supmae"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["SupMAEEmbeddings", "SupMAELayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+    _can_record_outputs = {"hidden_states": SupMAELayer, "attentions": SupMAEAttention}
+    # The losses are computed in `forward` without Trainer's `num_items_in_batch`; let it average over accumulation.
+    accepts_loss_kwargs = False
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module):
+        """The official initialization: xavier-uniform Linears (the fused qkv as ONE matrix), zero biases, the patch
+        projection initialized like a Linear, sin-cos position tables, normal(0.02) cls and mask tokens."""
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Conv2d):
+            # xavier on the (D, C*P*P) view; `init.*` can't see the loaded flag through a view, so check it here.
+            if not getattr(module.weight, "_is_hf_initialized", False):
+                nn.init.xavier_uniform_(module.weight.view(module.weight.shape[0], -1))
+            bound = module.weight[0].numel() ** -0.5  # PyTorch's default bias init
+            init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d)):
+            if module.weight is not None:
+                init.ones_(module.weight)
+                init.zeros_(module.bias)
+            if isinstance(module, nn.BatchNorm1d):
+                init.zeros_(module.running_mean)
+                init.ones_(module.running_var)
+                init.zeros_(module.num_batches_tracked)
+        elif isinstance(module, SupMAEEmbeddings):
+            init.normal_(module.cls_token, std=std)
+            init.copy_(
+                module.position_embeddings, sincos_position_embeddings(module.cls_token.shape[-1], module.grid_size)
+            )
+        elif isinstance(module, SupMAEDecoder):
+            init.normal_(module.mask_token, std=std)
+            init.copy_(
+                module.decoder_pos_embed, sincos_position_embeddings(module.mask_token.shape[-1], module.grid_size)
+            )
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus the auto_map and model files that make the directory Hub remote code."""
+        auto_map = {}
+        for auto_class, reference in REMOTE_CODE_AUTO_MAP.items():
+            name = reference.split(".")[0] + ".py"
+            source = os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
+            if os.path.isfile(source):  # a remote-code copy of this file may have no image processor beside it
+                auto_map[auto_class] = reference
+                if kwargs.get("is_main_process", True):
+                    os.makedirs(save_directory, exist_ok=True)
+                    shutil.copyfile(source, os.path.join(save_directory, name))
+        self.config.auto_map = auto_map
+        super().save_pretrained(save_directory, *args, **kwargs)
+
+    # Checkpoint parts that a model built on the encoder drops when it loads a pretraining checkpoint.
+    _dropped_on_transfer = {"decoder.": "the pixel decoder", "supervised_head.": "the pretraining head"}
+
+    def _adjust_missing_and_unexpected_keys(self, loading_info) -> None:
+        """Replace Transformers' key-by-key report by one plain sentence when an encoder is taken from a pretraining
+        checkpoint; anything else unexpected or missing is still reported as usual."""
+        super()._adjust_missing_and_unexpected_keys(loading_info)
+        dropped = {}
+        for key in sorted(loading_info.unexpected_keys):
+            part = next((p for p in self._dropped_on_transfer if key.startswith(p)), None)
+            if part is not None:
+                dropped.setdefault(self._dropped_on_transfer[part], []).append(key)
+        if not dropped:
+            return
+        loading_info.unexpected_keys -= {key for keys in dropped.values() for key in keys}
+        new = sorted({key.rsplit(".", 1)[0] for key in loading_info.missing_keys if not key.startswith("supmae.")})
+        loading_info.missing_keys = {key for key in loading_info.missing_keys if key.startswith("supmae.")}
+        message = (
+            f"{type(self).__name__}: reused the encoder of a SupMAE pretraining checkpoint; dropped "
+            + ", ".join(f"{part} ({len(keys)} tensors)" for part, keys in dropped.items())
+        )
+        if new:
+            message += f"; newly initialized: {', '.join(new)}"
+        logger.warning(message + ".")
+
+
+class SupMAEModel(SupMAEPreTrainedModel):
+    """
+    The SupMAE ViT encoder. Without `mask_ratio` or `noise` it encodes the whole image with the patches in image order
+    (feature extraction); pretraining passes `mask_ratio` to encode only a random subset. Unlike `ViTMAEModel`, a plain
+    call therefore never drops patches.
+    """
+
+    def __init__(self, config: SupMAEConfig, add_final_layernorm: bool = True):
+        super().__init__(config)
+        self.embeddings = SupMAEEmbeddings(config)
+        depth = config.num_hidden_layers
+        self.layers = nn.ModuleList(
+            SupMAELayer(
+                config,
+                config.hidden_size,
+                config.num_attention_heads,
+                config.intermediate_size,
+                drop_path_rate=config.drop_path_rate * i / max(depth - 1, 1),
+            )
+            for i in range(depth)
+        )
+        # MAE's fine-tuning with mean pooling replaces the final LayerNorm by `fc_norm` after the pooling.
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if add_final_layernorm else None
+        self.post_init()
+
+    @capture_outputs(tie_last_hidden_states=False)
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        mask_ratio: float | None = None,
+        interpolate_pos_encoding: bool = False,
+        **kwargs,
+    ) -> SupMAEModelOutput:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(B, C, H, W)`):
+            Normalized images.
+        noise (`torch.FloatTensor` of shape `(B, L)`, *optional*):
+            Masking noise: patches with the smallest noise are kept. Given noise means masking with `mask_ratio`
+            (default `config.mask_ratio`) and the same noise always gives the same mask.
+        mask_ratio (`float`, *optional*):
+            Fraction of patches to remove. Defaults to `config.mask_ratio` when `noise` is given, else to 0 (no
+            masking, no shuffling).
+        interpolate_pos_encoding (`bool`, defaults to `False`):
+            Bicubically resize the position table to the input's patch grid, for images of another size.
+        """
+        if mask_ratio is None:
+            mask_ratio = self.config.mask_ratio if noise is not None else 0.0
+        hidden_states, mask, ids_restore = self.embeddings(
+            pixel_values, mask_ratio=mask_ratio, noise=noise, interpolate_pos_encoding=interpolate_pos_encoding
+        )
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, **kwargs)
+        if self.layernorm is not None:
+            hidden_states = self.layernorm(hidden_states)
+        return SupMAEModelOutput(last_hidden_state=hidden_states, mask=mask, ids_restore=ids_restore)
+
+
+class SupMAEForPreTraining(SupMAEPreTrainedModel):
+    """SupMAE pretraining: masked encoder, pixel decoder, and the supervised head on the visible patches."""
+
+    def __init__(self, config: SupMAEConfig):
+        super().__init__(config)
+        self.supmae = SupMAEModel(config)
+        self.decoder = SupMAEDecoder(config)
+        self.supervised_head = SupMAESupervisedHead(config)
+        self.post_init()
+
+    def patchify(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """`(B, C, H, W)` -> `(B, L, P * P * C)`, each patch laid out (row, column, channel) with channel fastest."""
+        batch_size, channels, height, width = pixel_values.shape
+        p = self.config.patch_size
+        patches = pixel_values.reshape(batch_size, channels, height // p, p, width // p, p)
+        return patches.permute(0, 2, 4, 3, 5, 1).reshape(batch_size, (height // p) * (width // p), p * p * channels)
+
+    def unpatchify(self, patches: torch.Tensor, image_size: int | tuple[int, int] | None = None) -> torch.Tensor:
+        """`(B, L, P * P * C)` -> `(B, C, H, W)`, the inverse of `patchify`; `image_size` defaults to the config's."""
+        p, channels = self.config.patch_size, self.config.num_channels
+        height, width = _pair(image_size if image_size is not None else self.config.image_size)
+        if (height // p) * (width // p) != patches.shape[1] or patches.shape[2] != p * p * channels:
+            raise ValueError(
+                f"Patches of shape {tuple(patches.shape)} don't make a {height}x{width} image with "
+                f"patch size {p} and {channels} channels."
+            )
+        images = patches.reshape(patches.shape[0], height // p, width // p, p, p, channels)
+        return images.permute(0, 5, 1, 3, 2, 4).reshape(patches.shape[0], channels, height, width)
+
+    def reconstruction_loss(self, pixel_values: torch.Tensor, predictions: torch.Tensor, mask: torch.Tensor):
+        """Mean squared error per patch (of per-patch normalized pixels with `norm_pix_loss`), averaged over removed
+        patches. predictions `(B, L, P * P * C)`, mask `(B, L)`."""
+        target = self.patchify(pixel_values)
+        if self.config.norm_pix_loss:
+            mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
+            target = (target - mean) / (var + 1e-6) ** 0.5
+        loss = ((predictions - target) ** 2).mean(dim=-1)
+        return (loss * mask).sum() / mask.sum()
+
+    def pool(self, latent: torch.Tensor) -> torch.Tensor:
+        """The supervised head's feature from the encoder output `(B, 1 + K, D)`: mean of the visible patch tokens or
+        the cls token, `(B, D)`."""
+        return latent[:, 0] if self.config.supervised_pooling == "cls" else latent[:, 1:].mean(dim=1)
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.LongTensor | None = None,
+        noise: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool = False,
+        **kwargs,
+    ) -> SupMAEForPreTrainingOutput:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(B, C, H, W)`):
+            Normalized images.
+        labels (`torch.LongTensor` of shape `(B,)`, *optional*):
+            Class indices; -100 marks an unlabeled image. Without labels SupMAE is plain MAE.
+        noise (`torch.FloatTensor` of shape `(B, L)`, *optional*):
+            Masking noise, for reproducible masks.
+        interpolate_pos_encoding (`bool`, defaults to `False`):
+            Run at an image size other than the config's by resizing both position tables.
+        """
+        outputs = self.supmae(
+            pixel_values,
+            noise=noise,
+            mask_ratio=self.config.mask_ratio,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            **kwargs,
+        )
+        latent, mask = outputs.last_hidden_state, outputs.mask
+        grid_size = tuple(s // self.config.patch_size for s in pixel_values.shape[-2:])
+        predictions = self.decoder(latent, outputs.ids_restore, grid_size)
+        reconstruction_loss = self.reconstruction_loss(pixel_values, predictions, mask)
+        classification_logits = self.supervised_head(self.pool(latent))
+
+        loss, classification_loss = reconstruction_loss, None
+        if labels is not None:
+            # Mean over the labeled images; a batch with none of them adds 0 rather than NaN.
+            scaled_logits = classification_logits.float() / self.config.supervised_temperature
+            summed = F.cross_entropy(scaled_logits, labels, ignore_index=-100, reduction="sum")
+            classification_loss = summed / (labels != -100).sum().clamp(min=1)
+            loss = reconstruction_loss + self.config.supervised_loss_weight * classification_loss
+
+        return SupMAEForPreTrainingOutput(
+            loss=loss,
+            reconstruction_loss=reconstruction_loss,
+            classification_loss=classification_loss,
+            logits=predictions,
+            classification_logits=classification_logits,
+            mask=mask,
+            ids_restore=outputs.ids_restore,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+class SupMAEForImageClassification(SupMAEPreTrainedModel):
+    """
+    MAE's fine-tuning model: the whole image through the encoder, the mean of the patch tokens, a LayerNorm (`fc_norm`)
+    and a Linear classifier (or, with `classifier_pooling="cls"`, the final-normed cls token and the classifier).
+    Position embeddings are trainable. `from_pretrained` on a pretraining checkpoint reuses its encoder.
+    """
+
+    def __init__(self, config: SupMAEConfig):
+        super().__init__(config)
+        mean_pooling = config.classifier_pooling == "mean"
+        self.supmae = SupMAEModel(config, add_final_layernorm=not mean_pooling)
+        self.supmae.embeddings.position_embeddings.requires_grad_(True)
+        self.fc_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if mean_pooling else None
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    @property
+    def _dropped_on_transfer(self):
+        parts = dict(SupMAEPreTrainedModel._dropped_on_transfer)
+        if self.fc_norm is not None:
+            parts["supmae.layernorm."] = "the encoder's final LayerNorm (mean pooling uses fc_norm)"
+        return parts
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module):
+        if module is self.classifier:  # MAE's fine-tuning head init
+            init.trunc_normal_(module.weight, std=2e-5)
+            init.zeros_(module.bias)
+        else:
+            super()._init_weights(module)
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool = False,
+        **kwargs,
+    ) -> ImageClassifierOutput:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(B, C, H, W)`):
+            Normalized images.
+        labels (`torch.LongTensor` of shape `(B,)`, *optional*):
+            Targets for the loss chosen by `config.problem_type` (cross-entropy for class indices, BCE for
+            multi-label, MSE for regression).
+        """
+        outputs = self.supmae(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
+        hidden_states = outputs.last_hidden_state
+        if self.fc_norm is not None:
+            pooled = self.fc_norm(hidden_states[:, 1:].mean(dim=1))
+        else:
+            pooled = hidden_states[:, 0]
+        logits = self.classifier(pooled)
+        loss = self.loss_function(labels, logits, self.config) if labels is not None else None
+        return ImageClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+__all__ = ["SupMAEForImageClassification", "SupMAEForPreTraining", "SupMAEModel", "SupMAEPreTrainedModel"]
