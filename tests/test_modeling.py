@@ -298,3 +298,18 @@ def test_wrong_input_shapes_are_named(shape, message):
 def test_unpatchify_names_the_mismatch():
     with pytest.raises(ValueError, match="don't make a 32x32 image with patch size 8"):
         SupMAEForPreTraining(tiny_config()).unpatchify(torch.randn(1, 15, 192))
+
+
+@pytest.mark.parametrize(
+    "problem_type, labels, loss_fn",
+    [
+        ("single_label_classification", torch.tensor([0, 3, 4, 1]), torch.nn.functional.cross_entropy),
+        ("multi_label_classification", torch.eye(5)[:4], torch.nn.functional.binary_cross_entropy_with_logits),
+        ("regression", torch.randn(4, 5), torch.nn.functional.mse_loss),
+    ],
+)
+def test_classification_follows_transformers_problem_types(problem_type, labels, loss_fn, images):
+    pixel_values, _ = images
+    model = SupMAEForImageClassification(tiny_config(problem_type=problem_type)).eval()
+    output = model(pixel_values, labels=labels)
+    torch.testing.assert_close(output.loss, loss_fn(output.logits, labels))
