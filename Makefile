@@ -1,6 +1,6 @@
 PYTHON ?= python
 
-.PHONY: install test test-fast lint format clean
+.PHONY: install test test-fast lint format clean demo
 
 install:  ## the package with training and development extras, editable
 	$(PYTHON) -m pip install -e ".[dev]"
@@ -12,13 +12,16 @@ test-fast:  ## everything but the tests marked slow
 	$(PYTHON) -m pytest -q -m "not slow"
 
 lint:
-	$(PYTHON) -m ruff check supmae tests
-	$(PYTHON) -m ruff format --check supmae tests
+	$(PYTHON) -m ruff check supmae tests *.py
+	$(PYTHON) -m ruff format --check supmae tests *.py
 
 format:
-	$(PYTHON) -m ruff check --fix supmae tests
-	$(PYTHON) -m ruff format supmae tests
+	$(PYTHON) -m ruff check --fix supmae tests *.py
+	$(PYTHON) -m ruff format supmae tests *.py
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+demo:  ## pretrain a tiny SupMAE on scikit-learn's digits (no download), on a CPU in a few minutes
+	$(PYTHON) run_pretraining.py

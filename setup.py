@@ -18,6 +18,7 @@ install_requires = [
     "safetensors>=0.8",
     "numpy>=2.0",
     "pillow>=11.0",
+    "pyyaml>=6.0",
 ]
 extras = {
     "train": ["accelerate>=1.15", "datasets>=5.2", "timm>=1.0.31", "scikit-learn>=1.9", "tensorboard>=2.21"],

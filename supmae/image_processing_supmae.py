@@ -63,7 +63,7 @@ def _high_bit_depth_to_uint8(image: PIL.Image.Image) -> np.ndarray:
     return np.clip(np.round(values), 0, 255).astype(np.uint8)
 
 
-def _pil_to_rgb_uint8(image: PIL.Image.Image) -> np.ndarray:
+def pil_to_rgb_array(image: PIL.Image.Image) -> np.ndarray:
     """(H, W, 3) uint8 RGB array of a PIL image of any mode.
 
     Transparency (an alpha band, or a "transparency" entry for "P", "L" and "RGB" images) is composited
@@ -226,7 +226,7 @@ class SupMAEImageProcessor(TorchvisionBackend):
     def process_image(self, image, do_convert_rgb=None, input_data_format=None, device=None, **kwargs):
         """One raw image -> (3, H, W) tensor: uint8 in 0..255, or float in 0..255 for float inputs."""
         if isinstance(image, PIL.Image.Image) and do_convert_rgb:
-            image = torch.from_numpy(_pil_to_rgb_uint8(image).copy())
+            image = torch.from_numpy(pil_to_rgb_array(image).copy())
             input_data_format = ChannelDimension.LAST
         elif isinstance(image, (np.ndarray, torch.Tensor)):
             image = self._check_channels(image, input_data_format)

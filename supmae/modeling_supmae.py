@@ -77,7 +77,7 @@ class SupMAEForPreTrainingOutput(ModelOutput):
     logits (`torch.FloatTensor` of shape `(B, L, P * P * C)`):
         Pixel predictions for every patch, in image order, laid out as `patchify` lays out its target.
     classification_logits (`torch.FloatTensor` of shape `(B, num_labels)`):
-        The supervised head's logits, computed from the visible patches only.
+        The supervised head's logits, computed from the visible patches only (None when training without labels).
     mask, ids_restore, hidden_states, attentions:
         As in `SupMAEModelOutput` (encoder only).
     """
@@ -583,9 +583,10 @@ class SupMAEForPreTraining(SupMAEPreTrainedModel):
         grid_size = tuple(s // self.config.patch_size for s in pixel_values.shape[-2:])
         predictions = self.decoder(latent, outputs.ids_restore, grid_size)
         reconstruction_loss = self.reconstruction_loss(pixel_values, predictions, mask)
-        classification_logits = self.supervised_head(self.pool(latent))
-
-        loss, classification_loss = reconstruction_loss, None
+        loss, classification_loss, classification_logits = reconstruction_loss, None, None
+        # Training without labels is plain MAE: the head would learn nothing and only move its BatchNorm statistics.
+        if labels is not None or not self.training:
+            classification_logits = self.supervised_head(self.pool(latent))
         if labels is not None:
             # Mean over the labeled images; a batch with none of them adds 0 rather than NaN.
             scaled_logits = classification_logits.float() / self.config.supervised_temperature

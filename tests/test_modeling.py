@@ -136,7 +136,11 @@ def test_batch_of_one_in_training_mode_names_the_batch_norm(images):
     pixel_values, noise = images
     model = SupMAEForPreTraining(tiny_config()).train()
     with pytest.raises(ValueError, match="BatchNorm1d needs more than one image per batch"):
-        model(pixel_values[:1], noise=noise[:1])
+        model(pixel_values[:1], labels=LABELS[:1], noise=noise[:1])
+    # Without labels training is MAE: the head is skipped, so a batch of one works and its statistics stay put.
+    output = model(pixel_values[:1], noise=noise[:1])
+    assert output.classification_logits is None and torch.isfinite(output.loss)
+    assert model.supervised_head.batch_norm.num_batches_tracked == 0
     model.eval()
     assert model(pixel_values[:1], noise=noise[:1]).classification_logits.shape == (1, 5)
 

@@ -1,0 +1,278 @@
+# Copyright 2026 The supmae authors. Licensed under the Apache License, Version 2.0.
+"""Data for SupMAE training: loading (Hub, local folders, streaming, the built-in digits), column detection,
+the pretraining augmentation and batching."""
+
+import math
+import os
+
+import datasets
+import numpy as np
+import PIL.Image
+import torch
+
+from .image_processing_supmae import SupMAEImageProcessor, pil_to_rgb_array
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_COLUMN_NAMES = ("image", "img", "jpg", "jpeg", "png", "webp", "pixel_values")
+LABEL_COLUMN_NAMES = ("label", "labels", "cls", "class", "target")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+DIGITS = "digits"  # the name of the built-in dataset: scikit-learn's 8x8 digits, no download
+
+
+def load_image_datasets(
+    dataset_name: str | None = None,
+    dataset_config_name: str | None = None,
+    train_dir: str | None = None,
+    validation_dir: str | None = None,
+    streaming: bool = False,
+    cache_dir: str | None = None,
+    trust_remote_code: bool = False,
+) -> datasets.DatasetDict | datasets.IterableDatasetDict:
+    """
+    The splits of a Hub dataset or local dataset directory (`dataset_name`), of image folders (`train_dir`,
+    `validation_dir`: one subfolder per class gives labels, images directly inside give none), or of the built-in
+    `"digits"`. Fails with a message naming the path or the splits that exist.
+    """
+    if dataset_name is not None and (train_dir or validation_dir):
+        raise ValueError("Give either `dataset_name` or `train_dir`/`validation_dir`, not both.")
+    if dataset_name == DIGITS:
+        splits = digits_datasets()
+        return splits.to_iterable_dataset() if streaming else splits
+    if dataset_name is None:
+        if train_dir is None:
+            raise ValueError("No training data: give `dataset_name` (a Hub dataset or a local path) or `train_dir`.")
+        data_files = {}
+        for split, directory in (("train", train_dir), ("validation", validation_dir)):
+            if directory is None:
+                continue
+            if not os.path.isdir(directory):
+                raise FileNotFoundError(f"The {split} folder {directory!r} does not exist or is not a directory.")
+            if not _holds_images(directory):
+                raise ValueError(
+                    f"The {split} folder {directory!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})."
+                )
+            data_files[split] = os.path.join(os.path.abspath(directory), "**")
+        loaded = datasets.load_dataset("imagefolder", data_files=data_files, streaming=streaming, cache_dir=cache_dir)
+    else:
+        loaded = datasets.load_dataset(
+            dataset_name,
+            dataset_config_name,
+            streaming=streaming,
+            cache_dir=cache_dir,
+            **({"trust_remote_code": True} if trust_remote_code else {}),
+        )
+    if "train" not in loaded:
+        raise ValueError(f"The dataset {dataset_name or train_dir!r} has no 'train' split; it has {list(loaded)}.")
+    if not streaming:
+        for split, dataset in loaded.items():
+            if len(dataset) == 0:
+                raise ValueError(f"The {split} split of {dataset_name or train_dir!r} is empty.")
+    return loaded
+
+
+def _holds_images(directory: str) -> bool:
+    return any(
+        name.lower().endswith(IMAGE_EXTENSIONS)
+        for _, _, names in os.walk(directory, followlinks=True)
+        for name in names
+    )
+
+
+def digits_datasets(seed: int = 0) -> datasets.DatasetDict:
+    """scikit-learn's 1797 8x8 gray digits (shipped inside the package, no download) as `image` (PIL) and `label`
+    (ClassLabel "0".."9"), split stratified into train (1259), validation (179) and test (359)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = np.round(digits.images * (255 / 16)).astype(np.uint8)  # 0..16 -> 0..255
+    rng = np.random.default_rng(seed)
+    test, validation, train = [], [], []
+    for label in range(10):  # stratified: 20% test, 10% validation per class
+        indices = rng.permutation(np.flatnonzero(digits.target == label))
+        n_test, n_validation = round(0.2 * len(indices)), round(0.1 * len(indices))
+        test += indices[:n_test].tolist()
+        validation += indices[n_test : n_test + n_validation].tolist()
+        train += indices[n_test + n_validation :].tolist()
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=[str(i) for i in range(10)])}
+    )
+
+    def split(indices):
+        indices = sorted(indices)
+        images = [PIL.Image.fromarray(pixels[i], mode="L") for i in indices]
+        return datasets.Dataset.from_dict({"image": images, "label": digits.target[indices].tolist()}, features)
+
+    return datasets.DatasetDict({"train": split(train), "validation": split(validation), "test": split(test)})
+
+
+def _find_column(dataset, name: str | None, argument: str, feature_type, usual_names) -> str | None:
+    """`name` if it is a column, else the first column of `feature_type` or with one of `usual_names`."""
+    columns = list(dataset.column_names or (dataset.features or {}))
+    if name is not None:
+        if name not in columns:
+            raise ValueError(f"`{argument}` {name!r} is not a column of the dataset; its columns are {columns}.")
+        return name
+    features = dataset.features or {}
+    found = [c for c in columns if isinstance(features.get(c), feature_type)] + [
+        c for c in usual_names if c in columns
+    ]
+    return found[0] if found else None
+
+
+def find_image_column(dataset, name: str | None = None) -> str:
+    """The column holding the images: `name` if given, else the first `Image` feature or a usual name."""
+    column = _find_column(dataset, name, "image_column_name", datasets.Image, IMAGE_COLUMN_NAMES)
+    if column is None:
+        columns = list(dataset.column_names or (dataset.features or {}))
+        raise ValueError(f"No image column found among {columns}; name it with `image_column_name`.")
+    return column
+
+
+def find_label_column(dataset, name: str | None = None) -> str | None:
+    """The column holding class indices: `name` if given (`"none"` for no labels, i.e. plain MAE), else the first
+    `ClassLabel` feature or a usual name; None when there is none."""
+    if name is not None and name.lower() == "none":
+        return None
+    return _find_column(dataset, name, "label_column_name", datasets.ClassLabel, LABEL_COLUMN_NAMES)
+
+
+def class_names(dataset, label_column: str | None) -> list[str] | None:
+    """The class names of a ClassLabel column, else None."""
+    feature = (dataset.features or {}).get(label_column) if label_column else None
+    return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+
+
+def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
+    """Any PIL mode as RGB (transparency onto white, 16-bit gray scaled by its depth)."""
+    return image if image.mode == "RGB" else PIL.Image.fromarray(pil_to_rgb_array(image))
+
+
+def random_resized_crop_box(width: int, height: int, scale, ratio, generator: torch.Generator | None = None):
+    """torchvision's RandomResizedCrop sampling, drawn from `generator`: `(left, top, right, bottom)` of a crop
+    covering a fraction in `scale` of the area with aspect ratio (w/h) in `ratio`; after 10 misses, the largest
+    centered crop whose ratio is clamped into `ratio`."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        draws = torch.rand(2, generator=generator).tolist()
+        target_area = area * (scale[0] + (scale[1] - scale[0]) * draws[0])
+        aspect = math.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * draws[1])
+        w, h = round(math.sqrt(target_area * aspect)), round(math.sqrt(target_area / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, (1,), generator=generator))
+            left = int(torch.randint(0, width - w + 1, (1,), generator=generator))
+            return left, top, left + w, top + h
+    if width / height < ratio[0]:
+        w, h = width, round(width / ratio[0])
+    elif width / height > ratio[1]:
+        w, h = round(height * ratio[1]), height
+    else:
+        w, h = width, height
+    left, top = (width - w) // 2, (height - h) // 2
+    return left, top, left + w, top + h
+
+
+def normalize(image: PIL.Image.Image, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """RGB PIL image -> `(3, H, W)` float tensor, `(x / 255 - mean) / std`."""
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1) / 255.0
+    return (pixels - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+
+
+class PretrainingTransform:
+    """MAE's pretraining augmentation: RandomResizedCrop(scale=(0.2, 1), bicubic), horizontal flip, ImageNet
+    normalization. All randomness comes from the `generator` argument, so a sample's crop can be reproduced."""
+
+    def __init__(self, image_size: int, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3), mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        self.image_size, self.scale, self.ratio, self.mean, self.std = image_size, scale, ratio, mean, std
+
+    def __call__(self, image: PIL.Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
+        image = to_rgb(image)
+        box = random_resized_crop_box(*image.size, self.scale, self.ratio, generator)
+        image = image.resize((self.image_size, self.image_size), PIL.Image.BICUBIC, box=box)
+        if torch.rand(1, generator=generator).item() < 0.5:
+            image = image.transpose(PIL.Image.FLIP_LEFT_RIGHT)
+        return normalize(image, self.mean, self.std)
+
+
+class EvalTransform:
+    """The evaluation transform: `SupMAEImageProcessor` (shorter side to image_size / 0.875, bicubic, center crop)."""
+
+    def __init__(self, image_processor: SupMAEImageProcessor):
+        self.image_processor = image_processor
+
+    def __call__(self, image: PIL.Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.image_processor(image, return_tensors="pt").pixel_values[0]
+
+
+def eval_image_processor(image_size: int) -> SupMAEImageProcessor:
+    """MAE's evaluation transform for `image_size` (256 / 224 at 224 px)."""
+    return SupMAEImageProcessor(
+        size={"shortest_edge": int(round(image_size / 0.875))}, crop_size={"height": image_size, "width": image_size}
+    )
+
+
+def _sample_seed(seed: int, epoch: int, index: int) -> int:
+    # A distinct, well-mixed 63-bit seed per (seed, epoch, sample), independent of workers and processes.
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, np.uint64)[0]) >> 1
+
+
+class TransformedImageDataset(torch.utils.data.Dataset):
+    """
+    A map-style image dataset as `{"pixel_values": (3, S, S), "labels": int}` items. The augmentation of item `i` in
+    epoch `e` draws from a generator seeded with `(seed, e, i)`: the same crops whatever the number of dataloader
+    workers or processes, and after resuming from a checkpoint. The Trainer calls `set_epoch`.
+    """
+
+    def __init__(self, dataset, image_column: str, label_column: str | None, transform, seed: int = 0):
+        self.dataset, self.image_column, self.label_column = dataset, image_column, label_column
+        self.transform, self.seed, self.epoch = transform, seed, 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = int(epoch)
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        example = self.dataset[int(index)]
+        generator = torch.Generator().manual_seed(_sample_seed(self.seed, self.epoch, int(index)))
+        item = {"pixel_values": self.transform(example[self.image_column], generator)}
+        if self.label_column is not None:
+            item["labels"] = example[self.label_column]
+        return item
+
+
+def transform_streaming_dataset(dataset: datasets.IterableDataset, image_column, label_column, transform):
+    """The streaming counterpart of `TransformedImageDataset`, kept a `datasets.IterableDataset` so that accelerate
+    gives each process its own shards. Its augmentation draws from the (per-worker, per-process) global RNG."""
+
+    def apply(example):
+        item = {"pixel_values": transform(example[image_column])}
+        if label_column is not None:
+            item["labels"] = example[label_column]
+        return item
+
+    return dataset.map(apply, remove_columns=list(dataset.column_names or []))
+
+
+class ImageCollator:
+    """Stacks items into `{"pixel_values": (B, 3, S, S), "labels": (B,)}` and checks labels against `num_labels`
+    (-100, an unlabeled image, is allowed)."""
+
+    def __init__(self, num_labels: int | None = None):
+        self.num_labels = num_labels
+
+    def __call__(self, items: list[dict]) -> dict:
+        batch = {"pixel_values": torch.stack([torch.as_tensor(item["pixel_values"]) for item in items])}
+        if "labels" in items[0]:
+            labels = torch.tensor([-100 if item["labels"] is None else int(item["labels"]) for item in items])
+            bad = labels[(labels != -100) & ((labels < 0) | (labels >= (self.num_labels or math.inf)))]
+            if len(bad):
+                raise ValueError(
+                    f"Label {bad[0].item()} is outside the model's {self.num_labels} classes (0..{self.num_labels - 1}); "
+                    "set num_labels (e.g. --config_overrides num_labels=N) to cover the dataset's labels."
+                )
+            batch["labels"] = labels
+        return batch

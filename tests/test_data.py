@@ -1,0 +1,168 @@
+"""supmae.data: dataset loading, column detection, the pretraining augmentation, reproducible items, batching."""
+
+import math
+
+import datasets
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.v2 as T
+from PIL import Image
+
+from supmae.data import (
+    ImageCollator,
+    PretrainingTransform,
+    TransformedImageDataset,
+    digits_datasets,
+    find_image_column,
+    find_label_column,
+    load_image_datasets,
+    random_resized_crop_box,
+    transform_streaming_dataset,
+)
+
+
+def write_image_folder(root, classes=("cat", "dog"), per_class=3, size=(40, 30), flat=False):
+    """Random RGB JPEGs, in one subfolder per class (or directly in `root` with `flat=True`)."""
+    rng = np.random.default_rng(0)
+    for name in classes:
+        folder = root if flat else root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"{name}_{i}.jpg")
+    return root
+
+
+def test_digits_are_built_in_and_stratified():
+    splits = digits_datasets()
+    assert {name: len(split) for name, split in splits.items()} == {"train": 1259, "validation": 179, "test": 359}
+    assert splits["train"].features["label"].names == [str(i) for i in range(10)]
+    for split in splits.values():
+        assert sorted(set(split["label"])) == list(range(10))
+    images = splits["train"][:50]["image"]
+    assert all(image.size == (8, 8) and image.mode == "L" for image in images)
+    assert max(np.asarray(image).max() for image in images) == 255  # 16 -> 255
+
+
+def test_image_folders_with_and_without_class_subfolders(tmp_path):
+    write_image_folder(tmp_path / "train")
+    write_image_folder(tmp_path / "val", per_class=1)
+    splits = load_image_datasets(train_dir=str(tmp_path / "train"), validation_dir=str(tmp_path / "val"))
+    assert len(splits["train"]) == 6 and len(splits["validation"]) == 2
+    assert find_image_column(splits["train"]) == "image" and find_label_column(splits["train"]) == "label"
+    assert splits["train"].features["label"].names == ["cat", "dog"]
+
+    write_image_folder(tmp_path / "flat", flat=True)
+    flat = load_image_datasets(train_dir=str(tmp_path / "flat"))
+    assert find_label_column(flat["train"]) is None  # no classes: plain MAE
+
+
+def test_streaming_image_folder_yields_transformed_items(tmp_path):
+    write_image_folder(tmp_path / "train")
+    splits = load_image_datasets(train_dir=str(tmp_path / "train"), streaming=True)
+    assert isinstance(splits["train"], datasets.IterableDataset)
+    items = list(transform_streaming_dataset(splits["train"], "image", "label", PretrainingTransform(16)))
+    assert len(items) == 6
+    assert torch.as_tensor(items[0]["pixel_values"]).shape == (3, 16, 16)
+    assert sorted(item["labels"] for item in items) == [0, 0, 0, 1, 1, 1]
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"train_dir": "/nonexistent/train"}, FileNotFoundError, "The train folder '/nonexistent/train' does not"),
+        ({}, ValueError, "No training data: give `dataset_name`"),
+        ({"dataset_name": "digits", "train_dir": "x"}, ValueError, "either `dataset_name` or `train_dir`"),
+    ],
+)
+def test_loading_errors_name_the_problem(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        load_image_datasets(**kwargs)
+
+
+def test_empty_validation_folder_is_refused(tmp_path):
+    write_image_folder(tmp_path / "train")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"The validation folder '.*empty' holds no image files \(.jpg"):
+        load_image_datasets(train_dir=str(tmp_path / "train"), validation_dir=str(tmp_path / "empty"))
+
+
+def test_wrong_column_names_list_the_columns():
+    dataset = datasets.Dataset.from_dict({"photo": [Image.new("RGB", (4, 4))], "y": [1]})
+    with pytest.raises(ValueError, match=r"`image_column_name` 'img' is not a column.*\['photo', 'y'\]"):
+        find_image_column(dataset, "img")
+    with pytest.raises(ValueError, match=r"`label_column_name` 'label' is not a column.*\['photo', 'y'\]"):
+        find_label_column(dataset, "label")
+    assert find_image_column(dataset.cast_column("photo", datasets.Image())) == "photo"
+    with pytest.raises(ValueError, match=r"No image column found among \['photo', 'y'\]"):
+        find_image_column(datasets.Dataset.from_dict({"photo": ["a"], "y": [1]}))
+    assert find_label_column(dataset, "none") is None and find_label_column(dataset, "y") == "y"
+
+
+def test_crop_boxes_follow_torchvision_random_resized_crop():
+    """Same distribution as torchvision's RandomResizedCrop(scale=(0.2, 1)): compare area and aspect statistics."""
+    width, height, scale, ratio = 500, 375, (0.2, 1.0), (3 / 4, 4 / 3)
+    generator = torch.Generator().manual_seed(0)
+    ours = [random_resized_crop_box(width, height, scale, ratio, generator) for _ in range(4000)]
+    ours = np.array([(right - left, bottom - top, left, top) for left, top, right, bottom in ours], dtype=float)
+    torch.manual_seed(0)
+    image = torch.zeros(3, height, width)
+    reference = np.array(
+        [T.RandomResizedCrop.get_params(image, list(scale), list(ratio))[::-1] for _ in range(4000)], dtype=float
+    )  # (w, h, left, top)
+    reference = reference[:, [0, 1, 2, 3]]
+    for values in (ours, reference):
+        assert np.all(values[:, 0] + values[:, 2] <= width) and np.all(values[:, 1] + values[:, 3] <= height)
+    area = lambda v: v[:, 0] * v[:, 1] / (width * height)  # noqa: E731
+    aspect = lambda v: np.log(v[:, 0] / v[:, 1])  # noqa: E731
+    for statistic in (area, aspect):
+        assert abs(statistic(ours).mean() - statistic(reference).mean()) < 0.02
+        assert abs(statistic(ours).std() - statistic(reference).std()) < 0.02
+    assert area(ours).min() >= 0.19 and np.abs(aspect(ours)).max() <= math.log(4 / 3) + 0.01
+
+
+def test_crop_box_falls_back_to_a_centered_crop_for_extreme_aspect_ratios():
+    generator = torch.Generator().manual_seed(0)
+    # A 1000x10 strip: no sampled box fits 10 times; the fallback clamps the ratio to 4/3 and centers.
+    assert random_resized_crop_box(1000, 10, (0.99, 1.0), (3 / 4, 4 / 3), generator) == (493, 0, 506, 10)
+
+
+def test_transform_output_and_flip():
+    transform = PretrainingTransform(16)
+    image = Image.fromarray(np.tile(np.arange(64, dtype=np.uint8)[None, :, None] * 4, (48, 1, 3)))  # left dark
+    outputs = [transform(image, torch.Generator().manual_seed(seed)) for seed in range(20)]
+    assert all(o.shape == (3, 16, 16) and o.dtype == torch.float32 for o in outputs)
+    directions = {bool(o[0, 8, -1] > o[0, 8, 0]) for o in outputs}
+    assert directions == {True, False}  # some crops flipped, some not
+    gray = Image.new("L", (20, 20), 128)
+    torch.testing.assert_close(
+        transform(gray)[:, 0, 0],
+        (128 / 255 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225]),
+        atol=1e-5,
+        rtol=0,
+    )
+
+
+def test_items_are_a_function_of_seed_epoch_and_index():
+    """What makes crops identical across dataloader workers, processes and resumed runs."""
+    split = digits_datasets()["train"].select(range(10))
+    dataset = TransformedImageDataset(split, "image", "label", PretrainingTransform(16), seed=3)
+    first = dataset[7]["pixel_values"]
+    for index in (0, 9, 2):  # other items in between change nothing
+        dataset[index]
+    assert torch.equal(dataset[7]["pixel_values"], first) and dataset[7]["labels"] == split[7]["label"]
+    assert not torch.equal(dataset[6]["pixel_values"], first)
+    dataset.set_epoch(1)
+    assert not torch.equal(dataset[7]["pixel_values"], first)
+    other_seed = TransformedImageDataset(split, "image", "label", PretrainingTransform(16), seed=4)
+    assert not torch.equal(other_seed[7]["pixel_values"], first)
+
+
+def test_collator_stacks_and_checks_labels():
+    items = [{"pixel_values": torch.zeros(3, 4, 4), "labels": label} for label in (0, 4, -100)]
+    batch = ImageCollator(num_labels=5)(items)
+    assert batch["pixel_values"].shape == (3, 3, 4, 4) and batch["labels"].tolist() == [0, 4, -100]
+    with pytest.raises(ValueError, match=r"Label 5 is outside the model's 5 classes \(0..4\)"):
+        ImageCollator(num_labels=5)(items + [{"pixel_values": torch.zeros(3, 4, 4), "labels": 5}])
+    assert "labels" not in ImageCollator()([{"pixel_values": torch.zeros(3, 4, 4)}])
