@@ -224,19 +224,16 @@ def test_killed_run_resumes_to_the_same_weights(folders, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_under_torchrun(folders, tmp_path):
+@pytest.mark.parametrize("streaming", [False, True], ids=["map-style", "streaming"])
+def test_two_processes_under_torchrun(folders, tmp_path, streaming):
+    """Both ranks finish with identical parameters and one checkpoint is written. Streamed, each process reads its
+    own shards of the image folder (accelerate splits a datasets.IterableDataset by shard)."""
     output = tmp_path / "ddp"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29531",
-        os.path.join(ROOT, "run_pretraining.py"),
-        *subprocess_arguments(folders, output, 4),
-    ]
+    port = "29532" if streaming else "29531"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
+    command = [*launcher, os.path.join(ROOT, "run_pretraining.py"), *subprocess_arguments(folders, output, 4)]
+    if streaming:
+        command += ["--streaming", "true"]
     env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     log = result.stdout + result.stderr
