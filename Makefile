@@ -1,4 +1,4 @@
-PYTHON ?= python
+PYTHON ?= python3
 
 .PHONY: install test test-fast lint format clean demo
 
@@ -23,5 +23,6 @@ clean:
 	rm -rf build dist *.egg-info .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-demo:  ## pretrain a tiny SupMAE on scikit-learn's digits (no download), on a CPU in a few minutes
+demo:  ## pretrain a tiny SupMAE on scikit-learn's digits (no download), then fine-tune it and print test top-1
 	$(PYTHON) run_pretraining.py
+	$(PYTHON) run_classification.py

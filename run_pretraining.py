@@ -13,7 +13,6 @@ recipe: lr = base_lr x effective batch / 256, AdamW (0.9, 0.95), weight decay 0.
 per-step warmup then cosine, RandomResizedCrop(0.2-1) + flip, mask ratio 0.75, normalized-pixel loss.
 """
 
-import importlib.util
 import json
 import logging
 import os
@@ -22,9 +21,17 @@ from dataclasses import dataclass, field
 
 import torch
 import transformers
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import TrainingArguments
 
 from supmae import SupMAEConfig, SupMAEForPreTraining
+from supmae.arguments import (
+    DEFAULT_REPORT_TO,
+    DataArguments,
+    configure_logging,
+    parse_arguments,
+    prepare_data,
+    resume_checkpoint,
+)
 from supmae.configuration_supmae import SUPMAE_PRESETS
 from supmae.data import (
     DIGITS,
@@ -32,21 +39,11 @@ from supmae.data import (
     ImageCollator,
     PretrainingTransform,
     TransformedImageDataset,
-    class_names,
     eval_image_processor,
-    find_image_column,
-    find_label_column,
-    load_image_datasets,
     transform_streaming_dataset,
 )
 from supmae.model_card import pretraining_model_card
-from supmae.training import (
-    SupMAETrainer,
-    convert_to_sync_batch_norm,
-    last_complete_checkpoint,
-    parameters_digest,
-    scaled_learning_rate,
-)
+from supmae.training import SupMAETrainer, convert_to_sync_batch_norm, parameters_digest, scaled_learning_rate
 from supmae.visualization import reconstruction_figure
 
 
@@ -87,31 +84,6 @@ class ModelArguments:
     )
     mask_ratio: float | None = field(default=None, metadata={"help": "Fraction of patches removed (default 0.75)."})
     norm_pix_loss: bool | None = field(default=None, metadata={"help": "Reconstruct per-patch normalized pixels."})
-    cache_dir: str | None = field(default=None, metadata={"help": "Where to cache downloaded models and datasets."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow Hub code for the model or dataset."})
-
-
-@dataclass
-class DataArguments:
-    dataset_name: str | None = field(
-        default=None,
-        metadata={"help": f"A Hub dataset, a local dataset directory, or '{DIGITS}' (built in, no download)."},
-    )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset's configuration name."})
-    train_dir: str | None = field(default=None, metadata={"help": "An image folder for training (class subfolders)."})
-    validation_dir: str | None = field(default=None, metadata={"help": "An image folder for validation."})
-    image_column_name: str | None = field(default=None, metadata={"help": "Image column (default: detected)."})
-    label_column_name: str | None = field(
-        default=None, metadata={"help": "Label column (default: detected); 'none' trains without labels (MAE)."}
-    )
-    train_val_split: float = field(
-        default=0.05, metadata={"help": "Fraction of train held out for validation when there is no validation split."}
-    )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only this many training images."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only this many validation images."})
-    streaming: bool = field(default=False, metadata={"help": "Stream the dataset (requires --max_steps)."})
-    shuffle_buffer_size: int = field(default=10_000, metadata={"help": "Shuffle buffer when streaming."})
-    num_figure_images: int = field(default=8, metadata={"help": "Validation images in the reconstruction figure."})
 
 
 @dataclass
@@ -124,6 +96,7 @@ class PretrainingArguments(TrainingArguments):
     sync_batch_norm: bool = field(
         default=False, metadata={"help": "Share the supervised head's BatchNorm statistics across GPUs."}
     )
+    num_figure_images: int = field(default=8, metadata={"help": "Validation images in the reconstruction figure."})
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay (none on biases and norms)."})
     adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2 (MAE: 0.95)."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Warmup then half-cycle cosine to 0."})
@@ -133,21 +106,14 @@ class PretrainingArguments(TrainingArguments):
         default=True, metadata={"help": "Drop the last incomplete batch (MAE does; a batch of one breaks BatchNorm)."}
     )
     report_to: None | str | list[str] = field(
-        default="tensorboard" if importlib.util.find_spec("tensorboard") else "none",
+        default=DEFAULT_REPORT_TO,
         metadata={"help": "Where to report logs (default: TensorBoard when installed)."},
     )
 
 
-def parse_arguments(argv: list[str]):
-    parser = HfArgumentParser((ModelArguments, DataArguments, PretrainingArguments))
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(os.path.abspath(argv[0]))
-    return parser.parse_args_into_dataclasses(args=argv)
-
-
 def build_config(model_args: ModelArguments) -> SupMAEConfig:
     if model_args.model_name_or_path:
-        config = SupMAEConfig.from_pretrained(model_args.model_name_or_path, cache_dir=model_args.cache_dir)
+        config = SupMAEConfig.from_pretrained(model_args.model_name_or_path)
     elif model_args.config_name in SUPMAE_PRESETS or model_args.config_name is None:
         config = SupMAEConfig.from_preset(model_args.config_name or "vit-base-patch16")
     elif os.path.exists(model_args.config_name):
@@ -165,69 +131,22 @@ def build_config(model_args: ModelArguments) -> SupMAEConfig:
     return SupMAEConfig.from_dict(config.to_dict())  # validates the overridden values
 
 
-def check_output_dir(training_args: PretrainingArguments) -> str | None:
-    """The checkpoint to resume from; refuses to write over a finished run."""
-    resume = training_args.resume_from_checkpoint
-    if resume is None and os.path.isdir(training_args.output_dir):
-        resume = last_complete_checkpoint(training_args.output_dir)
-        if resume is None and os.path.isfile(os.path.join(training_args.output_dir, "model.safetensors")):
-            raise FileExistsError(
-                f"{training_args.output_dir} already holds a finished run (model.safetensors); choose another "
-                "--output_dir or remove it."
-            )
-        if resume is not None:
-            logger.info(f"Resuming from the last checkpoint in the output directory: {resume}")
-    return resume
-
-
 def main(argv: list[str] | None = None) -> dict[str, float]:
     argv = sys.argv[1:] if argv is None else argv
     demo = not argv
-    model_args, data_args, training_args = parse_arguments(DEMO_ARGUMENTS if demo else argv)
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        level=logging.INFO,
-        handlers=[logging.StreamHandler(sys.stdout)],
+    (model_args, data_args, training_args), _ = parse_arguments(
+        (ModelArguments, DataArguments, PretrainingArguments), DEMO_ARGUMENTS if demo else argv
     )
-    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
-    logger.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
+    configure_logging(training_args, logger)
     if demo:
         logger.info("No arguments: the offline demo on scikit-learn's digits. Arguments: " + " ".join(DEMO_ARGUMENTS))
     if data_args.streaming and training_args.max_steps <= 0:
         raise ValueError("--streaming needs --max_steps: a streamed dataset has no length to count epochs in.")
-    resume_from_checkpoint = check_output_dir(training_args)
+    resume_from_checkpoint = resume_checkpoint(training_args)
     transformers.set_seed(training_args.seed)
-
-    # Data
-    splits = load_image_datasets(
-        data_args.dataset_name,
-        data_args.dataset_config_name,
-        data_args.train_dir,
-        data_args.validation_dir,
-        streaming=data_args.streaming,
-        cache_dir=model_args.cache_dir,
-        trust_remote_code=model_args.trust_remote_code,
-    )
-    train_split = splits["train"]
-    image_column = find_image_column(train_split, data_args.image_column_name)
-    label_column = find_label_column(train_split, data_args.label_column_name)
-    eval_split = splits.get("validation")
-    if eval_split is None and not data_args.streaming and data_args.train_val_split > 0:
-        held_out = train_split.train_test_split(data_args.train_val_split, seed=training_args.seed)
-        train_split, eval_split = held_out["train"], held_out["test"]
-    if data_args.max_train_samples is not None:
-        train_split = (
-            train_split.take(data_args.max_train_samples)
-            if data_args.streaming
-            else train_split.select(range(min(data_args.max_train_samples, len(train_split))))
-        )
-    if eval_split is not None and data_args.max_eval_samples is not None:
-        eval_split = (
-            eval_split.take(data_args.max_eval_samples)
-            if data_args.streaming
-            else eval_split.select(range(min(data_args.max_eval_samples, len(eval_split))))
-        )
-    names = class_names(train_split, label_column)
+    data = prepare_data(data_args, training_args.seed)
+    train_split, eval_split = data.train, data.validation
+    image_column, label_column, names = data.image_column, data.label_column, data.class_names
 
     # Model
     config = build_config(model_args)
@@ -236,9 +155,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         config.id2label = dict(enumerate(names))
         config.label2id = {name: i for i, name in enumerate(names)}
     if model_args.model_name_or_path:
-        model = SupMAEForPreTraining.from_pretrained(
-            model_args.model_name_or_path, config=config, cache_dir=model_args.cache_dir
-        )
+        model = SupMAEForPreTraining.from_pretrained(model_args.model_name_or_path, config=config)
     else:
         model = SupMAEForPreTraining(config)
     if label_column is None:
@@ -308,7 +225,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         figure = None
         source = eval_split if eval_split is not None else train_split
         images = [
-            example[image_column] for _, example in zip(range(data_args.num_figure_images), source, strict=False)
+            example[image_column] for _, example in zip(range(training_args.num_figure_images), source, strict=False)
         ]
         if images:
             figure = "reconstructions.png"

@@ -91,6 +91,9 @@ class SupMAEConfig(PreTrainedConfig):
         supervised_temperature (`float`, defaults to 10.0): logits are divided by it inside the classification loss.
         classifier_pooling (`str`, defaults to `"mean"`): pooling of `SupMAEForImageClassification`: `"mean"` of all
             patch tokens followed by a LayerNorm (MAE's fine-tuning recipe) or the final-normed `"cls"` token.
+        classifier_batch_norm (`bool`, defaults to `False`): put MAE's linear-probing BatchNorm1d (no affine,
+            eps 1e-6) before the classifier. The classifier is then initialized with std 0.01 (linear probing),
+            otherwise with std 2e-5 (fine-tuning).
         drop_path_rate (`float`, defaults to 0.0): stochastic depth of the last encoder block; block i gets
             `drop_path_rate * i / (num_hidden_layers - 1)`. The fine-tuning recipe uses 0.1.
 
@@ -127,6 +130,7 @@ class SupMAEConfig(PreTrainedConfig):
     supervised_loss_weight: float | int = 0.01
     supervised_temperature: float | int = 10.0
     classifier_pooling: str = "mean"
+    classifier_batch_norm: bool = False
     drop_path_rate: float | int = 0.0
 
     def __post_init__(self, **kwargs):

@@ -8,6 +8,7 @@ import os
 import datasets
 import numpy as np
 import PIL.Image
+import PIL.ImageOps
 import torch
 
 from .image_processing_supmae import SupMAEImageProcessor, pil_to_rgb_array
@@ -70,6 +71,26 @@ def load_image_datasets(
             if len(dataset) == 0:
                 raise ValueError(f"The {split} split of {dataset_name or train_dir!r} is empty.")
     return loaded
+
+
+def load_image_split(source: str, split: str | None = None, config_name: str | None = None, cache_dir=None):
+    """One split of a Hub dataset, a local dataset directory or image folder, or `"digits"`, loading only that split.
+    Without `split`: "validation" if the source has one, else its only split."""
+    if source == DIGITS:
+        splits = digits_datasets()
+    elif os.path.isdir(source) and not _holds_images(source):
+        raise ValueError(f"{source!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)}).")
+    else:
+        names = datasets.get_dataset_split_names(source, config_name)
+        if split is None:
+            split = "validation" if "validation" in names or len(names) > 1 else names[0]
+        if split not in names:
+            raise ValueError(f"{source!r} has no split {split!r}; it has {names}.")
+        return datasets.load_dataset(source, config_name, split=split, cache_dir=cache_dir)
+    split = split or "validation"
+    if split not in splits:
+        raise ValueError(f"{source!r} has no split {split!r}; it has {list(splits)}.")
+    return splits[split]
 
 
 def _holds_images(directory: str) -> bool:
@@ -206,6 +227,52 @@ class EvalTransform:
         return self.image_processor(image, return_tensors="pt").pixel_values[0]
 
 
+class TimmTrainTransform:
+    """MAE's fine-tuning augmentation through timm's `create_transform`: RandomResizedCrop, flip, RandAugment
+    (`rand-m9-mstd0.5-inc1`), random erasing (0.25). Its randomness is timm's own (numpy / torch global RNGs, seeded
+    per dataloader worker), so `generator` is unused."""
+
+    def __init__(
+        self,
+        image_size: int,
+        auto_augment: str | None = "rand-m9-mstd0.5-inc1",
+        reprob: float = 0.25,
+        scale=(0.08, 1.0),
+    ):
+        from timm.data import auto_augment as timm_auto_augment
+        from timm.data import create_transform
+
+        self.transform = create_transform(
+            input_size=image_size,
+            is_training=True,
+            scale=scale,
+            auto_augment=None if auto_augment in (None, "none") else auto_augment,
+            interpolation="bicubic",
+            re_prob=reprob,
+            re_mode="pixel",
+            re_count=1,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+        )
+        for step in getattr(self.transform, "transforms", []):
+            for op in getattr(step, "ops", []) if isinstance(step, timm_auto_augment.RandAugment) else []:
+                if op.aug_fn is timm_auto_augment.posterize:
+                    op.aug_fn = _posterize
+
+    def __call__(self, image: PIL.Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.transform(to_rgb(image))
+
+
+def _posterize(image: PIL.Image.Image, bits_to_keep: int, **kwargs) -> PIL.Image.Image:
+    # timm's increasing posterize reaches 0 bits at the top magnitudes. Pillow <= 12 made that a black image; Pillow 13
+    # raises ("bits must be between or equal to 1 and 8"). Keep the old result.
+    if bits_to_keep >= 8:
+        return image
+    if bits_to_keep <= 0:
+        return PIL.Image.new(image.mode, image.size)
+    return PIL.ImageOps.posterize(image, bits_to_keep)
+
+
 def eval_image_processor(image_size: int) -> SupMAEImageProcessor:
     """MAE's evaluation transform for `image_size` (256 / 224 at 224 px)."""
     return SupMAEImageProcessor(
@@ -275,4 +342,22 @@ class ImageCollator:
                     "set num_labels (e.g. --config_overrides num_labels=N) to cover the dataset's labels."
                 )
             batch["labels"] = labels
+        return batch
+
+
+class MixupCollator(ImageCollator):
+    """`ImageCollator`, then timm's Mixup / CutMix with label smoothing: labels become soft `(B, num_labels)`. The
+    batch size must be even."""
+
+    def __init__(self, num_labels: int, mixup: float = 0.8, cutmix: float = 1.0, label_smoothing: float = 0.1):
+        from timm.data import Mixup
+
+        super().__init__(num_labels)
+        self.mix = Mixup(
+            mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing, num_classes=num_labels
+        )
+
+    def __call__(self, items: list[dict]) -> dict:
+        batch = super().__call__(items)
+        batch["pixel_values"], batch["labels"] = self.mix(batch["pixel_values"], batch["labels"])
         return batch

@@ -101,3 +101,62 @@ classifier = AutoModelForImageClassification.from_pretrained("<this directory or
 ```
 """
     )
+
+
+def classification_model_card(
+    config,
+    *,
+    mode: str,
+    dataset: str,
+    reports: dict[str, dict],
+    training: dict[str, object],
+    base_model: str | None = None,
+    command: list[str] | None = None,
+) -> str:
+    """README.md for a `SupMAEForImageClassification` directory written by run_classification.py; `reports` maps an
+    evaluation set's name to its metrics."""
+    command = shlex.join(command if command is not None else [os.path.basename(sys.argv[0]), *sys.argv[1:]])
+    how = {"finetune": "fine-tuned (MAE's recipe)", "linprobe": "linearly probed (frozen encoder)"}.get(mode, mode)
+    results = "\n\n".join(f"### {name}\n\n{_metrics_table(metrics)}" for name, metrics in reports.items())
+    settings = "\n".join(f"- {name}: {value}" for name, value in training.items())
+    classes = ", ".join(list(config.id2label.values())[:20]) + (", ..." if config.num_labels > 20 else "")
+    return (
+        _metadata(["supmae", "vision", "image-classification"], "image-classification", dataset, base_model)
+        + f"""
+# SupMAE image classifier
+
+A SupMAE ([Supervised Masked Autoencoders](https://arxiv.org/abs/2205.14540)) ViT, {how} on `{dataset}` with the
+`supmae` package, from `{base_model}`.
+
+- Encoder: {config.num_hidden_layers} layers, {config.hidden_size} wide, patch {config.patch_size}, {config.image_size} px.
+- Head: {config.classifier_pooling} pooling{" + BatchNorm" if config.classifier_batch_norm else ""} + Linear,
+  {config.num_labels} classes ({classes}).
+
+## Results (top-k accuracy, fractions)
+
+{results or "(no evaluation was run)"}
+
+## Training
+
+{settings}
+
+Command: `{command}`
+
+## Use
+
+```python
+from transformers import pipeline
+
+classify = pipeline("image-classification", model="<this directory or repo>", trust_remote_code=True)
+classify("cat.jpg")
+```
+
+`trust_remote_code=True` is needed only where the `supmae` package is not installed.
+
+## Citation
+
+```bibtex
+{CITATION}
+```
+"""
+    )

@@ -610,7 +610,8 @@ class SupMAEForPreTraining(SupMAEPreTrainedModel):
 class SupMAEForImageClassification(SupMAEPreTrainedModel):
     """
     MAE's fine-tuning model: the whole image through the encoder, the mean of the patch tokens, a LayerNorm (`fc_norm`)
-    and a Linear classifier (or, with `classifier_pooling="cls"`, the final-normed cls token and the classifier).
+    and a Linear classifier (or, with `classifier_pooling="cls"`, the final-normed cls token and the classifier). With
+    `classifier_batch_norm`, MAE's linear-probing head: BatchNorm1d without affine parameters, then the classifier.
     Position embeddings are trainable. `from_pretrained` on a pretraining checkpoint reuses its encoder.
     """
 
@@ -620,6 +621,9 @@ class SupMAEForImageClassification(SupMAEPreTrainedModel):
         self.supmae = SupMAEModel(config, add_final_layernorm=not mean_pooling)
         self.supmae.embeddings.position_embeddings.requires_grad_(True)
         self.fc_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if mean_pooling else None
+        self.batch_norm = (
+            nn.BatchNorm1d(config.hidden_size, affine=False, eps=1e-6) if config.classifier_batch_norm else None
+        )
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
@@ -632,11 +636,24 @@ class SupMAEForImageClassification(SupMAEPreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module):
-        if module is self.classifier:  # MAE's fine-tuning head init
-            init.trunc_normal_(module.weight, std=2e-5)
+        if module is self.classifier:  # MAE's heads: std 0.01 for linear probing, 2e-5 for fine-tuning
+            init.trunc_normal_(module.weight, std=0.01 if self.config.classifier_batch_norm else 2e-5)
             init.zeros_(module.bias)
         else:
             super()._init_weights(module)
+
+    def pool(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Encoder output `(B, 1 + L, D)` -> image features `(B, D)`: `fc_norm` of the mean patch token, or the cls
+        token."""
+        if self.fc_norm is not None:
+            return self.fc_norm(hidden_states[:, 1:].mean(dim=1))
+        return hidden_states[:, 0]
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Image features `(B, D)` -> logits `(B, num_labels)`."""
+        if self.batch_norm is not None:
+            features = self.batch_norm(features)
+        return self.classifier(features)
 
     @can_return_tuple
     def forward(
@@ -654,12 +671,7 @@ class SupMAEForImageClassification(SupMAEPreTrainedModel):
             multi-label, MSE for regression).
         """
         outputs = self.supmae(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
-        hidden_states = outputs.last_hidden_state
-        if self.fc_norm is not None:
-            pooled = self.fc_norm(hidden_states[:, 1:].mean(dim=1))
-        else:
-            pooled = hidden_states[:, 0]
-        logits = self.classifier(pooled)
+        logits = self.classify(self.pool(outputs.last_hidden_state))
         loss = self.loss_function(labels, logits, self.config) if labels is not None else None
         return ImageClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions

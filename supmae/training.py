@@ -9,7 +9,10 @@ import safetensors
 import torch
 from torch import nn
 from transformers import Trainer
+from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import logging
+
+from .evaluation import topk_accuracy, topk_logits_preprocessor
 
 
 logger = logging.get_logger(__name__)
@@ -44,16 +47,47 @@ def parameters_digest(model: nn.Module) -> torch.Tensor:
     return torch.stack([flat.sum(), (flat * weights).sum(), (flat * flat).sum()])
 
 
-class SupMAETrainer(Trainer):
+class SupMAEBaseTrainer(Trainer):
+    """What both SupMAE trainers add to `Trainer`:
+    - evaluation and prediction see every image even when training drops its last incomplete batch (MAE does), and
+      batch with `eval_data_collator` when one is set (training's may mix images);
+    - after loading a checkpoint to resume, a check that every tensor of the model was in it and was loaded
+      (Trainer loads with `strict=False`, which would drop renamed weights without a word);
+    - the model card the scripts write is kept (`push_to_hub` would replace it with Trainer's generic one).
+    """
+
+    eval_data_collator = None
+
+    def _get_dataloader(self, dataset, description, *args, is_training=False, **kwargs):
+        drop_last, collator = self.args.dataloader_drop_last, self.data_collator
+        self.args.dataloader_drop_last = drop_last and is_training
+        if not is_training and self.eval_data_collator is not None:
+            self.data_collator = self.eval_data_collator
+        try:
+            return super()._get_dataloader(dataset, description, *args, is_training=is_training, **kwargs)
+        finally:
+            self.args.dataloader_drop_last, self.data_collator = drop_last, collator
+
+    def create_model_card(self, *args, **kwargs):
+        """Keep the card the scripts write (supmae.model_card) instead of Trainer's generic one."""
+        if not os.path.isfile(os.path.join(self.args.output_dir, "README.md")):
+            super().create_model_card(*args, **kwargs)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        weights = os.path.join(resume_from_checkpoint, "model.safetensors")
+        if os.path.isfile(weights):
+            verify_loaded_checkpoint(self.model if model is None else model, weights)
+
+
+class SupMAETrainer(SupMAEBaseTrainer):
     """
     `Trainer` for `SupMAEForPreTraining`:
     - logs `reconstruction_loss`, `classification_loss` and `classification_accuracy` (the supervised branch's top-1
       on the visible patches, labeled images only) next to the total `loss`, in training and in evaluation;
     - evaluates with masking noise from a generator seeded with `eval_seed`, so every evaluation sees the same masks
       and evaluation never moves the training RNG;
-    - applies MAE's weight-decay rule, and evaluates every image even when training drops the last batch;
-    - after loading a checkpoint to resume, checks that every tensor of the model was in it and was loaded (Trainer
-      loads with `strict=False`, which would drop renamed weights without a word).
+    - applies MAE's weight-decay rule.
     """
 
     def __init__(self, *args, eval_seed: int = 0, **kwargs):
@@ -62,14 +96,6 @@ class SupMAETrainer(Trainer):
         self.eval_seed = eval_seed
         self._eval_generator = None
         self._train_sums = None  # [reconstruction, batches, classification * labeled, correct, labeled]
-
-    def get_eval_dataloader(self, eval_dataset=None):
-        # `dataloader_drop_last` (MAE drops the last incomplete training batch) must not cost evaluation images.
-        drop_last, self.args.dataloader_drop_last = self.args.dataloader_drop_last, False
-        try:
-            return super().get_eval_dataloader(eval_dataset)
-        finally:
-            self.args.dataloader_drop_last = drop_last
 
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
         return decay_parameter_names(model)
@@ -134,17 +160,6 @@ class SupMAETrainer(Trainer):
         )
         return outputs.loss.detach(), stats, labels
 
-    def create_model_card(self, *args, **kwargs):
-        """Keep the card the scripts write (supmae.model_card) instead of Trainer's generic one."""
-        if not os.path.isfile(os.path.join(self.args.output_dir, "README.md")):
-            super().create_model_card(*args, **kwargs)
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        weights = os.path.join(resume_from_checkpoint, "model.safetensors")
-        if os.path.isfile(weights):
-            verify_loaded_checkpoint(self.model if model is None else model, weights)
-
 
 def verify_loaded_checkpoint(model: nn.Module, weights_file: str) -> None:
     """Raise unless the model holds exactly the tensors of `weights_file` (same names, same values)."""
@@ -190,3 +205,153 @@ def pretraining_metrics(prediction) -> dict[str, float]:
         metrics["classification_loss"] = float(stats[labeled, 1].mean())
         metrics["classification_accuracy"] = float(stats[labeled, 2].mean())
     return metrics
+
+
+def layer_id(name: str, num_layers: int) -> int:
+    """MAE's layer-wise lr-decay groups for a classifier's parameter `name`: the embeddings are layer 0, block i is
+    layer i + 1, everything after the blocks (fc_norm, the head) is layer `num_layers + 1`."""
+    if name.startswith("supmae.embeddings."):
+        return 0
+    if name.startswith("supmae.layers."):
+        return int(name.split(".")[2]) + 1
+    return num_layers + 1
+
+
+def layer_decay_parameter_groups(model: nn.Module, weight_decay: float, layer_decay: float) -> list[dict]:
+    """AdamW groups of MAE's fine-tuning: lr scale `layer_decay ** (num_layers + 1 - layer_id)` and no weight decay on
+    biases, 1-D parameters, the cls token and the position table (ViT-B: 13 lr scales, 0.65**13 ... 1)."""
+    num_layers = model.config.num_hidden_layers
+    groups = {}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        no_decay = parameter.ndim == 1 or name.endswith((".bias", ".cls_token", ".position_embeddings"))
+        layer = layer_id(name, num_layers)
+        key = (layer, no_decay)
+        if key not in groups:
+            scale = layer_decay ** (num_layers + 1 - layer)
+            groups[key] = {"params": [], "weight_decay": 0.0 if no_decay else weight_decay, "lr_scale": scale}
+        groups[key]["params"].append(parameter)
+    return list(groups.values())
+
+
+def lars_parameter_groups(model: nn.Module) -> list[dict]:
+    """MAE's LARS: layer-wise adaptation for matrices only; biases and 1-D parameters get plain momentum SGD."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in trainable if p.ndim > 1], "always_adapt": True},
+        {"params": [p for p in trainable if p.ndim <= 1], "always_adapt": False},
+    ]
+
+
+class SupMAEClassificationTrainer(SupMAEBaseTrainer):
+    """
+    `Trainer` for `SupMAEForImageClassification` (fine-tuning, linear probing) and for `FeatureProbe` (linear probing
+    on cached features):
+    - MAE's optimizers: AdamW with layer-wise lr decay (`optimizer_name="adamw"`), or LARS (`"lars"`, timm's, with
+      layer adaptation for matrices only);
+    - MAE's losses: soft-target cross-entropy for mixed (mixup / cutmix) targets, label-smoothed cross-entropy for
+      hard ones in training, plain cross-entropy in evaluation;
+    - top-1 / top-5 accuracy in evaluation, computed offline, optionally restricted to a class subset.
+    """
+
+    def __init__(self, *args, optimizer_name="adamw", layer_decay=1.0, label_smoothing=0.0, class_subset=None, **kw):
+        kw.setdefault("compute_metrics", classification_metrics)
+        kw.setdefault("preprocess_logits_for_metrics", topk_logits_preprocessor(5, class_subset))
+        super().__init__(*args, **kw)
+        self.optimizer_name, self.layer_decay, self.label_smoothing = optimizer_name, layer_decay, label_smoothing
+
+    def set_class_subset(self, class_subset) -> None:
+        """Restrict the evaluation's predictions to these model classes (None: all classes)."""
+        self.preprocess_logits_for_metrics = topk_logits_preprocessor(5, class_subset)
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is not None:
+            return self.optimizer
+        model = self.model if model is None else model
+        learning_rate = self.args.learning_rate
+        if self.optimizer_name == "lars":
+            from timm.optim import Lars
+
+            self.optimizer = Lars(
+                lars_parameter_groups(model), lr=learning_rate, momentum=0.9, weight_decay=self.args.weight_decay
+            )
+        else:
+            classifier = getattr(model, "classifier_model", model)  # FeatureProbe wraps the classifier
+            groups = layer_decay_parameter_groups(classifier, self.args.weight_decay, self.layer_decay)
+            for group in groups:
+                group["lr"] = learning_rate * group["lr_scale"]
+            self.optimizer = torch.optim.AdamW(
+                groups,
+                lr=learning_rate,
+                betas=(self.args.adam_beta1, self.args.adam_beta2),
+                eps=self.args.adam_epsilon,
+            )
+        return self.optimizer
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        logits = outputs.logits.float()
+        if labels.ndim == 2:  # mixed targets
+            loss = torch.sum(-labels * nn.functional.log_softmax(logits, dim=-1), dim=-1).mean()
+        else:
+            smoothing = self.label_smoothing if model.training else 0.0
+            loss = nn.functional.cross_entropy(logits, labels, label_smoothing=smoothing)
+        return (loss, outputs) if return_outputs else loss
+
+
+class FeatureProbe(nn.Module):
+    """Linear probing on cached features: `features (B, D)` -> the classifier's `classify` (BatchNorm + Linear). The
+    head's parameters are the classifier's own, so training this trains `classifier_model`."""
+
+    def __init__(self, classifier_model: nn.Module):
+        super().__init__()
+        self.classifier_model = classifier_model
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> ImageClassifierOutput:
+        return ImageClassifierOutput(logits=self.classifier_model.classify(features))
+
+
+class _PooledFeatures(nn.Module):
+    # The frozen encoder and pooling of a classifier, returning features as "logits" for `Trainer.predict`.
+    def __init__(self, classifier_model: nn.Module):
+        super().__init__()
+        self.classifier_model = classifier_model
+
+    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None) -> ImageClassifierOutput:
+        hidden_states = self.classifier_model.supmae(pixel_values).last_hidden_state
+        features = self.classifier_model.pool(hidden_states)
+        return ImageClassifierOutput(loss=features.new_zeros(()), logits=features)  # a loss keeps the labels
+
+
+def extract_features(classifier_model: nn.Module, dataset, args, data_collator) -> dict[str, torch.Tensor]:
+    """Pooled features `(N, D)` and labels `(N,)` of a dataset, in order, through the (frozen) encoder: one forward
+    pass, split across processes by the Trainer's prediction loop."""
+    extractor = SupMAEBaseTrainer(
+        model=_PooledFeatures(classifier_model),
+        args=args,
+        data_collator=data_collator,
+        compute_metrics=None,
+    )
+    prediction = extractor.predict(dataset)
+    return {"features": torch.from_numpy(prediction.predictions), "labels": torch.from_numpy(prediction.label_ids)}
+
+
+class FeatureDataset(torch.utils.data.Dataset):
+    """Cached `{"features": (D,), "labels": int}` items."""
+
+    def __init__(self, cache: dict[str, torch.Tensor]):
+        self.features, self.labels = cache["features"], cache["labels"]
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return {"features": self.features[index], "labels": self.labels[index]}
+
+
+def classification_metrics(prediction) -> dict[str, float]:
+    """top-1 / top-5 accuracy from `topk_predictions` output (Trainer's `compute_metrics`)."""
+    return topk_accuracy(prediction.predictions, prediction.label_ids, ks=(1, 5))

@@ -17,6 +17,7 @@ from supmae.data import (
     find_image_column,
     find_label_column,
     load_image_datasets,
+    load_image_split,
     random_resized_crop_box,
     transform_streaming_dataset,
 )
@@ -166,3 +167,16 @@ def test_collator_stacks_and_checks_labels():
     with pytest.raises(ValueError, match=r"Label 5 is outside the model's 5 classes \(0..4\)"):
         ImageCollator(num_labels=5)(items + [{"pixel_values": torch.zeros(3, 4, 4), "labels": 5}])
     assert "labels" not in ImageCollator()([{"pixel_values": torch.zeros(3, 4, 4)}])
+
+
+def test_loading_one_split(tmp_path):
+    write_image_folder(tmp_path / "folder")
+    assert len(load_image_split(str(tmp_path / "folder"))) == 6  # an image folder's only split
+    assert len(load_image_split("digits", "test")) == 359 and len(load_image_split("digits")) == 179
+    with pytest.raises(ValueError, match=r"'digits' has no split 'dev'; it has \['train', 'validation', 'test'\]"):
+        load_image_split("digits", "dev")
+    with pytest.raises(ValueError, match="has no split 'validation'; it has \\['train'\\]"):
+        load_image_split(str(tmp_path / "folder"), "validation")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no image files"):
+        load_image_split(str(tmp_path / "empty"))

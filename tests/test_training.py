@@ -166,3 +166,13 @@ def test_a_checkpoint_missing_tensors_is_refused(tmp_path):
     save_file(changed, tmp_path / "changed.safetensors")
     with pytest.raises(RuntimeError, match=r"were not loaded: \['decoder\.decoder_pred\.bias'\]"):
         verify_loaded_checkpoint(model, str(tmp_path / "changed.safetensors"))
+
+
+def test_sync_batch_norm_keeps_the_checkpoint_layout():
+    from supmae.training import convert_to_sync_batch_norm
+
+    model = SupMAEForPreTraining(tiny_config())
+    keys = list(model.state_dict())
+    converted = convert_to_sync_batch_norm(model)
+    assert isinstance(converted.supervised_head.batch_norm, torch.nn.SyncBatchNorm)
+    assert list(converted.state_dict()) == keys  # saved and resumed like the BatchNorm1d it replaces

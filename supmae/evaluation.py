@@ -1,0 +1,292 @@
+# Copyright 2026 The supmae authors. Licensed under the Apache License, Version 2.0.
+"""Evaluation pieces for image classification: top-k accuracy, restriction to a class subset (ImageNet-A / -R),
+few-shot sampling over seeds and JSON reports. Plain numpy / torch, no network (the `evaluate` package would
+fetch its metrics from the Hub)."""
+
+import importlib.resources
+import json
+import os
+import re
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+IGNORE_INDEX = -100  # labels the loss and the metrics skip, as in Transformers
+# The 200-class evaluation sets whose class lists timm ships (0-based indices into the 1000 ImageNet classes).
+CLASS_SUBSETS = {"imagenet-a": "imagenet_a_indices.txt", "imagenet-r": "imagenet_r_indices.txt"}
+_WORDNET_ID = re.compile(r"n\d{8}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Top-k accuracy
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def topk_predictions(logits: torch.Tensor, k: int = 5, class_subset: Sequence[int] | None = None) -> torch.LongTensor:
+    """
+    The `k` highest-scoring classes of each row, best first.
+
+    Args:
+        logits: (B, C) class scores.
+        k: how many classes to keep; fewer if fewer compete.
+        class_subset: model class indices (e.g. ImageNet-A's 200 of 1000); only these columns compete.
+
+    Returns:
+        (B, min(k, C')) class indices in the model's C-class space, C' = len(class_subset) or C.
+    """
+    if class_subset is None:
+        return logits.topk(min(k, logits.shape[-1]), dim=-1).indices
+    subset = torch.as_tensor(class_subset, dtype=torch.long, device=logits.device)
+    # Taking the subset's columns masks the others out; the positions found map back through `subset`.
+    positions = logits[:, subset].topk(min(k, len(subset)), dim=-1).indices  # (B, k) positions in the subset
+    return subset[positions]
+
+
+def topk_logits_preprocessor(
+    k: int = 5, class_subset: Sequence[int] | None = None
+) -> Callable[[torch.Tensor, torch.Tensor], torch.LongTensor]:
+    """
+    `topk_predictions` as Trainer's `preprocess_logits_for_metrics(logits, labels)`: the evaluation loop then
+    gathers (B, k) indices instead of (B, C) logits. A tuple of model outputs contributes its first (the logits).
+    """
+
+    def preprocess(logits, labels):
+        if isinstance(logits, (tuple, list)):
+            logits = logits[0]
+        return topk_predictions(logits, k=k, class_subset=class_subset)
+
+    return preprocess
+
+
+def topk_accuracy(predictions, labels, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
+    """
+    Top-k accuracy of ranked predictions.
+
+    Args:
+        predictions: (N, k') class indices, best first (or (N,) top-1 predictions).
+        labels: (N,) true classes in the same index space; `-100` marks samples to skip.
+        ks: the k to report; a k above k' uses the k' columns there are.
+
+    Returns:
+        {"top1": fraction in [0, 1], "top5": ..., "num_samples": labelled samples counted}.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    keep = labels != IGNORE_INDEX
+    if not keep.any():
+        raise ValueError("No labelled samples: every label is -100 (or there are none).")
+    predictions = np.asarray(predictions).reshape(len(labels), -1)
+    predictions, labels = predictions[keep], labels[keep]
+    hits = predictions == labels[:, None]  # (N, k') True where the true class sits
+    metrics = {f"top{k}": float(hits[:, :k].any(axis=1).mean()) for k in ks}
+    metrics["num_samples"] = int(keep.sum())
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Class subsets
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _timm_info_file(name: str) -> str:
+    return (importlib.resources.files("timm") / "data" / "_info" / name).read_text()
+
+
+def imagenet_synsets() -> list[str]:
+    """The 1000 ImageNet-1k WordNet ids in the standard (sorted) class order: position = class index."""
+    return _timm_info_file("imagenet_synsets.txt").split()
+
+
+def _parse_class(token, synset_index: dict[str, int] | None) -> tuple[int, dict[str, int] | None]:
+    """One class index from an int or an int / WordNet id string; builds the synset lookup on first need."""
+    if isinstance(token, str) and _WORDNET_ID.fullmatch(token.strip()):
+        if synset_index is None:
+            synset_index = {synset: i for i, synset in enumerate(imagenet_synsets())}
+        if token.strip() not in synset_index:
+            raise ValueError(f"WordNet id {token.strip()} is not one of the 1000 ImageNet classes.")
+        return synset_index[token.strip()], synset_index
+    if isinstance(token, bool) or not isinstance(token, (int, str)):
+        raise ValueError(f"Class {token!r} is neither a class index nor a WordNet id (n01440764 style).")
+    try:
+        return int(token), synset_index
+    except ValueError:
+        raise ValueError(f"Class {token!r} is neither a class index nor a WordNet id (n01440764 style).") from None
+
+
+def load_class_subset(spec: str, num_labels: int = 1000) -> list[int]:
+    """
+    The model class indices a dataset's classes correspond to, in the order given (position i of the list is
+    class i of a dataset labelled by subset position).
+
+    Args:
+        spec: one of
+            - a name in `CLASS_SUBSETS` ("imagenet-a", "imagenet-r": timm's 200-class lists);
+            - a path to a .json file holding a list, or a text file of entries separated by whitespace or commas;
+            - an inline comma-separated list ("1,5,9").
+            Entries are class indices or WordNet ids (n01440764 style, mapped through ImageNet's sorted order).
+        num_labels: the model's number of classes; every index must lie in [0, num_labels).
+
+    Returns:
+        list of distinct class indices.
+    """
+    if spec.lower() in CLASS_SUBSETS:
+        tokens = _timm_info_file(CLASS_SUBSETS[spec.lower()]).split()
+    elif os.path.isfile(spec):
+        text = Path(spec).read_text()
+        if spec.lower().endswith(".json"):
+            tokens = json.loads(text)
+            if not isinstance(tokens, list):
+                raise ValueError(f"{spec} must hold a JSON list of class indices or WordNet ids.")
+        else:
+            tokens = text.replace(",", " ").split()
+    elif all(_WORDNET_ID.fullmatch(t.strip()) or re.fullmatch(r"-?\d+", t.strip()) for t in spec.split(",")):
+        tokens = spec.split(",")
+    else:
+        raise ValueError(
+            f"Unknown class subset {spec!r}: not one of the names {sorted(CLASS_SUBSETS)}, an existing file, or a "
+            "comma-separated list of class indices."
+        )
+    if not tokens:
+        raise ValueError(f"The class subset {spec!r} is empty.")
+
+    indices, synset_index = [], None
+    for token in tokens:
+        index, synset_index = _parse_class(token, synset_index)
+        indices.append(index)
+    if (spec.lower() in CLASS_SUBSETS or synset_index is not None) and num_labels != 1000:
+        raise ValueError(f"{spec!r} names ImageNet-1k classes, but the model has num_labels={num_labels}.")
+    bad = [i for i in indices if not 0 <= i < num_labels]
+    if bad:
+        raise ValueError(f"Class index {bad[0]} in {spec!r} is outside [0, {num_labels}).")
+    seen = set()
+    for i in indices:
+        if i in seen:
+            raise ValueError(f"Class index {i} appears more than once in {spec!r}.")
+        seen.add(i)
+    return indices
+
+
+def labels_to_model_space(labels, class_subset: Sequence[int], labels_in_subset: bool) -> list[int]:
+    """
+    A dataset's labels as model class indices. `-100` (unlabelled) passes through unchanged.
+
+    Args:
+        labels: (N,) labels.
+        class_subset: the model class indices of the dataset's classes (from `load_class_subset`).
+        labels_in_subset: True if labels are positions in `class_subset` (0..len-1), mapped to
+            `class_subset[label]`; False if they are already model indices, checked to be members of the subset.
+
+    Returns:
+        (N,) list of model class indices.
+    """
+    labels = [int(label) for label in labels]
+    if labels_in_subset:
+        for label in labels:
+            if label != IGNORE_INDEX and not 0 <= label < len(class_subset):
+                raise ValueError(f"Label {label} is not a position in the {len(class_subset)}-class subset.")
+        return [label if label == IGNORE_INDEX else int(class_subset[label]) for label in labels]
+    members = set(int(c) for c in class_subset)
+    for label in labels:
+        if label != IGNORE_INDEX and label not in members:
+            raise ValueError(f"Label {label} is not in the class subset; are the labels subset positions?")
+    return labels
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Few-shot runs
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def few_shot_indices(labels: Sequence[int], shots: int, seed: int) -> list[int]:
+    """
+    A few-shot training subset: `shots` samples of every class in `labels` (-100 excluded), drawn uniformly without
+    replacement with `np.random.default_rng(seed)`, classes visited in increasing order.
+
+    Args:
+        labels: (N,) class labels.
+        shots: samples per class, >= 1.
+        seed: the draw's seed; the same seed gives the same subset.
+
+    Returns:
+        sorted list of shots * num_classes sample indices into `labels`.
+    """
+    if shots < 1:
+        raise ValueError(f"shots must be at least 1, got {shots}.")
+    labels = np.asarray(labels).reshape(-1)
+    classes, counts = np.unique(labels[labels != IGNORE_INDEX], return_counts=True)
+    for cls, count in zip(classes, counts, strict=True):
+        if count < shots:
+            raise ValueError(f"Class {cls} has {count} images, fewer than shots={shots}.")
+    rng = np.random.default_rng(seed)
+    chosen = [rng.choice(np.flatnonzero(labels == cls), size=shots, replace=False) for cls in classes]
+    return sorted(int(i) for i in np.concatenate(chosen)) if chosen else []
+
+
+def summarize_runs(results: list[dict[str, float]]) -> dict[str, dict]:
+    """
+    Mean and spread of a metric over runs (the few-shot tables' mean +- std over seeds).
+
+    Args:
+        results: one metrics dict per run, all with the same keys.
+
+    Returns:
+        {metric: {"mean": float, "std": float, "runs": [value per run]}}; std is the sample standard deviation
+        (ddof=1) over two or more runs and 0.0 for one run.
+    """
+    if not results:
+        raise ValueError("No runs to summarize.")
+    summary = {}
+    for key in results[0]:
+        missing = [i for i, run in enumerate(results) if key not in run]
+        if missing:
+            raise ValueError(f"Run {missing[0]} has no metric {key!r}.")
+        runs = [float(run[key]) for run in results]
+        std = float(np.std(runs, ddof=1)) if len(runs) > 1 else 0.0
+        summary[key] = {"mean": float(np.mean(runs)), "std": std, "runs": runs}
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reports
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _to_builtin(value):
+    """JSON-ready copy: numpy / torch scalars become Python numbers, arrays lists, paths strings."""
+    if isinstance(value, dict):
+        return {str(k): _to_builtin(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_builtin(v) for v in value]
+    if isinstance(value, (np.generic, np.ndarray, torch.Tensor)):
+        return _to_builtin(value.tolist()) if getattr(value, "ndim", 0) else value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def write_report(path: str | os.PathLike, name: str, metrics: dict, **info) -> dict:
+    """
+    Write one dataset's JSON report {"dataset": name, "metrics": metrics, **info} atomically: a temporary file in
+    the same folder replaces `path` only once complete, so an interrupted run leaves the old report or none, never a
+    half-written one. Parent folders are created.
+
+    Returns:
+        the report as written (plain Python values).
+    """
+    report = _to_builtin({"dataset": name, "metrics": metrics, **info})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "x") as f:  # created with the usual permissions (umask), unlike mkstemp's 0600
+            json.dump(report, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return report
