@@ -33,7 +33,11 @@ setup(
     long_description=(here / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    packages=find_packages(include=["supmae", "supmae.*"]),
+    # model_cards/ ships inside the package as supmae.model_cards (the converter renders its templates).
+    packages=[*find_packages(include=["supmae", "supmae.*"]), "supmae.model_cards"],
+    package_dir={"supmae.model_cards": "model_cards"},
+    package_data={"supmae.model_cards": ["*.md"]},
+    entry_points={"console_scripts": ["supmae-convert = supmae.convert:main"]},
     python_requires=">=3.10",
     install_requires=install_requires,
     extras_require=extras,

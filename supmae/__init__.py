@@ -10,6 +10,7 @@ from transformers import (
     AutoModel,
     AutoModelForImageClassification,
     AutoModelForPreTraining,
+    AutoVideoProcessor,
 )
 
 from .configuration_supmae import SUPMAE_PRESETS, SupMAEConfig
@@ -31,6 +32,9 @@ AutoModelForImageClassification.register(SupMAEConfig, SupMAEForImageClassificat
 AutoImageProcessor.register(SupMAEConfig, image_processor_classes={"torchvision": SupMAEImageProcessor}, exist_ok=True)
 # A saved image processor names its class and ships its file, so it loads as remote code too.
 SupMAEImageProcessor.register_for_auto_class("AutoImageProcessor")
+# Images only. Pipelines look for a video processor too, and would take the image processor's auto_map for remote
+# code and ask "Do you wish to run the custom code?"; with this (empty) entry they know there is none, locally.
+AutoVideoProcessor.register(SupMAEConfig, video_processor_classes={}, exist_ok=True)
 
 __all__ = [
     "SUPMAE_PRESETS",

@@ -197,3 +197,14 @@ def test_feature_extraction_pipeline_sees_the_whole_image_in_order(pretraining_d
     pixel_values = AutoImageProcessor.from_pretrained(directory)(image, return_tensors="pt").pixel_values
     expected = pretrained.supmae(pixel_values).last_hidden_state
     torch.testing.assert_close(features, expected, atol=1e-6, rtol=0)
+
+
+def test_pipelines_never_ask_to_run_remote_code(pretraining_dir, monkeypatch):
+    """With the package installed, a saved directory's auto_map must not make a pipeline prompt
+    "Do you wish to run the custom code? [y/N]" (Transformers looks for a video processor, too)."""
+    directory, _ = pretraining_dir
+    prompts = []
+    monkeypatch.setattr("builtins.input", lambda *args: prompts.append(args) or "n")
+    pipeline("image-feature-extraction", model=str(directory))
+    pipeline("image-classification", model=str(directory))
+    assert prompts == []
