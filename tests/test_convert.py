@@ -30,7 +30,9 @@ LABELS = torch.tensor([0, 3, 4, 1])
 
 def save_official(path, state_dict, **args):
     """The official file format: a torch pickle with the weights under "model" and an argparse.Namespace."""
-    arguments = argparse.Namespace(model="mae_vit_base_patch16", norm_pix_loss=True, mask_ratio=0.75, **args)
+    arguments = argparse.Namespace(
+        **{"model": "mae_vit_base_patch16", "norm_pix_loss": True, "mask_ratio": 0.75, **args}
+    )
     torch.save({"model": state_dict, "optimizer": {}, "epoch": 399, "scaler": {}, "args": arguments}, path)
     return str(path)
 
@@ -90,6 +92,22 @@ def test_mae_with_decoder_gets_a_new_supervised_head(tmp_path):
     expected = ref.pretraining_forward(state_dict, pixel_values, None, num_heads=4, decoder_num_heads=2,
                                        patch_size=8, mask_ratio=0.75, noise=noise)  # fmt: skip
     torch.testing.assert_close(output.logits, expected["pred"], atol=ATOL, rtol=0)
+    torch.testing.assert_close(output.reconstruction_loss, expected["rec_loss"], atol=ATOL, rtol=0)
+
+
+def test_mae_visualize_checkpoint_keeps_its_raw_pixel_loss(tmp_path):
+    """MAE's "visualize" releases were trained to predict raw pixels: the file's args say norm_pix_loss=False."""
+    state_dict = official_state_dict(tiny_config(), seed=21)
+    state_dict = {k: v for k, v in state_dict.items() if not k.startswith("cls_head.")}
+    path = save_official(tmp_path / "mae_visualize_vit_base.pth", state_dict, norm_pix_loss=False, mask_ratio=0.6)
+    model, _ = convert(path, **HEADS)
+    assert model.config.norm_pix_loss is False and model.config.mask_ratio == 0.6
+    pixel_values, _ = inputs(6)
+    noise = torch.rand(4, 16, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        output = model(pixel_values, noise=noise)
+    expected = ref.pretraining_forward(state_dict, pixel_values, None, num_heads=4, decoder_num_heads=2, patch_size=8,
+                                       mask_ratio=0.6, noise=noise, norm_pix_loss=False)  # fmt: skip
     torch.testing.assert_close(output.reconstruction_loss, expected["rec_loss"], atol=ATOL, rtol=0)
 
 
