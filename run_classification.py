@@ -20,6 +20,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+import torch
 import transformers
 from transformers import TrainingArguments
 
@@ -28,6 +29,7 @@ from supmae.arguments import (
     DEFAULT_REPORT_TO,
     DataArguments,
     configure_logging,
+    default_dataloader_workers,
     parse_arguments,
     prepare_data,
     resume_checkpoint,
@@ -94,6 +96,7 @@ DEMO_ARGUMENTS = [
     "--save_strategy", "no",
     "--logging_steps", "20",
     "--seed", "0",
+    "--dataloader_num_workers", "0",  # 8x8 images: decoding them in the training process is cheapest
 ]  # fmt: skip
 
 
@@ -145,6 +148,15 @@ class ClassificationArguments(TrainingArguments):
     few_shot: int | None = field(default=None, metadata={"help": "Train on this many images per class."})
     few_shot_seeds: str = field(default="0,1,2", metadata={"help": "Seeds of the few-shot runs (mean +- std)."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: the script selects columns."})
+    optim: str = field(
+        default="adamw_torch_fused", metadata={"help": "AdamW with its fused kernel (a faster optimizer step)."}
+    )
+    dataloader_num_workers: int = field(
+        default_factory=default_dataloader_workers, metadata={"help": "Worker processes (default: CPUs, up to 8)."}
+    )
+    dataloader_pin_memory: bool = field(
+        default_factory=torch.cuda.is_available, metadata={"help": "Pin batches in memory (with a GPU)."}
+    )
     dataloader_drop_last: bool = field(default=True, metadata={"help": "Drop the last incomplete training batch."})
     lr_scheduler_type: str = field(default="cosine_with_min_lr", metadata={"help": "Warmup, then cosine to min lr."})
     report_to: None | str | list[str] = field(default=DEFAULT_REPORT_TO, metadata={"help": "Where to report logs."})

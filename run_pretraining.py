@@ -28,6 +28,7 @@ from supmae.arguments import (
     DEFAULT_REPORT_TO,
     DataArguments,
     configure_logging,
+    default_dataloader_workers,
     parse_arguments,
     prepare_data,
     resume_checkpoint,
@@ -64,6 +65,7 @@ DEMO_ARGUMENTS = [
     "--save_strategy", "epoch",
     "--save_total_limit", "1",
     "--seed", "0",
+    "--dataloader_num_workers", "0",  # 8x8 images: decoding them in the training process is cheapest
 ]  # fmt: skip
 
 
@@ -102,6 +104,15 @@ class PretrainingArguments(TrainingArguments):
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Warmup then half-cycle cosine to 0."})
     warmup_steps: float = field(default=0.05, metadata={"help": "Warmup steps, or a fraction of all (20/400 epochs)."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: the script selects columns."})
+    optim: str = field(
+        default="adamw_torch_fused", metadata={"help": "AdamW with its fused kernel (a faster optimizer step)."}
+    )
+    dataloader_num_workers: int = field(
+        default_factory=default_dataloader_workers, metadata={"help": "Worker processes (default: CPUs, up to 8)."}
+    )
+    dataloader_pin_memory: bool = field(
+        default_factory=torch.cuda.is_available, metadata={"help": "Pin batches in memory (with a GPU)."}
+    )
     dataloader_drop_last: bool = field(
         default=True, metadata={"help": "Drop the last incomplete batch (MAE does; a batch of one breaks BatchNorm)."}
     )

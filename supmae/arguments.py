@@ -22,6 +22,14 @@ logger = logging.getLogger(__name__)
 DEFAULT_REPORT_TO = "tensorboard" if importlib.util.find_spec("tensorboard") else "none"
 
 
+def default_dataloader_workers() -> int:
+    """Dataloader worker processes per training process: the CPUs shared among the processes on this machine, at most
+    8 (Trainer's default of 0 decodes images on the training process, which starves a GPU). Not persistent: each
+    epoch's workers must see the dataset's new epoch for their crops (TransformedImageDataset.set_epoch)."""
+    per_process = (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return min(8, per_process) if per_process > 1 else 0
+
+
 @dataclass
 class DataArguments:
     dataset_name: str | None = field(

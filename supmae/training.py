@@ -286,6 +286,7 @@ class SupMAEClassificationTrainer(SupMAEBaseTrainer):
                 lr=learning_rate,
                 betas=(self.args.adam_beta1, self.args.adam_beta2),
                 eps=self.args.adam_epsilon,
+                fused=self.args.optim == "adamw_torch_fused" or None,
             )
         return self.optimizer
 

@@ -1,6 +1,8 @@
 """supmae.data: dataset loading, column detection, the pretraining augmentation, reproducible items, batching."""
 
+import io
 import math
+import random
 
 import datasets
 import numpy as np
@@ -13,6 +15,7 @@ from supmae.data import (
     ImageCollator,
     PretrainingTransform,
     TransformedImageDataset,
+    decode_for_crop,
     digits_datasets,
     find_image_column,
     find_label_column,
@@ -104,8 +107,8 @@ def test_wrong_column_names_list_the_columns():
 def test_crop_boxes_follow_torchvision_random_resized_crop():
     """Same distribution as torchvision's RandomResizedCrop(scale=(0.2, 1)): compare area and aspect statistics."""
     width, height, scale, ratio = 500, 375, (0.2, 1.0), (3 / 4, 4 / 3)
-    generator = torch.Generator().manual_seed(0)
-    ours = [random_resized_crop_box(width, height, scale, ratio, generator) for _ in range(4000)]
+    rng = random.Random(0)
+    ours = [random_resized_crop_box(width, height, scale, ratio, rng) for _ in range(4000)]
     ours = np.array([(right - left, bottom - top, left, top) for left, top, right, bottom in ours], dtype=float)
     torch.manual_seed(0)
     image = torch.zeros(3, height, width)
@@ -124,15 +127,14 @@ def test_crop_boxes_follow_torchvision_random_resized_crop():
 
 
 def test_crop_box_falls_back_to_a_centered_crop_for_extreme_aspect_ratios():
-    generator = torch.Generator().manual_seed(0)
     # A 1000x10 strip: no sampled box fits 10 times; the fallback clamps the ratio to 4/3 and centers.
-    assert random_resized_crop_box(1000, 10, (0.99, 1.0), (3 / 4, 4 / 3), generator) == (493, 0, 506, 10)
+    assert random_resized_crop_box(1000, 10, (0.99, 1.0), (3 / 4, 4 / 3), random.Random(0)) == (493, 0, 506, 10)
 
 
 def test_transform_output_and_flip():
     transform = PretrainingTransform(16)
     image = Image.fromarray(np.tile(np.arange(64, dtype=np.uint8)[None, :, None] * 4, (48, 1, 3)))  # left dark
-    outputs = [transform(image, torch.Generator().manual_seed(seed)) for seed in range(20)]
+    outputs = [transform(image, random.Random(seed)) for seed in range(20)]
     assert all(o.shape == (3, 16, 16) and o.dtype == torch.float32 for o in outputs)
     directions = {bool(o[0, 8, -1] > o[0, 8, 0]) for o in outputs}
     assert directions == {True, False}  # some crops flipped, some not
@@ -180,3 +182,53 @@ def test_loading_one_split(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds no image files"):
         load_image_split(str(tmp_path / "empty"))
+
+
+def jpeg(width, height, seed=0):
+    """A smooth random photo-like JPEG (quality 90), opened but not decoded."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8)
+    image = Image.fromarray(small).resize((width, height), Image.BICUBIC)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_fast_transform_matches_the_torchvision_reference():
+    """Same crop box and flip: our uint8 torchvision resize vs torchvision's RandomResizedCrop on PIL + ToTensor +
+    Normalize. Tolerance in 0-255 units: mean < 0.6, max < 8 (the two bicubic kernels round differently)."""
+    import torchvision.transforms.v2.functional as tvF
+
+    transform = PretrainingTransform(224)
+    for seed, (width, height) in enumerate([(500, 375), (375, 500), (640, 427)]):
+        data = jpeg(width, height, seed)
+        ours = transform(Image.open(io.BytesIO(data)), random.Random(seed))
+        replay = random.Random(seed)
+        left, top, right, bottom = random_resized_crop_box(width, height, (0.2, 1.0), (3 / 4, 4 / 3), replay)
+        reference = Image.open(io.BytesIO(data)).convert("RGB").resize((224, 224), Image.BICUBIC,
+                                                                     box=(left, top, right, bottom))  # fmt: skip
+        if replay.random() < 0.5:
+            reference = reference.transpose(Image.FLIP_LEFT_RIGHT)
+        reference = tvF.normalize(tvF.to_dtype(tvF.pil_to_tensor(reference), torch.float32, scale=True),
+                                  [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])  # fmt: skip
+        difference = ((ours - reference) * torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1) * 255).abs()
+        assert difference.mean() < 0.6 and difference.max() < 8, (difference.mean(), difference.max())
+
+
+def test_large_jpeg_crops_decode_at_reduced_scale_with_the_same_result():
+    """A 2000x1500 photo and a crop of 1000x800 pixels: decoded at 1/2 scale (DCT scaling; 1/4 would leave fewer
+    than 224 pixels), the 224-pixel result stays within a few gray levels (0-255 units: mean < 1.5)."""
+    data = jpeg(2000, 1500, seed=3)
+    box = (400, 300, 1400, 1100)
+    reduced, scaled_box = decode_for_crop(Image.open(io.BytesIO(data)), box, 224)
+    assert reduced.size == (1000, 750) and scaled_box == (200.0, 150.0, 700.0, 550.0)
+    full, same_box = decode_for_crop(Image.open(io.BytesIO(data)), (400, 300, 800, 700), 224)
+    assert full.size == (2000, 1500) and same_box == (400, 300, 800, 700)  # a 400-pixel crop needs every pixel
+
+    def resized(image, crop):
+        pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)[:, crop[1] : crop[3], crop[0] : crop[2]]
+        return T.functional.resize(pixels, [224, 224], interpolation=T.InterpolationMode.BICUBIC, antialias=True)
+
+    fast = resized(reduced, [round(v) for v in scaled_box]).float()
+    slow = resized(Image.open(io.BytesIO(data)).convert("RGB"), box).float()
+    assert (fast - slow).abs().mean() < 1.5

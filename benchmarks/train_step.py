@@ -1,0 +1,121 @@
+"""Training-step throughput of SupMAEForPreTraining (with labels) vs Transformers' ViTMAEForPreTraining.
+
+A step is forward, backward, AdamW step and zero_grad(set_to_none=True), the same for both models. Two comparisons:
+
+- same architecture: both models with the preset's encoder and decoder (default ViT-B/16, 8-block 512-wide decoder),
+  LayerNorm eps 1e-6 and norm_pix_loss; SupMAE also computes its supervised head;
+- released recipes: SupMAE's 1-block decoder vs ViTMAE's (MAE's) 8-block decoder.
+
+The models run interleaved in one process, one step each per round, after warm-up; the table gives medians, the
+ratio ViTMAE time / SupMAE time (> 1: SupMAE is faster), MFU against a square matmul measured in the same run, and
+peak memory. Examples:
+
+    python benchmarks/train_step.py --device cuda --dtype bf16 --batch_size 64 --output results.json
+    python benchmarks/train_step.py --device cuda --dtype bf16 --sweep batch=32,64,128
+    python benchmarks/train_step.py --tiny --rounds 2 --warmup 1          # a seconds-long smoke run on a CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+from transformers import ViTMAEConfig, ViTMAEForPreTraining
+
+from supmae import SupMAEForPreTraining
+
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+from flops import pretraining_flops, vitmae_pretraining_flops  # noqa: E402
+
+
+MAE_DECODER_LAYERS, SUPMAE_DECODER_LAYERS = 8, 1  # the released recipes' decoder depths
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description=__doc__, epilog=common.EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    common.add_arguments(parser, default_preset="vit-base-patch16-dec8")
+    parser.add_argument(
+        "--comparison",
+        choices=("both", "same", "recipe"),
+        default="both",
+        help="same: identical architecture; recipe: SupMAE 1-block decoder vs ViTMAE 8-block; both (default).",
+    )
+    args = parser.parse_args(argv)
+    common.finish_arguments(args)
+    return args
+
+
+def plan(args):
+    """Models to build, keyed `<kind>_dec<decoder depth>`, and the (title, ours, theirs) comparisons between them."""
+    depth = common.supmae_config(args).decoder_num_hidden_layers
+    comparisons = []
+    if args.comparison in ("both", "same"):
+        comparisons.append((f"same architecture ({depth}-block decoders)", f"supmae_dec{depth}", f"vitmae_dec{depth}"))
+    if args.comparison in ("both", "recipe"):
+        comparisons.append(
+            (
+                f"released recipes (SupMAE {SUPMAE_DECODER_LAYERS}-block vs ViTMAE {MAE_DECODER_LAYERS}-block decoder)",
+                f"supmae_dec{SUPMAE_DECODER_LAYERS}",
+                f"vitmae_dec{MAE_DECODER_LAYERS}",
+            )
+        )
+    keys = dict.fromkeys(key for _, ours, theirs in comparisons for key in (ours, theirs))
+    return list(keys), comparisons
+
+
+def build_arm(args, key: str) -> common.Arm:
+    kind, depth = key.split("_dec")
+    config = common.supmae_config(args, decoder_num_hidden_layers=int(depth))
+    if kind == "supmae":
+        model = SupMAEForPreTraining(config)
+        label = f"SupMAEForPreTraining, {depth}-block dec, labels"
+        flops_config, count = config, pretraining_flops
+    else:
+        flops_config = common.transformers_config(ViTMAEConfig, config, mae=True, attn_implementation=args.attn)
+        model = ViTMAEForPreTraining(flops_config)
+        label = f"ViTMAEForPreTraining, {depth}-block dec"
+        count = vitmae_pretraining_flops
+    model.to(args.device).train()
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05
+    )
+    runner = common.prepare(model, args)
+
+    def make_step(batch_size: int, image_size: int):
+        generator = torch.Generator(args.device).manual_seed(0)
+        pixels = torch.randn(batch_size, 3, image_size, image_size, device=args.device, generator=generator)
+        inputs = {"interpolate_pos_encoding": image_size != config.image_size}
+        if kind == "supmae":
+            inputs["labels"] = torch.randint(0, config.num_labels, (batch_size,), device=args.device)
+
+        def step():
+            with common.autocast(args):
+                loss = runner(pixels, **inputs).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        return step
+
+    return common.Arm(label, make_step, lambda b, s: count(flops_config, b, image_size=s), model, optimizer)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    keys, comparisons = plan(args)
+    if args.memory_child:
+        return common.run_memory_children(lambda key: build_arm(args, key), args.memory_child.split(","), args)
+    arms = {key: build_arm(args, key) for key in keys}
+    what = "training step (forward, backward, AdamW step)"
+    return common.run(args, argv, os.path.abspath(__file__), arms, comparisons, what)
+
+
+if __name__ == "__main__":
+    main()
