@@ -20,22 +20,23 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-import torch
 import transformers
 from transformers import TrainingArguments
 
 from supmae import SupMAEConfig, SupMAEForImageClassification
 from supmae.arguments import (
-    DEFAULT_REPORT_TO,
     DataArguments,
+    SupMAETrainingArguments,
+    check_labels,
+    check_output_dir,
     configure_logging,
-    default_dataloader_workers,
     parse_arguments,
     prepare_data,
     resume_checkpoint,
 )
 from supmae.data import (
     DIGITS,
+    BadImagePolicy,
     EvalTransform,
     ImageCollator,
     MixupCollator,
@@ -52,6 +53,7 @@ from supmae.data import (
 from supmae.evaluation import few_shot_indices, labels_to_model_space, load_class_subset, summarize_runs, write_report
 from supmae.model_card import classification_model_card
 from supmae.training import (
+    SKIPPED_IMAGES,
     FeatureDataset,
     FeatureProbe,
     SupMAEClassificationTrainer,
@@ -78,6 +80,8 @@ RECIPES = {
     },
 }  # fmt: skip
 RECIPES["eval"] = RECIPES["finetune"]
+# Options that only fine-tuning uses: given with another mode, they would be silently ignored.
+FINETUNE_ONLY = ("mixup", "cutmix", "auto_augment", "reprob", "layer_decay")
 
 PRETRAINED_DEMO = "outputs/digits-pretrained"
 # `python run_classification.py` with no arguments: fine-tune the pretraining demo's checkpoint on the digits.
@@ -113,7 +117,7 @@ class ModelArguments:
 
 
 @dataclass
-class ClassificationArguments(TrainingArguments):
+class ClassificationArguments(SupMAETrainingArguments):
     mode: str = field(default="finetune", metadata={"help": "finetune, linprobe or eval."})
     base_learning_rate: float | None = field(default=None, metadata={"help": "lr for batch 256 (1e-3 / 0.1)."})
     min_learning_rate: float | None = field(default=None, metadata={"help": "The cosine's floor (1e-6 / 0)."})
@@ -147,19 +151,7 @@ class ClassificationArguments(TrainingArguments):
     )
     few_shot: int | None = field(default=None, metadata={"help": "Train on this many images per class."})
     few_shot_seeds: str = field(default="0,1,2", metadata={"help": "Seeds of the few-shot runs (mean +- std)."})
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: the script selects columns."})
-    optim: str = field(
-        default="adamw_torch_fused", metadata={"help": "AdamW with its fused kernel (a faster optimizer step)."}
-    )
-    dataloader_num_workers: int = field(
-        default_factory=default_dataloader_workers, metadata={"help": "Worker processes (default: CPUs, up to 8)."}
-    )
-    dataloader_pin_memory: bool = field(
-        default_factory=torch.cuda.is_available, metadata={"help": "Pin batches in memory (with a GPU)."}
-    )
-    dataloader_drop_last: bool = field(default=True, metadata={"help": "Drop the last incomplete training batch."})
     lr_scheduler_type: str = field(default="cosine_with_min_lr", metadata={"help": "Warmup, then cosine to min lr."})
-    report_to: None | str | list[str] = field(default=DEFAULT_REPORT_TO, metadata={"help": "Where to report logs."})
 
 
 def parse_classification_arguments(argv: list[str]):
@@ -168,6 +160,14 @@ def parse_classification_arguments(argv: list[str]):
     )
     if args.mode not in RECIPES:
         raise ValueError(f"--mode must be one of {sorted(RECIPES)}, got {args.mode!r}.")
+    ignored = sorted(name for name in FINETUNE_ONLY if name in given) if args.mode != "finetune" else []
+    if ignored:
+        raise ValueError(f"--{', --'.join(ignored)}: used only by --mode finetune, not --mode {args.mode}; remove it.")
+    if args.cache_features and "linprobe_augment" in given and args.linprobe_augment:
+        raise ValueError(
+            "--cache_features encodes each image once, without augmentation: it cannot be combined with "
+            "--linprobe_augment true."
+        )
     for name, value in RECIPES[args.mode].items():  # the recipe fills in what was not given
         target = model_args if hasattr(model_args, name) else args
         if name not in given and (getattr(target, name, None) is None or hasattr(TrainingArguments, name)):
@@ -265,20 +265,25 @@ def train_transform(args: ClassificationArguments, image_size: int, image_proces
     return EvalTransform(image_processor)
 
 
-def evaluation_set(dataset, image_column, label_column, image_processor, label_map=None):
+def evaluation_set(dataset, image_column, label_column, image_processor, label_map=None, bad_images=None):
     """An evaluation set with the evaluation transform, labels in the model's class space."""
+    transform = EvalTransform(image_processor)
     if not hasattr(dataset, "__len__"):  # streamed
-        return transform_streaming_dataset(dataset, image_column, label_column, EvalTransform(image_processor))
-    return RelabeledDataset(dataset, image_column, label_column, EvalTransform(image_processor), label_map=label_map)
+        return transform_streaming_dataset(dataset, image_column, label_column, transform, bad_images)
+    return RelabeledDataset(dataset, image_column, label_column, transform, bad_images=bad_images, label_map=label_map)
 
 
-def evaluation_sets(args, data_args, data, config, image_processor) -> list[tuple[str, object, list[int] | None]]:
+def evaluation_sets(
+    args, data_args, data, config, image_processor, bad_images
+) -> list[tuple[str, object, list[int] | None]]:
     """(name, dataset, class subset) for the validation split and every --eval_datasets entry."""
     sets = []
     if data is not None and data.validation is not None:
         subset = load_class_subset(args.class_subset, config.num_labels) if args.class_subset else None
         label_map = label_map_for(data.validation, data.label_column, config, subset, args.labels_in_subset)
-        dataset = evaluation_set(data.validation, data.image_column, data.label_column, image_processor, label_map)
+        dataset = evaluation_set(
+            data.validation, data.image_column, data.label_column, image_processor, label_map, bad_images
+        )
         sets.append(("validation", dataset, subset))
     for spec in map(parse_eval_spec, args.eval_datasets):
         dataset = load_image_split(spec["source"], spec.get("split"), spec.get("config"), data_args.cache_dir)
@@ -291,17 +296,23 @@ def evaluation_sets(args, data_args, data, config, image_processor) -> list[tupl
         subset = load_class_subset(spec["subset"], config.num_labels) if spec.get("subset") else None
         label_map = label_map_for(dataset, label_column, config, subset, spec.get("labels_in_subset", False))
         sets.append(
-            (spec["name"], evaluation_set(dataset, image_column, label_column, image_processor, label_map), subset)
+            (
+                spec["name"],
+                evaluation_set(dataset, image_column, label_column, image_processor, label_map, bad_images),
+                subset,
+            )
         )
     return sets
 
 
-def make_trainer(model, args, data, train_split, validation, trainer_kwargs, shuffle_buffer_size=10_000):
+def make_trainer(model, args, data, train_split, validation, trainer_kwargs, bad_images, shuffle_buffer_size=10_000):
     """The training Trainer: on cached features (linprobe --cache_features), or on augmented images."""
     config, collator = model.config, ImageCollator(model.config.num_labels)
     image_processor = trainer_kwargs["processing_class"]
     if args.mode == "linprobe" and args.cache_features:
-        train_images = evaluation_set(train_split, data.image_column, data.label_column, image_processor)
+        train_images = evaluation_set(
+            train_split, data.image_column, data.label_column, image_processor, bad_images=bad_images
+        )
         train = FeatureDataset(extract_features(model, train_images, args, collator))
         validation = validation and FeatureDataset(extract_features(model, validation, args, collator))
         return SupMAEClassificationTrainer(
@@ -313,10 +324,12 @@ def make_trainer(model, args, data, train_split, validation, trainer_kwargs, shu
     image_size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
     transform = train_transform(args, image_size, image_processor)
     if hasattr(train_split, "__len__"):
-        train = TransformedImageDataset(train_split, data.image_column, data.label_column, transform, args.seed)
+        train = TransformedImageDataset(
+            train_split, data.image_column, data.label_column, transform, args.seed, bad_images
+        )
     else:  # streamed
         train_split = train_split.shuffle(seed=args.seed, buffer_size=shuffle_buffer_size)
-        train = transform_streaming_dataset(train_split, data.image_column, data.label_column, transform)
+        train = transform_streaming_dataset(train_split, data.image_column, data.label_column, transform, bad_images)
     trainer = SupMAEClassificationTrainer(
         model=model,
         train_dataset=train,
@@ -335,9 +348,13 @@ def run(model_args, data_args, args, data, train_indices=None) -> dict[str, dict
     resume = resume_checkpoint(args) if args.mode != "eval" else None
     model = build_model(model_args, args, data.class_names if data else None)
     config = model.config
+    check_output_dir(args, model if args.mode != "eval" else None)
+    if args.mode != "eval":
+        check_labels(data.train, data.label_column, config.num_labels)
     image_size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
     image_processor = eval_image_processor(image_size)
-    sets = evaluation_sets(args, data_args, data, config, image_processor)
+    bad_images = BadImagePolicy(data_args.bad_images, os.path.join(args.output_dir, SKIPPED_IMAGES))
+    sets = evaluation_sets(args, data_args, data, config, image_processor, bad_images)
     effective_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     args.learning_rate = scaled_learning_rate(args.base_learning_rate, effective_batch)
     args.warmup_steps = args.warmup_epochs / args.num_train_epochs if args.num_train_epochs else 0.0
@@ -357,7 +374,7 @@ def run(model_args, data_args, args, data, train_indices=None) -> dict[str, dict
         train_split = data.train if train_indices is None else data.train.select(train_indices)
         validation = sets[0][1] if sets and sets[0][0] == "validation" else None
         trainer = make_trainer(
-            model, args, data, train_split, validation, trainer_kwargs, data_args.shuffle_buffer_size
+            model, args, data, train_split, validation, trainer_kwargs, bad_images, data_args.shuffle_buffer_size
         )
         trainer.train(resume_from_checkpoint=resume)
         model.save_pretrained(args.output_dir)  # the classifier, also when the trainer trained its head on features

@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 
 import torch
 import transformers
-from transformers import TrainingArguments
 
 from supmae import SupMAEConfig, SupMAEForPreTraining
 from supmae.arguments import (
-    DEFAULT_REPORT_TO,
     DataArguments,
+    SupMAETrainingArguments,
+    check_labels,
+    check_output_dir,
     configure_logging,
-    default_dataloader_workers,
     parse_arguments,
     prepare_data,
     resume_checkpoint,
@@ -36,15 +36,23 @@ from supmae.arguments import (
 from supmae.configuration_supmae import SUPMAE_PRESETS
 from supmae.data import (
     DIGITS,
+    BadImagePolicy,
     EvalTransform,
     ImageCollator,
     PretrainingTransform,
     TransformedImageDataset,
+    count_skipped_images,
     eval_image_processor,
     transform_streaming_dataset,
 )
 from supmae.model_card import pretraining_model_card
-from supmae.training import SupMAETrainer, convert_to_sync_batch_norm, parameters_digest, scaled_learning_rate
+from supmae.training import (
+    SKIPPED_IMAGES,
+    SupMAETrainer,
+    convert_to_sync_batch_norm,
+    parameters_digest,
+    scaled_learning_rate,
+)
 from supmae.visualization import reconstruction_figure
 
 
@@ -89,7 +97,7 @@ class ModelArguments:
 
 
 @dataclass
-class PretrainingArguments(TrainingArguments):
+class PretrainingArguments(SupMAETrainingArguments):
     """TrainingArguments with the official SupMAE recipe as defaults."""
 
     base_learning_rate: float = field(
@@ -103,26 +111,14 @@ class PretrainingArguments(TrainingArguments):
     adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2 (MAE: 0.95)."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Warmup then half-cycle cosine to 0."})
     warmup_steps: float = field(default=0.05, metadata={"help": "Warmup steps, or a fraction of all (20/400 epochs)."})
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: the script selects columns."})
-    optim: str = field(
-        default="adamw_torch_fused", metadata={"help": "AdamW with its fused kernel (a faster optimizer step)."}
-    )
-    dataloader_num_workers: int = field(
-        default_factory=default_dataloader_workers, metadata={"help": "Worker processes (default: CPUs, up to 8)."}
-    )
-    dataloader_pin_memory: bool = field(
-        default_factory=torch.cuda.is_available, metadata={"help": "Pin batches in memory (with a GPU)."}
-    )
-    dataloader_drop_last: bool = field(
-        default=True, metadata={"help": "Drop the last incomplete batch (MAE does; a batch of one breaks BatchNorm)."}
-    )
-    report_to: None | str | list[str] = field(
-        default=DEFAULT_REPORT_TO,
-        metadata={"help": "Where to report logs (default: TensorBoard when installed)."},
-    )
 
 
 def build_config(model_args: ModelArguments) -> SupMAEConfig:
+    if model_args.model_name_or_path and model_args.config_name:
+        raise ValueError(
+            "--model_name_or_path and --config_name both give the architecture: pass one (change fields of a "
+            "checkpoint's config with --config_overrides)."
+        )
     if model_args.model_name_or_path:
         config = SupMAEConfig.from_pretrained(model_args.model_name_or_path)
     elif model_args.config_name in SUPMAE_PRESETS or model_args.config_name is None:
@@ -153,6 +149,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         logger.info("No arguments: the offline demo on scikit-learn's digits. Arguments: " + " ".join(DEMO_ARGUMENTS))
     if data_args.streaming and training_args.max_steps <= 0:
         raise ValueError("--streaming needs --max_steps: a streamed dataset has no length to count epochs in.")
+    config = build_config(model_args)  # a wrong preset or field fails here, before any data is read
     resume_from_checkpoint = resume_checkpoint(training_args)
     transformers.set_seed(training_args.seed)
     data = prepare_data(data_args, training_args.seed)
@@ -160,7 +157,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     image_column, label_column, names = data.image_column, data.label_column, data.class_names
 
     # Model
-    config = build_config(model_args)
     if names is not None and not model_args.model_name_or_path:
         config.num_labels = len(names)
         config.id2label = dict(enumerate(names))
@@ -181,21 +177,29 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             raise ValueError("--sync_batch_norm needs CUDA (PyTorch's SyncBatchNorm runs on GPUs only).")
         model = convert_to_sync_batch_norm(model)
 
+    check_output_dir(training_args, model)
+    for split, dataset in (("training", train_split), ("validation", eval_split)):
+        check_labels(dataset, label_column, config.num_labels, split)
+
     image_size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
     image_processor = eval_image_processor(image_size)
-    train_transform = PretrainingTransform(image_size)
+    train_transform, eval_transform = PretrainingTransform(image_size), EvalTransform(image_processor)
+    skipped_images = os.path.join(training_args.output_dir, SKIPPED_IMAGES)
+    bad_images = BadImagePolicy(data_args.bad_images, skipped_images)
     if data_args.streaming:
         train_split = train_split.shuffle(seed=training_args.seed, buffer_size=data_args.shuffle_buffer_size)
-        train_dataset = transform_streaming_dataset(train_split, image_column, label_column, train_transform)
+        train_dataset = transform_streaming_dataset(
+            train_split, image_column, label_column, train_transform, bad_images
+        )
         eval_dataset = eval_split and transform_streaming_dataset(
-            eval_split, image_column, label_column, EvalTransform(image_processor)
+            eval_split, image_column, label_column, eval_transform, bad_images
         )
     else:
         train_dataset = TransformedImageDataset(
-            train_split, image_column, label_column, train_transform, seed=training_args.seed
+            train_split, image_column, label_column, train_transform, training_args.seed, bad_images
         )
         eval_dataset = eval_split and TransformedImageDataset(
-            eval_split, image_column, label_column, EvalTransform(image_processor)
+            eval_split, image_column, label_column, eval_transform, bad_images=bad_images
         )
     if eval_dataset is None and training_args.eval_strategy != "no":
         logger.warning("No validation data: evaluation is turned off.")
@@ -222,6 +226,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         eval_seed=training_args.seed,
     )
     train_result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    train_result.metrics["skipped_images"] = count_skipped_images(skipped_images)
     trainer.save_model()
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
@@ -271,6 +276,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         print(f"\nPretrained SupMAE written to {os.path.abspath(training_args.output_dir)}")
         if figure:
             print(f"Reconstruction figure: {os.path.abspath(os.path.join(training_args.output_dir, figure))}")
+        if train_result.metrics["skipped_images"]:
+            print(f"Skipped {train_result.metrics['skipped_images']} unreadable images, listed in {skipped_images}")
         if metrics:
             print(
                 "Validation: " + json.dumps({k: round(v, 4) for k, v in metrics.items() if "loss" in k or "acc" in k})

@@ -2,18 +2,24 @@
 """What run_pretraining.py and run_classification.py share: the data arguments, the train/validation splits they
 describe, logging set-up, and where to resume from."""
 
+import errno
 import importlib.util
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
+from typing import Literal
 
+import numpy as np
+import torch
 import transformers
-from transformers import HfArgumentParser
+from transformers import HfArgumentParser, TrainingArguments
 
 from .data import DIGITS, class_names, find_image_column, find_label_column, load_image_datasets
-from .training import last_complete_checkpoint
+from .training import checkpoint_problem, last_complete_checkpoint
 
 
 logger = logging.getLogger(__name__)
@@ -52,6 +58,43 @@ class DataArguments:
     shuffle_buffer_size: int = field(default=10_000, metadata={"help": "Shuffle buffer when streaming."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where to cache downloaded models and datasets."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow Hub code for the model or dataset."})
+    bad_images: Literal["skip", "error"] = field(
+        default="skip",
+        metadata={
+            "help": "An unreadable image (corrupt, truncated, empty, not an image, a decompression bomb): 'skip' "
+            "logs it, lists it in OUTPUT_DIR/skipped_images.tsv and goes on; 'error' stops the run, naming it."
+        },
+    )
+
+
+@dataclass
+class SupMAETrainingArguments(TrainingArguments):
+    """TrainingArguments with both scripts' defaults, and what to do when the loss stops being finite."""
+
+    on_nonfinite_loss: Literal["stop", "skip"] = field(
+        default="stop",
+        metadata={
+            "help": "A NaN or infinite loss: 'stop' ends the run before that step's update, naming the step (the "
+            "last checkpoint stays as it was); 'skip' drops that micro-batch's gradients and goes on."
+        },
+    )
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: the script selects columns."})
+    optim: str = field(
+        default="adamw_torch_fused", metadata={"help": "AdamW with its fused kernel (a faster optimizer step)."}
+    )
+    dataloader_num_workers: int = field(
+        default_factory=default_dataloader_workers, metadata={"help": "Worker processes (default: CPUs, up to 8)."}
+    )
+    dataloader_pin_memory: bool = field(
+        default_factory=torch.cuda.is_available, metadata={"help": "Pin batches in memory (with a GPU)."}
+    )
+    dataloader_drop_last: bool = field(
+        default=True,
+        metadata={"help": "Drop the last incomplete training batch (MAE does; one image breaks BatchNorm)."},
+    )
+    report_to: None | str | list[str] = field(
+        default=DEFAULT_REPORT_TO, metadata={"help": "Where to report logs (default: TensorBoard when installed)."}
+    )
 
 
 def parse_arguments(dataclass_types: tuple, argv: list[str]) -> tuple[tuple, set[str]]:
@@ -115,16 +158,77 @@ def configure_logging(training_args, script_logger: logging.Logger) -> None:
 
 
 def resume_checkpoint(training_args) -> str | None:
-    """The checkpoint to resume from (`--resume_from_checkpoint`, else the last complete one in the output
-    directory); refuses to write over a finished run."""
-    resume = training_args.resume_from_checkpoint
-    if resume is None and os.path.isdir(training_args.output_dir):
-        resume = last_complete_checkpoint(training_args.output_dir)
-        if resume is None and os.path.isfile(os.path.join(training_args.output_dir, "model.safetensors")):
+    """The checkpoint to resume from: `--resume_from_checkpoint` (checked), else the last complete one in the output
+    directory. Refuses to write over a finished run. Incomplete checkpoints newer than the one resumed from (left by
+    a killed run) are renamed `incomplete-checkpoint-N`, out of the way of the steps about to be saved again."""
+    output_dir, resume = training_args.output_dir, training_args.resume_from_checkpoint
+    if resume is not None:
+        problem = checkpoint_problem(resume) if os.path.isdir(resume) else "it is not a directory"
+        if problem:
+            raise ValueError(f"Cannot resume from --resume_from_checkpoint {resume}: {problem}.")
+    elif os.path.isdir(output_dir):
+        resume = last_complete_checkpoint(output_dir)
+        finished = all(
+            os.path.isfile(os.path.join(output_dir, n)) for n in ("model.safetensors", "trainer_state.json")
+        )
+        if resume is None and finished:
             raise FileExistsError(
-                f"{training_args.output_dir} already holds a finished run (model.safetensors); choose another "
-                "--output_dir or remove it."
+                f"{output_dir} already holds a finished run (model.safetensors); choose another --output_dir or "
+                "remove it."
             )
         if resume is not None:
-            logger.warning(f"Resuming from the last checkpoint in the output directory: {resume}")
+            logger.warning(f"Resuming from the last complete checkpoint in the output directory: {resume}")
+    if os.path.isdir(output_dir) and training_args.process_index == 0:
+        resumed_step = int(resume.rstrip("/").rsplit("-", 1)[-1]) if resume else 0
+        for name in os.listdir(output_dir):
+            prefix, _, step = name.partition("-")
+            path = os.path.join(output_dir, name)
+            if prefix == "checkpoint" and step.isdigit() and int(step) > resumed_step and checkpoint_problem(path):
+                logger.warning(f"Renaming the incomplete {path} to incomplete-{name}: {checkpoint_problem(path)}.")
+                os.replace(path, os.path.join(output_dir, f"incomplete-{name}"))
     return resume
+
+
+def check_output_dir(training_args, model=None) -> None:
+    """Before any training: `--output_dir` can be written and, given the `model` to train, its disk has room for a
+    checkpoint (the weights, and AdamW's two moments of every trainable parameter unless --save_only_model) or,
+    without checkpoints, for the model."""
+    directory = training_args.output_dir
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise OSError(
+            error.errno,
+            f"--output_dir {directory} is not writable ({error.strerror or error}); checkpoints and the trained model "
+            "are written there. Choose another directory.",
+        ) from error
+    if model is None:
+        return
+    needed = sum(t.numel() * 4 for t in [*model.parameters(), *model.buffers()])
+    if training_args.save_strategy != "no" and not training_args.save_only_model:
+        needed += sum(2 * p.numel() * 4 for p in model.parameters() if p.requires_grad)
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+        raise OSError(
+            errno.ENOSPC,
+            f"--output_dir {directory} has {free / 2**20:.1f} MiB free; a checkpoint of this model needs about "
+            f"{needed / 2**20:.1f} MiB. Free some space or choose another directory.",
+        )
+
+
+def check_labels(dataset, label_column: str | None, num_labels: int, split: str = "training") -> None:
+    """Before training: every label of a map-style dataset is a class of the model (or -100, unlabeled). Streamed
+    datasets are checked batch by batch instead (ImageCollator)."""
+    if label_column is None or not hasattr(dataset, "__len__") or len(dataset) == 0:
+        return
+    labels = np.asarray(dataset.select_columns([label_column]).with_format("numpy")[label_column])
+    labels = labels[labels != -100]
+    bad = labels[(labels < 0) | (labels >= num_labels)]
+    if len(bad):
+        raise ValueError(
+            f"The {split} data's column {label_column!r} holds {len(bad)} labels outside the model's {num_labels} "
+            f"classes (0..{num_labels - 1}), e.g. {bad[0]}; set num_labels (--config_overrides num_labels=N) or pick "
+            "the label column with --label_column_name."
+        )

@@ -4,10 +4,15 @@ the pretraining augmentation and batching."""
 
 import functools
 import io
+import logging
 import math
 import os
 import random
+import re
+import struct
 import warnings
+import zlib
+from dataclasses import dataclass, field
 
 import datasets
 import numpy as np
@@ -30,6 +35,14 @@ IMAGE_COLUMN_NAMES = ("image", "img", "jpg", "jpeg", "png", "webp", "pixel_value
 LABEL_COLUMN_NAMES = ("label", "labels", "cls", "class", "target")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 DIGITS = "digits"  # the name of the built-in dataset: scikit-learn's 8x8 digits, no download
+# What reading a broken image file raises: PIL (UnidentifiedImageError is an OSError; truncated files, broken
+# streams), torchvision's JPEG decoder (RuntimeError), zlib and struct inside PIL's plugins, and PIL's guard against
+# decompression bombs (more than 2 x PIL.Image.MAX_IMAGE_PIXELS pixels).
+IMAGE_ERRORS = (OSError, ValueError, SyntaxError, RuntimeError, EOFError, struct.error, zlib.error,
+                PIL.Image.DecompressionBombError)  # fmt: skip
+MAX_BAD_IMAGES_IN_A_ROW = 50  # more in a row than this is a broken dataset, not a few broken files
+
+logger = logging.getLogger(__name__)
 
 
 def load_image_datasets(
@@ -253,6 +266,8 @@ class PretrainingTransform:
         data = encoded_bytes(image)
         if data is not None:
             image = PIL.Image.open(io.BytesIO(data))  # the header only
+            if _exif_orientation(image):  # rare: decode and rotate with PIL first
+                image, data = open_image(data), None
         box = random_resized_crop_box(*image.size, self.scale, self.ratio, rng)
         pixels, box = self._decode(image, data, box)
         left, top, right, bottom = (round(v) for v in box)
@@ -283,12 +298,84 @@ def encoded_bytes(image) -> bytes | None:
     return bytes(image) if isinstance(image, (bytes, bytearray, memoryview)) else None
 
 
-def undecoded(dataset, image_column: str, transform):
-    """`dataset` with its image column left encoded when `transform` decodes files itself (`wants_encoded`)."""
+def undecoded(dataset, image_column: str):
+    """`dataset` with its image column left encoded (datasets' `Image(decode=False)`): the transforms decode the
+    files themselves, so that an unreadable one is caught, named and skipped (`BadImagePolicy`)."""
     feature = (getattr(dataset, "features", None) or {}).get(image_column)
-    if getattr(transform, "wants_encoded", False) and isinstance(feature, datasets.Image) and feature.decode:
+    if isinstance(feature, datasets.Image) and feature.decode:
         return dataset.cast_column(image_column, datasets.Image(decode=False))
     return dataset
+
+
+class BadImageError(ValueError):
+    """An image file that cannot be read (with `--bad_images error`, or too many in a row)."""
+
+
+@dataclass
+class BadImagePolicy:
+    """What happens to an image that cannot be read (corrupt, truncated, empty, not an image, a decompression bomb).
+    `skip` (the default): a warning names it, a line `name<TAB>reason` goes to `log_file`, and the dataset moves
+    on. `error`: `BadImageError`, naming it. Odd but valid images (CMYK, 16-bit, palette, alpha, gray, 1x1) are
+    converted to RGB, never skipped."""
+
+    action: str = "skip"
+    log_file: str | None = None
+    reported: set = field(default_factory=set, repr=False, compare=False)  # names logged (per process)
+
+    def __post_init__(self):
+        if self.action not in ("skip", "error"):
+            raise ValueError(f"bad_images must be 'skip' or 'error', got {self.action!r}.")
+
+    def handle(self, name: str, error: Exception) -> None:
+        reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "its data", f"{type(error).__name__}: {error}")
+        reason = " ".join(reason.split())
+        if self.action == "error":
+            raise BadImageError(
+                f"Cannot read image {name}: {reason}. (--bad_images skip skips such files.)"
+            ) from error
+        if name in self.reported:  # once per process: a bad file can be met again (neighbours, epochs)
+            return
+        self.reported.add(name)
+        logger.warning(f"Skipping unreadable image {name}: {reason}")
+        if self.log_file:
+            with open(self.log_file, "a") as file:  # one short append per line: safe across dataloader workers
+                file.write(f"{name}\t{reason}\n")
+
+
+def count_skipped_images(log_file: str | None) -> int:
+    """The distinct images named in a `BadImagePolicy` log file (0 when there is none)."""
+    if not log_file or not os.path.isfile(log_file):
+        return 0
+    with open(log_file) as file:
+        return len({line.split("\t", 1)[0] for line in file if line.strip()})
+
+
+def image_name(value, index) -> str:
+    """How the log names an image: its path when the dataset has one, and its position."""
+    path = value.get("path") if isinstance(value, dict) else getattr(value, "filename", None)
+    return f"{path} (item {index})" if path else f"item {index}"
+
+
+def open_image(value) -> PIL.Image.Image:
+    """Decode an undecoded datasets image (`{"bytes", "path"}`) or the file's bytes as datasets' Image feature
+    does: PIL, fully loaded, EXIF orientation applied. A PIL image is returned as it is."""
+    if isinstance(value, PIL.Image.Image):
+        return value
+    image = PIL.Image.open(io.BytesIO(encoded_bytes(value)))
+    image.load()
+    return PIL.ImageOps.exif_transpose(image) if _exif_orientation(image) else image
+
+
+def _exif_orientation(image: PIL.Image.Image) -> int | None:
+    """The EXIF orientation when it asks for a rotation or flip (2..8), else None."""
+    orientation = image.getexif().get(PIL.Image.ExifTags.Base.Orientation)
+    return orientation if orientation in range(2, 9) else None
+
+
+def apply_transform(transform, value, rng: random.Random | None):
+    """`transform` on an undecoded dataset image: the encoded file for transforms that decode it themselves
+    (`wants_encoded`), a PIL image for the others."""
+    return transform(value if getattr(transform, "wants_encoded", False) else open_image(value), rng)
 
 
 class EvalTransform:
@@ -365,12 +452,18 @@ class TransformedImageDataset(torch.utils.data.Dataset):
     A map-style image dataset as `{"pixel_values": (3, S, S), "labels": int}` items. The augmentation of item `i` in
     epoch `e` draws from a `random.Random` seeded with `(seed, e, i)`: the same crops whatever the number of dataloader
     workers or processes, and after resuming from a checkpoint. The Trainer calls `set_epoch`.
+
+    An unreadable image goes to `bad_images` (skipped and logged by default) and the next readable one takes its
+    place, so batches keep their size.
     """
 
-    def __init__(self, dataset, image_column: str, label_column: str | None, transform, seed: int = 0):
-        self.dataset = undecoded(dataset, image_column, transform)
+    def __init__(
+        self, dataset, image_column: str, label_column: str | None, transform, seed: int = 0, bad_images=None
+    ):
+        self.dataset = undecoded(dataset, image_column)
         self.image_column, self.label_column = image_column, label_column
         self.transform, self.seed, self.epoch = transform, seed, 0
+        self.bad_images = bad_images or BadImagePolicy()
 
     def set_epoch(self, epoch: int):
         self.epoch = int(epoch)
@@ -379,26 +472,56 @@ class TransformedImageDataset(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict:
-        example = self.dataset[int(index)]
-        rng = _sample_rng(self.seed, self.epoch, int(index))
-        item = {"pixel_values": self.transform(example[self.image_column], rng)}
-        if self.label_column is not None:
-            item["labels"] = example[self.label_column]
-        return item
+        for offset in range(MAX_BAD_IMAGES_IN_A_ROW):
+            position = (int(index) + offset) % len(self.dataset)
+            example = self.dataset[position]
+            rng = _sample_rng(self.seed, self.epoch, int(index))  # afresh: a failed try may have drawn from it
+            try:
+                pixels = apply_transform(self.transform, example[self.image_column], rng)
+            except IMAGE_ERRORS as error:
+                self.bad_images.handle(image_name(example[self.image_column], position), error)
+                continue
+            item = {"pixel_values": pixels}
+            if self.label_column is not None:
+                item["labels"] = example[self.label_column]
+            return item
+        raise BadImageError(
+            f"Items {index} to {position} are all unreadable images ({MAX_BAD_IMAGES_IN_A_ROW} in a row): is "
+            f"{self.image_column!r} the image column, and are the files images?"
+        )
 
 
-def transform_streaming_dataset(dataset: datasets.IterableDataset, image_column, label_column, transform):
+def transform_streaming_dataset(
+    dataset: datasets.IterableDataset, image_column, label_column, transform, bad_images=None
+):
     """The streaming counterpart of `TransformedImageDataset`, kept a `datasets.IterableDataset` so that accelerate
-    gives each process its own shards. Its augmentation draws from the (per-worker, per-process) global RNG."""
+    gives each process its own shards. Its augmentation draws from the (per-worker, per-process) global RNG.
+    Unreadable images go to `bad_images` and are left out of the stream."""
+    bad_images = bad_images or BadImagePolicy()
+    in_a_row = 0
 
     def apply(example):
-        item = {"pixel_values": transform(example[image_column])}
+        nonlocal in_a_row
+        value = example[image_column]
+        try:
+            pixels = apply_transform(transform, value, None)
+            in_a_row = 0
+        except IMAGE_ERRORS as error:
+            bad_images.handle(image_name(value, "streamed"), error)
+            pixels, in_a_row = None, in_a_row + 1
+            if in_a_row >= MAX_BAD_IMAGES_IN_A_ROW:
+                raise BadImageError(
+                    f"{in_a_row} unreadable images in a row in the stream: is {image_column!r} the image column, "
+                    "and are the files images?"
+                ) from error
+        item = {"pixel_values": pixels}
         if label_column is not None:
             item["labels"] = example[label_column]
         return item
 
-    dataset = undecoded(dataset, image_column, transform)
-    return dataset.map(apply, remove_columns=list(dataset.column_names or []))
+    dataset = undecoded(dataset, image_column)
+    mapped = dataset.map(apply, remove_columns=list(dataset.column_names or []))
+    return mapped.filter(lambda example: example["pixel_values"] is not None)
 
 
 class ImageCollator:

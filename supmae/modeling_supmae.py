@@ -7,6 +7,7 @@ reconstructs the removed ones, and a small head classifies the image from the vi
 Shapes: B images, L = (H/P)(W/P) patches, K visible patches, D encoder width, Dd decoder width.
 """
 
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -411,6 +412,32 @@ class SupMAEPreTrainedModel(PreTrainedModel):
                 module.decoder_pos_embed, sincos_position_embeddings(module.mask_token.shape[-1], module.grid_size)
             )
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, with errors that name the file and the problem: a checkpoint of another
+        model type (which would otherwise load as random weights), a truncated or damaged safetensors file, and
+        weights whose shapes do not fit the config."""
+        source = str(pretrained_model_name_or_path)
+        hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+        try:
+            checkpoint_config, _ = SupMAEConfig.get_config_dict(source, **hub_kwargs)
+        except OSError:
+            checkpoint_config = {}  # no config.json: let Transformers say what is missing
+        model_type = checkpoint_config.get("model_type", SupMAEConfig.model_type)
+        if model_type != SupMAEConfig.model_type:
+            raise ValueError(
+                f"{source} holds a {model_type!r} checkpoint (model_type in its config.json), not a SupMAE one; "
+                f"{cls.__name__} would start from random weights. Convert Transformers ViTMAE checkpoints and the "
+                "official SupMAE / MAE weights with `supmae-convert` first."
+            )
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except Exception as error:
+            problem = _loading_problem(cls, source, error, kwargs.get("config"), hub_kwargs)
+            if problem is None:
+                raise
+            raise OSError(problem) from error
+
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus the auto_map and model files that make the directory Hub remote code."""
         auto_map = {}
@@ -449,6 +476,70 @@ class SupMAEPreTrainedModel(PreTrainedModel):
         if new:
             message += f"; newly initialized: {', '.join(new)}"
         logger.warning(message + ".")
+
+
+_HUB_KWARGS = ("cache_dir", "revision", "local_files_only", "token", "subfolder", "force_download", "proxies")
+
+
+def _weights_files(source: str, hub_kwargs: dict) -> list[str]:
+    """The local safetensors files of a checkpoint directory (or of its Hub snapshot already in the cache)."""
+    from transformers.utils import cached_file
+
+    directory = os.path.join(source, hub_kwargs.get("subfolder") or "")
+    if not os.path.isdir(directory):
+        kwargs = {k: v for k, v in hub_kwargs.items() if k != "force_download"}
+        kwargs.update(local_files_only=True, _raise_exceptions_for_missing_entries=False)
+        found = cached_file(source, "config.json", **kwargs)
+        if found is None:
+            return []
+        directory = os.path.dirname(found)
+    return sorted(os.path.join(directory, n) for n in os.listdir(directory) if n.endswith(".safetensors"))
+
+
+def _safetensors_header(path: str) -> tuple[dict, int]:
+    """A safetensors file's tensor entries (name -> dtype, shape, data_offsets) and the size the file must have."""
+    with open(path, "rb") as file:
+        length = int.from_bytes(file.read(8), "little")
+        header = json.loads(file.read(length))
+    header.pop("__metadata__", None)
+    return header, 8 + length + max((entry["data_offsets"][1] for entry in header.values()), default=0)
+
+
+def _loading_problem(cls, source: str, error: Exception, config, hub_kwargs: dict) -> str | None:
+    """A message naming the file and the problem behind a failed `from_pretrained`, or None for other errors."""
+    files = _weights_files(source, hub_kwargs)
+    if type(error).__module__.startswith("safetensors"):
+        damaged = []
+        for path in files:
+            try:
+                if os.path.getsize(path) != _safetensors_header(path)[1]:
+                    damaged.append(path)
+            except (OSError, ValueError, KeyError):
+                damaged.append(path)
+        return (
+            f"Could not read the weights {', '.join(damaged or files) or 'in ' + source}: {error}. The file is "
+            "truncated or damaged (an interrupted download or save?); download or save it again."
+        )
+    if "ignore_mismatched_sizes" in str(error) and files:
+        if config is None or isinstance(config, (str, os.PathLike)):
+            config = SupMAEConfig.from_pretrained(source, **hub_kwargs)
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in cls(config).state_dict().items()}
+        mismatches = []
+        for path in files:
+            for name, entry in _safetensors_header(path)[0].items():
+                key = next((k for k in (name, name.removeprefix("supmae."), "supmae." + name) if k in expected), None)
+                if key is not None and list(expected[key]) != entry["shape"]:
+                    where = os.path.basename(path)
+                    mismatches.append(f"{name}: {entry['shape']} in {where}, {list(expected[key])} from the config")
+        if mismatches:
+            return (
+                f"The weights of {source} do not fit the configuration ({len(mismatches)} tensors differ in shape): "
+                + "; ".join(mismatches[:5])
+                + ". Was config.json edited after the weights were saved? Pass ignore_mismatched_sizes=True to "
+                "initialize those tensors anew."
+            )
+    return None
 
 
 class SupMAEModel(SupMAEPreTrainedModel):

@@ -2,7 +2,10 @@
 """Training pieces shared by the run_*.py scripts: weight-decay groups, learning-rate scaling, and a Trainer that
 logs SupMAE's two losses and the supervised branch's accuracy, evaluates with fixed masks and checks resumes."""
 
+import errno
+import json
 import os
+import shutil
 
 import numpy as np
 import safetensors
@@ -10,8 +13,10 @@ import torch
 from torch import nn
 from transformers import Trainer
 from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.trainer_utils import rotate_checkpoints
 from transformers.utils import logging
 
+from .data import count_skipped_images
 from .evaluation import topk_accuracy, topk_logits_preprocessor
 
 
@@ -47,16 +52,30 @@ def parameters_digest(model: nn.Module) -> torch.Tensor:
     return torch.stack([flat.sum(), (flat * weights).sum(), (flat * flat).sum()])
 
 
+CHECKPOINT_COMPLETE = "checkpoint_complete.json"  # written last, after every file of a checkpoint is on disk
+SKIPPED_IMAGES = "skipped_images.tsv"  # the unreadable images a run skipped, in its output directory
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite (with `--on_nonfinite_loss stop`)."""
+
+
 class SupMAEBaseTrainer(Trainer):
     """What both SupMAE trainers add to `Trainer`:
     - evaluation and prediction see every image even when training drops its last incomplete batch (MAE does), and
       batch with `eval_data_collator` when one is set (training's may mix images);
     - after loading a checkpoint to resume, a check that every tensor of the model was in it and was loaded
       (Trainer loads with `strict=False`, which would drop renamed weights without a word);
+    - a non-finite loss stops the run before its update, naming the step (or, `on_nonfinite_loss="skip"`, its
+      gradients are dropped and counted);
+    - checkpoints are marked complete only once all their files are on disk, and older ones are rotated away only
+      after that; a save that fails is removed and reported, and the previous checkpoint stays;
+    - the logs count the unreadable images skipped so far (`skipped_images`);
     - the model card the scripts write is kept (`push_to_hub` would replace it with Trainer's generic one).
     """
 
     eval_data_collator = None
+    nonfinite_steps_skipped = 0
 
     def _get_dataloader(self, dataset, description, *args, is_training=False, **kwargs):
         drop_last, collator = self.args.dataloader_drop_last, self.data_collator
@@ -78,6 +97,125 @@ class SupMAEBaseTrainer(Trainer):
         weights = os.path.join(resume_from_checkpoint, "model.safetensors")
         if os.path.isfile(weights):
             verify_loaded_checkpoint(self.model if model is None else model, weights)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        skip = getattr(self.args, "on_nonfinite_loss", "stop") == "skip"
+        # A non-finite forward also poisons BatchNorm's running statistics: keep them to restore if the step is skipped.
+        statistics = [(b, b.clone()) for b in batch_norm_buffers(model)] if skip else []
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        nonfinite = (~torch.isfinite(loss)).float()
+        if self.accelerator.num_processes > 1:  # every process must take the same turn
+            nonfinite = self.accelerator.reduce(nonfinite, reduction="sum")
+        if nonfinite.item():
+            step, value = self.state.global_step + 1, loss.item() * self.current_gradient_accumulation_steps
+            if skip:
+                model.zero_grad(set_to_none=True)
+                for buffer, saved in statistics:
+                    buffer.copy_(saved)
+                self.nonfinite_steps_skipped += 1
+                logger.warning(
+                    f"Loss {value} at training step {step}: this micro-batch's gradients were dropped "
+                    f"({self.nonfinite_steps_skipped} so far)."
+                )
+                return loss
+            last = last_complete_checkpoint(self.args.output_dir)
+            raise NonFiniteLossError(
+                f"The training loss is {value} at step {step} (epoch {self.state.epoch or 0:.2f}); the run stopped "
+                "before that step's update. "
+                + (f"The last checkpoint, {last}, is intact: resume from it" if last else "No checkpoint was saved")
+                + " (a lower learning rate, gradient clipping with --max_grad_norm, or bf16 instead of fp16 may "
+                "help), or pass --on_nonfinite_loss skip to drop such steps."
+            )
+        return loss
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "loss" in logs:  # a training log
+            skipped = count_skipped_images(os.path.join(self.args.output_dir, SKIPPED_IMAGES))
+            if skipped:
+                logs["skipped_images"] = skipped
+            if self.nonfinite_steps_skipped:
+                logs["nonfinite_steps_skipped"] = self.nonfinite_steps_skipped
+        super().log(logs, *args, **kwargs)
+
+    def _save_checkpoint(self, model, trial):
+        """Trainer's checkpoint, made crash-safe: older checkpoints are rotated away only once this one is complete
+        (its files synced to disk, then `checkpoint_complete.json` written atomically); a save that fails (disk
+        full, say) is removed and reported with the checkpoint that is still good."""
+        run_dir = self._get_output_dir(trial=trial)
+        checkpoint = os.path.join(run_dir, f"checkpoint-{self.state.global_step}")
+        limit = self.args.save_total_limit
+        self.args.save_total_limit = None
+        try:
+            super()._save_checkpoint(model, trial)
+            self.accelerator.wait_for_everyone()
+            if self.args.should_save:
+                mark_checkpoint_complete(checkpoint, self.state.global_step)
+        except OSError as error:
+            if self.args.should_save:
+                shutil.rmtree(checkpoint, ignore_errors=True)
+            last = last_complete_checkpoint(run_dir)
+            hint = " Free some space and resume." if error.errno == errno.ENOSPC else ""
+            raise OSError(
+                error.errno,
+                f"Saving {checkpoint} failed ({error.strerror or error}); the partial checkpoint was removed. "
+                + (f"The last complete checkpoint is {last}." if last else "There is no earlier checkpoint.")
+                + hint,
+            ) from error
+        finally:
+            self.args.save_total_limit = limit
+        if self.args.should_save:
+            rotate_checkpoints(run_dir, limit, self.state.best_model_checkpoint, use_mtime=True)
+
+
+def batch_norm_buffers(model: nn.Module) -> list[torch.Tensor]:
+    """The running statistics of every BatchNorm layer in `model`."""
+    modules = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    return [b for m in modules for b in m.buffers(recurse=False)]
+
+
+def mark_checkpoint_complete(checkpoint: str, step: int) -> None:
+    """Sync every file of `checkpoint` to disk, then write `checkpoint_complete.json` (their sizes) atomically."""
+    sizes = {}
+    for root, _, names in os.walk(checkpoint):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as file:
+                os.fsync(file.fileno())
+            sizes[os.path.relpath(path, checkpoint)] = os.path.getsize(path)
+    partial = os.path.join(checkpoint, CHECKPOINT_COMPLETE + ".partial")
+    with open(partial, "w") as file:
+        json.dump({"step": step, "files": sizes}, file, indent=1)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(partial, os.path.join(checkpoint, CHECKPOINT_COMPLETE))
+    directory = os.open(checkpoint, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def checkpoint_problem(checkpoint: str) -> str | None:
+    """Why `checkpoint` cannot be resumed from (None when it can): a missing or unreadable trainer_state.json, or
+    files whose sizes differ from those its `checkpoint_complete.json` recorded (a checkpoint written by plain
+    Trainer has no such record, and is judged by its trainer_state.json, which Trainer writes last)."""
+    try:
+        with open(os.path.join(checkpoint, "trainer_state.json")) as file:
+            json.load(file)
+    except FileNotFoundError:
+        return "its save did not finish (no trainer_state.json)"
+    except (OSError, ValueError) as error:
+        return f"its trainer_state.json is unreadable ({error})"
+    record = os.path.join(checkpoint, CHECKPOINT_COMPLETE)
+    if os.path.isfile(record):
+        with open(record) as file:
+            sizes = json.load(file)["files"]
+        for name, size in sizes.items():
+            path = os.path.join(checkpoint, name)
+            actual = os.path.getsize(path) if os.path.isfile(path) else None
+            if actual != size:
+                return f"{name} has {actual if actual is not None else 'no'} bytes, {size} when it was saved"
+    return None
 
 
 class SupMAETrainer(SupMAEBaseTrainer):
@@ -180,8 +318,8 @@ def verify_loaded_checkpoint(model: nn.Module, weights_file: str) -> None:
 
 
 def last_complete_checkpoint(output_dir: str) -> str | None:
-    """The `checkpoint-N` folder with the largest N whose save finished (Trainer writes `trainer_state.json` last);
-    folders left half-written by a killed run are skipped with a warning."""
+    """The `checkpoint-N` folder with the largest N that can be resumed from (`checkpoint_problem`); folders left
+    incomplete by a killed run are skipped with a warning that says why."""
     steps = []
     for name in os.listdir(output_dir) if os.path.isdir(output_dir) else []:
         prefix, _, step = name.partition("-")
@@ -189,9 +327,10 @@ def last_complete_checkpoint(output_dir: str) -> str | None:
             steps.append(int(step))
     for step in sorted(steps, reverse=True):
         checkpoint = os.path.join(output_dir, f"checkpoint-{step}")
-        if os.path.isfile(os.path.join(checkpoint, "trainer_state.json")):
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
             return checkpoint
-        logger.warning(f"Skipping {checkpoint}: its save did not finish (no trainer_state.json).")
+        logger.warning(f"Skipping {checkpoint}: {problem}.")
     return None
 
 

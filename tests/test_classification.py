@@ -276,6 +276,14 @@ def test_mistakes_are_named(setup, tmp_path):
         classify(setup, tmp_path / "x", "--cache_features", "true")
     with pytest.raises(ValueError, match="Mixup / CutMix need an even"):
         classify(setup, tmp_path / "y", "--per_device_train_batch_size", "3", "--max_steps", "1")
+    with pytest.raises(ValueError, match=r"--cutmix, --mixup: used only by --mode finetune, not --mode linprobe"):
+        run_classification.parse_classification_arguments(
+            ["--mode", "linprobe", "--mixup", "0.8", "--cutmix", "1", "--output_dir", str(tmp_path)]
+        )
+    with pytest.raises(ValueError, match="--cache_features encodes each image once"):
+        run_classification.parse_classification_arguments(
+            ["--mode", "linprobe", "--cache_features", "true", "--linprobe_augment", "true", "--output_dir", "x"]
+        )
     with pytest.raises(ValueError, match="Unknown option 'splt'"):
         run_classification.parse_eval_spec("x=digits,splt=test")
 

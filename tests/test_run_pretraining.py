@@ -3,6 +3,7 @@ resuming after SIGKILL, two processes under torchrun, and the errors users meet 
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -139,11 +140,37 @@ def test_streaming(folders, tmp_path, labels):
             "neither a preset .*vit-base-patch16.* nor an existing config",
         ),
         (["--mask_ratio", "1.5"], Exception, r"`mask_ratio` must be in \[0, 1\), got 1.5"),
+        (
+            ["--model_name_or_path", "some/checkpoint", "--config_name", "vit-base-patch16"],
+            ValueError,
+            "--model_name_or_path and --config_name both give the architecture: pass one",
+        ),
     ],
 )
 def test_mistakes_fail_before_training(folders, tmp_path, arguments, error, message):
     with pytest.raises(error, match=message):
         run("--train_dir", folders / "train", "--output_dir", tmp_path / "out", *arguments)
+    assert not os.path.exists(tmp_path / "out" / "model.safetensors")
+
+
+@pytest.mark.parametrize("flag", ["--bad_images", "--on_nonfinite_loss"])
+def test_an_unknown_choice_is_refused_with_the_allowed_ones(folders, tmp_path, flag, capsys):
+    with pytest.raises(SystemExit):
+        run("--train_dir", folders / "train", "--output_dir", tmp_path / "out", flag, "sometimes")
+    assert re.search(
+        f"argument {flag}(/[-a-z]+)?: invalid choice: 'sometimes' \\(choose from '", capsys.readouterr().err
+    )
+
+
+def test_labels_outside_the_model_fail_before_training(folders, tmp_path):
+    config = SupMAEConfig()
+    config.update_from_string(TINY[1])
+    config.num_labels = 1
+    SupMAEForPreTraining(config).save_pretrained(tmp_path / "one-class")
+    message = r"The training data's column 'label' holds \d+ labels outside the model's 1 classes \(0..0\), e.g. 1"
+    with pytest.raises(ValueError, match=message):
+        run("--train_dir", folders / "train", "--output_dir", tmp_path / "out", "--model_name_or_path",
+            tmp_path / "one-class")  # fmt: skip
     assert not os.path.exists(tmp_path / "out" / "model.safetensors")
 
 
@@ -156,6 +183,7 @@ def test_a_finished_run_is_not_overwritten(folders, tmp_path):
     output = tmp_path / "out"
     output.mkdir()
     (output / "model.safetensors").write_bytes(b"finished weights")
+    (output / "trainer_state.json").write_text("{}")  # written after the model: the run finished
     with pytest.raises(FileExistsError, match="already holds a finished run"):
         run("--train_dir", folders / "train", "--output_dir", output)
     assert (output / "model.safetensors").read_bytes() == b"finished weights"
@@ -214,7 +242,7 @@ def test_killed_run_resumes_to_the_same_weights(folders, tmp_path):
         [*script, *subprocess_arguments(folders, killed, 20)], env=env, capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "Resuming from the last checkpoint" in resumed.stdout + resumed.stderr
+    assert "Resuming from the last complete checkpoint" in resumed.stdout + resumed.stderr
     expected, actual = load_file(straight / "model.safetensors"), load_file(killed / "model.safetensors")
     assert expected.keys() == actual.keys()
     for name in expected:
