@@ -4,6 +4,7 @@ logs SupMAE's two losses and the supervised branch's accuracy, evaluates with fi
 
 import errno
 import json
+import math
 import os
 import shutil
 
@@ -71,6 +72,7 @@ class SupMAEBaseTrainer(Trainer):
     - checkpoints are marked complete only once all their files are on disk, and older ones are rotated away only
       after that; a save that fails is removed and reported, and the previous checkpoint stays;
     - the logs count the unreadable images skipped so far (`skipped_images`);
+    - the training set sees each epoch's number (`set_epoch`) in multi-process runs too;
     - the model card the scripts write is kept (`push_to_hub` would replace it with Trainer's generic one).
     """
 
@@ -98,6 +100,14 @@ class SupMAEBaseTrainer(Trainer):
         if os.path.isfile(weights):
             verify_loaded_checkpoint(self.model if model is None else model, weights)
 
+    def _run_epoch(self, *args, **kwargs):
+        # The training set's per-epoch augmentation (TransformedImageDataset.set_epoch). accelerate forwards
+        # set_epoch to the dataset only when its sampler has none, i.e. not under DistributedSampler: every epoch
+        # of a multi-process run would repeat the first one's crops.
+        if hasattr(self.train_dataset, "set_epoch") and "epoch" in kwargs:
+            self.train_dataset.set_epoch(kwargs["epoch"])
+        return super()._run_epoch(*args, **kwargs)
+
     def training_step(self, model, inputs, num_items_in_batch=None):
         skip = getattr(self.args, "on_nonfinite_loss", "stop") == "skip"
         # A non-finite forward also poisons BatchNorm's running statistics: keep them to restore if the step is skipped.
@@ -108,6 +118,8 @@ class SupMAEBaseTrainer(Trainer):
             nonfinite = self.accelerator.reduce(nonfinite, reduction="sum")
         if nonfinite.item():
             step, value = self.state.global_step + 1, loss.item() * self.current_gradient_accumulation_steps
+            if math.isfinite(value):
+                value = "non-finite in another process"
             if skip:
                 model.zero_grad(set_to_none=True)
                 for buffer, saved in statistics:

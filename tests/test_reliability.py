@@ -263,6 +263,36 @@ def test_skipping_nonfinite_steps_leaves_weights_and_statistics_untouched(tmp_pa
     assert all(torch.isfinite(tensor).all() for tensor in third.values())
 
 
+TWO_RANKS = """
+import os, sys
+sys.path.insert(0, {tests!r})
+from test_reliability import PoisonedEpochs, tiny_trainer
+from supmae.training import NonFiniteLossError
+rank = int(os.environ["RANK"])
+trainer = tiny_trainer({output!r}, PoisonedEpochs({{1}} if rank == 1 else set()), "stop")
+try:
+    trainer.train()
+    print(f"rank {{rank}} finished", flush=True)
+except NonFiniteLossError as error:
+    print(f"rank {{rank}} stopped: {{error}}", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_every_process_stops_together_when_one_sees_a_nonfinite_loss(tmp_path):
+    """Two processes under torchrun, only rank 1's data poisoned (from epoch 1 = step 3): both stop at step 3,
+    instead of rank 0 stepping on and waiting for its peer."""
+    script = tmp_path / "two_ranks.py"
+    script.write_text(TWO_RANKS.format(tests=os.path.dirname(__file__), output=str(tmp_path / "out")))
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
+    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([*launcher, str(script)], env=env, capture_output=True, text=True, timeout=600)
+    log = result.stdout + result.stderr
+    assert "rank 1 stopped: The training loss is nan at step 3 (epoch 1.00)" in log, log[-3000:]
+    assert "rank 0 stopped: The training loss is non-finite in another process at step 3 (epoch 1.00)" in log
+    assert checkpoint_problem(tmp_path / "out" / "checkpoint-2") is None
+
+
 # -------------------------------------------------------------------------------------------------- checkpoints
 KILL_AT_STEP_10 = """
 import os, sys
