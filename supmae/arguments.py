@@ -19,7 +19,7 @@ import transformers
 from transformers import HfArgumentParser, TrainingArguments
 
 from .data import DIGITS, class_names, find_image_column, find_label_column, load_image_datasets
-from .training import checkpoint_problem, last_complete_checkpoint
+from .training import checkpoint_problem, checkpoint_steps, last_complete_checkpoint, run_marks_checkpoints
 
 
 logger = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ def configure_logging(training_args, script_logger: logging.Logger) -> None:
 def resume_checkpoint(training_args) -> str | None:
     """The checkpoint to resume from: `--resume_from_checkpoint` (checked), else the last complete one in the output
     directory. Refuses to write over a finished run. Incomplete checkpoints newer than the one resumed from (left by
-    a killed run) are renamed `incomplete-checkpoint-N`, out of the way of the steps about to be saved again."""
+    a killed run) are renamed `incomplete-checkpoint-N[.k]`, out of the way of the steps about to be saved again."""
     output_dir, resume = training_args.output_dir, training_args.resume_from_checkpoint
     if resume is not None:
         problem = checkpoint_problem(resume) if os.path.isdir(resume) else "it is not a directory"
@@ -179,20 +179,28 @@ def resume_checkpoint(training_args) -> str | None:
         if resume is not None:
             logger.warning(f"Resuming from the last complete checkpoint in the output directory: {resume}")
     if os.path.isdir(output_dir) and training_args.process_index == 0:
-        resumed_step = int(resume.rstrip("/").rsplit("-", 1)[-1]) if resume else 0
-        for name in os.listdir(output_dir):
-            prefix, _, step = name.partition("-")
-            path = os.path.join(output_dir, name)
-            if prefix == "checkpoint" and step.isdigit() and int(step) > resumed_step and checkpoint_problem(path):
-                logger.warning(f"Renaming the incomplete {path} to incomplete-{name}: {checkpoint_problem(path)}.")
-                os.replace(path, os.path.join(output_dir, f"incomplete-{name}"))
+        resumed_step = 0
+        if resume is not None:
+            with open(os.path.join(resume, "trainer_state.json")) as file:
+                resumed_step = json.load(file).get("global_step", 0)
+        require_mark = run_marks_checkpoints(output_dir)
+        for step, path in checkpoint_steps(output_dir).items():
+            problem = checkpoint_problem(path, require_mark) if step > resumed_step else None
+            if problem:
+                target = os.path.join(output_dir, f"incomplete-{os.path.basename(path)}")
+                suffix = 1
+                while os.path.exists(target + (f".{suffix}" if suffix > 1 else "")):
+                    suffix += 1
+                target += f".{suffix}" if suffix > 1 else ""
+                logger.warning(f"Renaming the incomplete {path} to {os.path.basename(target)}: {problem}.")
+                os.replace(path, target)
     return resume
 
 
 def check_output_dir(training_args, model=None) -> None:
-    """Before any training: `--output_dir` can be written and, given the `model` to train, its disk has room for a
-    checkpoint (the weights, and AdamW's two moments of every trainable parameter unless --save_only_model) or,
-    without checkpoints, for the model."""
+    """Before any training: `--output_dir` can be written and, given the `model` to train, its disk has room for the
+    checkpoints kept at a time (the weights, and AdamW's two moments of every trainable parameter unless
+    --save_only_model; save_total_limit + 1 of them, else one) or, without checkpoints, for the model."""
     directory = training_args.output_dir
     try:
         os.makedirs(directory, exist_ok=True)
@@ -206,15 +214,22 @@ def check_output_dir(training_args, model=None) -> None:
         ) from error
     if model is None:
         return
-    needed = sum(t.numel() * 4 for t in [*model.parameters(), *model.buffers()])
-    if training_args.save_strategy != "no" and not training_args.save_only_model:
-        needed += sum(2 * p.numel() * 4 for p in model.parameters() if p.requires_grad)
+    size = sum(t.numel() * 4 for t in [*model.parameters(), *model.buffers()])
+    copies, what = 1, "the trained model"
+    if training_args.save_strategy != "no":
+        if not training_args.save_only_model:
+            size += sum(2 * p.numel() * 4 for p in model.parameters() if p.requires_grad)
+        # The newest checkpoint is written before the oldest is rotated away: save_total_limit + 1 at a time.
+        limit = training_args.save_total_limit
+        copies = limit + 1 if limit else 1
+        what = f"{copies} checkpoints (--save_total_limit {limit}, plus the one being written)" if limit else (
+            "a checkpoint")  # fmt: skip
     free = shutil.disk_usage(directory).free
-    if free < needed:
+    if free < size * copies:
         raise OSError(
             errno.ENOSPC,
-            f"--output_dir {directory} has {free / 2**20:.1f} MiB free; a checkpoint of this model needs about "
-            f"{needed / 2**20:.1f} MiB. Free some space or choose another directory.",
+            f"--output_dir {directory} has {free / 2**20:.1f} MiB free; {what} of this model {'take' if copies > 1 else 'takes'} about "
+            f"{size * copies / 2**20:.1f} MiB. Free some space or choose another directory.",
         )
 
 

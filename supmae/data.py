@@ -3,6 +3,7 @@
 the pretraining augmentation and batching."""
 
 import functools
+import hashlib
 import io
 import logging
 import math
@@ -333,7 +334,7 @@ class BadImagePolicy:
             raise BadImageError(
                 f"Cannot read image {name}: {reason}. (--bad_images skip skips such files.)"
             ) from error
-        if name in self.reported:  # once per process: a bad file can be met again (neighbours, epochs)
+        if name in self.reported:  # once per process (a dataloader worker lives one epoch): files are met again
             return
         self.reported.add(name)
         logger.warning(f"Skipping unreadable image {name}: {reason}")
@@ -350,10 +351,15 @@ def count_skipped_images(log_file: str | None) -> int:
         return len({line.split("\t", 1)[0] for line in file if line.strip()})
 
 
-def image_name(value, index) -> str:
-    """How the log names an image: its path when the dataset has one, and its position."""
+def image_name(value, index=None) -> str:
+    """How the log names an image: its path when the dataset has one, else a digest of its bytes (the same in every
+    process, worker and epoch, so that the log's distinct names count distinct files); and its position if known."""
     path = value.get("path") if isinstance(value, dict) else getattr(value, "filename", None)
-    return f"{path} (item {index})" if path else f"item {index}"
+    if not path:
+        data = value.get("bytes") if isinstance(value, dict) else value
+        data = bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) else None
+        path = f"<{len(data)} bytes, sha1 {hashlib.sha1(data).hexdigest()[:12]}>" if data is not None else "<image>"
+    return path if index is None else f"{path} (item {index})"
 
 
 def open_image(value) -> PIL.Image.Image:
@@ -507,7 +513,7 @@ def transform_streaming_dataset(
             pixels = apply_transform(transform, value, None)
             in_a_row = 0
         except IMAGE_ERRORS as error:
-            bad_images.handle(image_name(value, "streamed"), error)
+            bad_images.handle(image_name(value), error)
             pixels, in_a_row = None, in_a_row + 1
             if in_a_row >= MAX_BAD_IMAGES_IN_A_ROW:
                 raise BadImageError(

@@ -78,6 +78,7 @@ class SupMAEBaseTrainer(Trainer):
 
     eval_data_collator = None
     nonfinite_steps_skipped = 0
+    _skipping_update = False  # a non-finite loss was met in the current optimizer step's micro-batches
 
     def _get_dataloader(self, dataset, description, *args, is_training=False, **kwargs):
         drop_last, collator = self.args.dataloader_drop_last, self.data_collator
@@ -113,32 +114,45 @@ class SupMAEBaseTrainer(Trainer):
         # A non-finite forward also poisons BatchNorm's running statistics: keep them to restore if the step is skipped.
         statistics = [(b, b.clone()) for b in batch_norm_buffers(model)] if skip else []
         loss = super().training_step(model, inputs, num_items_in_batch)
-        nonfinite = (~torch.isfinite(loss)).float()
-        if self.accelerator.num_processes > 1:  # every process must take the same turn
-            nonfinite = self.accelerator.reduce(nonfinite, reduction="sum")
-        if nonfinite.item():
+        # One flag for all processes, so that all take the same turn. (Trainer's logging_nan_inf_filter already
+        # reads the loss every micro-batch; with several processes this adds a one-number all-reduce.)
+        if not self._all_processes_agree(bool(torch.isfinite(loss))):
             step, value = self.state.global_step + 1, loss.item() * self.current_gradient_accumulation_steps
-            if math.isfinite(value):
-                value = "non-finite in another process"
-            if skip:
-                model.zero_grad(set_to_none=True)
-                for buffer, saved in statistics:
-                    buffer.copy_(saved)
-                self.nonfinite_steps_skipped += 1
-                logger.warning(
-                    f"Loss {value} at training step {step}: this micro-batch's gradients were dropped "
-                    f"({self.nonfinite_steps_skipped} so far)."
+            value = value if not math.isfinite(value) else "non-finite in another process"
+            if not skip:
+                last = last_complete_checkpoint(self.args.output_dir)
+                when = "after DeepSpeed applied that step's update" if self.is_deepspeed_enabled else (
+                    "before that step's update")  # fmt: skip
+                raise NonFiniteLossError(
+                    f"The training loss is {value} at step {step} (epoch {self.state.epoch or 0:.2f}); the run "
+                    f"stopped {when}. "
+                    + (
+                        f"The last checkpoint, {last}, is intact: resume from it"
+                        if last
+                        else "No checkpoint was saved"
+                    )
+                    + " (a lower learning rate, gradient clipping with --max_grad_norm, or bf16 instead of fp16 may "
+                    "help), or pass --on_nonfinite_loss skip to skip such steps."
                 )
-                return loss
-            last = last_complete_checkpoint(self.args.output_dir)
-            raise NonFiniteLossError(
-                f"The training loss is {value} at step {step} (epoch {self.state.epoch or 0:.2f}); the run stopped "
-                "before that step's update. "
-                + (f"The last checkpoint, {last}, is intact: resume from it" if last else "No checkpoint was saved")
-                + " (a lower learning rate, gradient clipping with --max_grad_norm, or bf16 instead of fp16 may "
-                "help), or pass --on_nonfinite_loss skip to drop such steps."
-            )
+            for buffer, saved in statistics:
+                buffer.copy_(saved)
+            if not self._skipping_update:
+                self.nonfinite_steps_skipped += 1
+                logger.warning(f"Loss {value} at training step {step}: the step's update is skipped "
+                               f"({self.nonfinite_steps_skipped} so far).")  # fmt: skip
+            self._skipping_update = True
+        if self._skipping_update:
+            drop_gradients(model, keep_for_scaler=self.accelerator.scaler is not None)
+            if self.accelerator.sync_gradients:  # the window's last micro-batch: the next step starts afresh
+                self._skipping_update = False
         return loss
+
+    def _all_processes_agree(self, ok: bool) -> bool:
+        """True when `ok` holds in every process (a collective: every process must call it)."""
+        if self.accelerator.num_processes == 1:
+            return ok
+        failed = torch.tensor([0.0 if ok else 1.0], device=self.args.device)
+        return self.accelerator.reduce(failed, reduction="sum").item() == 0
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if "loss" in logs:  # a training log
@@ -151,32 +165,48 @@ class SupMAEBaseTrainer(Trainer):
 
     def _save_checkpoint(self, model, trial):
         """Trainer's checkpoint, made crash-safe: older checkpoints are rotated away only once this one is complete
-        (its files synced to disk, then `checkpoint_complete.json` written atomically); a save that fails (disk
-        full, say) is removed and reported with the checkpoint that is still good."""
+        (its files synced to disk, then `checkpoint_complete.json` written atomically); a save that fails in any
+        process (disk full, say) is removed and reported, in every process, with the checkpoint that is still good."""
         run_dir = self._get_output_dir(trial=trial)
         checkpoint = os.path.join(run_dir, f"checkpoint-{self.state.global_step}")
-        limit = self.args.save_total_limit
-        self.args.save_total_limit = None
+        limit, failure = self.args.save_total_limit, None
+        self.args.save_total_limit = None  # Trainer would rotate before the new checkpoint is marked
         try:
             super()._save_checkpoint(model, trial)
-            self.accelerator.wait_for_everyone()
-            if self.args.should_save:
+        except Exception as error:  # torch.save raises RuntimeError, safetensors SafetensorError, files OSError
+            failure = error
+        finally:
+            self.args.save_total_limit = limit
+        if self._all_processes_agree(failure is None) and self.args.should_save:
+            try:
+                torch.save(self.args, os.path.join(checkpoint, "training_args.bin"))  # with the real limit
                 mark_checkpoint_complete(checkpoint, self.state.global_step)
-        except OSError as error:
+            except Exception as error:
+                failure = error
+        if not self._all_processes_agree(failure is None):
             if self.args.should_save:
                 shutil.rmtree(checkpoint, ignore_errors=True)
             last = last_complete_checkpoint(run_dir)
-            hint = " Free some space and resume." if error.errno == errno.ENOSPC else ""
+            reason = f"{type(failure).__name__}: {failure}" if failure else "it failed in another process"
+            number = getattr(failure, "errno", None)
             raise OSError(
-                error.errno,
-                f"Saving {checkpoint} failed ({error.strerror or error}); the partial checkpoint was removed. "
+                number,
+                f"Saving {checkpoint} failed ({' '.join(reason.split())[:300]}); the partial checkpoint was removed. "
                 + (f"The last complete checkpoint is {last}." if last else "There is no earlier checkpoint.")
-                + hint,
-            ) from error
-        finally:
-            self.args.save_total_limit = limit
+                + " If the disk is full, free some space and resume.",
+            ) from failure
         if self.args.should_save:
             rotate_checkpoints(run_dir, limit, self.state.best_model_checkpoint, use_mtime=True)
+
+
+def drop_gradients(model: nn.Module, keep_for_scaler: bool) -> None:
+    """Make the coming optimizer step a no-op: no gradients (AdamW skips parameters without one), or, under fp16's
+    GradScaler, which needs gradients to inspect, NaN ones, which make it skip the step and lower its scale."""
+    for parameter in model.parameters():
+        if parameter.grad is not None and keep_for_scaler:
+            parameter.grad.fill_(float("nan"))
+        elif not keep_for_scaler:
+            parameter.grad = None
 
 
 def batch_norm_buffers(model: nn.Module) -> list[torch.Tensor]:
@@ -192,25 +222,36 @@ def mark_checkpoint_complete(checkpoint: str, step: int) -> None:
         for name in names:
             path = os.path.join(root, name)
             with open(path, "rb") as file:
-                os.fsync(file.fileno())
+                _fsync(file.fileno())
             sizes[os.path.relpath(path, checkpoint)] = os.path.getsize(path)
     partial = os.path.join(checkpoint, CHECKPOINT_COMPLETE + ".partial")
     with open(partial, "w") as file:
         json.dump({"step": step, "files": sizes}, file, indent=1)
         file.flush()
-        os.fsync(file.fileno())
+        _fsync(file.fileno())
     os.replace(partial, os.path.join(checkpoint, CHECKPOINT_COMPLETE))
     directory = os.open(checkpoint, os.O_RDONLY)
     try:
-        os.fsync(directory)
+        _fsync(directory)
     finally:
         os.close(directory)
 
 
-def checkpoint_problem(checkpoint: str) -> str | None:
-    """Why `checkpoint` cannot be resumed from (None when it can): a missing or unreadable trainer_state.json, or
-    files whose sizes differ from those its `checkpoint_complete.json` recorded (a checkpoint written by plain
-    Trainer has no such record, and is judged by its trainer_state.json, which Trainer writes last)."""
+def _fsync(descriptor: int) -> None:
+    """`os.fsync`, except on file systems that cannot (some network and FUSE mounts refuse it for directories or
+    read-only descriptors): there the data is as durable as that file system makes it."""
+    try:
+        os.fsync(descriptor)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.EROFS):
+            raise
+
+
+def checkpoint_problem(checkpoint: str, require_mark: bool = False) -> str | None:
+    """Why `checkpoint` cannot be resumed from (None when it can): a missing or unreadable trainer_state.json, a
+    missing (with `require_mark`) or unreadable `checkpoint_complete.json`, or files whose sizes differ from those it
+    recorded. A checkpoint written by plain Trainer has no such record and is judged by its trainer_state.json, which
+    Trainer writes last."""
     try:
         with open(os.path.join(checkpoint, "trainer_state.json")) as file:
             json.load(file)
@@ -219,14 +260,18 @@ def checkpoint_problem(checkpoint: str) -> str | None:
     except (OSError, ValueError) as error:
         return f"its trainer_state.json is unreadable ({error})"
     record = os.path.join(checkpoint, CHECKPOINT_COMPLETE)
-    if os.path.isfile(record):
+    if not os.path.isfile(record):
+        return f"it was never marked complete (no {CHECKPOINT_COMPLETE})" if require_mark else None
+    try:
         with open(record) as file:
-            sizes = json.load(file)["files"]
-        for name, size in sizes.items():
-            path = os.path.join(checkpoint, name)
-            actual = os.path.getsize(path) if os.path.isfile(path) else None
-            if actual != size:
-                return f"{name} has {actual if actual is not None else 'no'} bytes, {size} when it was saved"
+            sizes = dict(json.load(file)["files"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return f"its {CHECKPOINT_COMPLETE} is unreadable ({type(error).__name__}: {error})"
+    for name, size in sizes.items():
+        path = os.path.join(checkpoint, name)
+        actual = os.path.getsize(path) if os.path.isfile(path) else None
+        if actual != size:
+            return f"{name} has {actual if actual is not None else 'no'} bytes, {size} when it was saved"
     return None
 
 
@@ -329,17 +374,30 @@ def verify_loaded_checkpoint(model: nn.Module, weights_file: str) -> None:
             )
 
 
-def last_complete_checkpoint(output_dir: str) -> str | None:
-    """The `checkpoint-N` folder with the largest N that can be resumed from (`checkpoint_problem`); folders left
-    incomplete by a killed run are skipped with a warning that says why."""
-    steps = []
+def checkpoint_steps(output_dir: str) -> dict[int, str]:
+    """The `checkpoint-N` folders of `output_dir`, by N."""
+    found = {}
     for name in os.listdir(output_dir) if os.path.isdir(output_dir) else []:
         prefix, _, step = name.partition("-")
         if prefix == "checkpoint" and step.isdigit() and os.path.isdir(os.path.join(output_dir, name)):
-            steps.append(int(step))
-    for step in sorted(steps, reverse=True):
-        checkpoint = os.path.join(output_dir, f"checkpoint-{step}")
-        problem = checkpoint_problem(checkpoint)
+            found[int(step)] = os.path.join(output_dir, name)
+    return found
+
+
+def run_marks_checkpoints(output_dir: str) -> bool:
+    """Whether this output directory's checkpoints were written by SupMAE's trainers (one carries the mark): then a
+    checkpoint without the mark is one whose save was cut short."""
+    return any(
+        os.path.isfile(os.path.join(path, CHECKPOINT_COMPLETE)) for path in checkpoint_steps(output_dir).values()
+    )
+
+
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The `checkpoint-N` folder with the largest N that can be resumed from (`checkpoint_problem`); folders left
+    incomplete by a killed run are skipped with a warning that says why."""
+    require_mark = run_marks_checkpoints(output_dir)
+    for _, checkpoint in sorted(checkpoint_steps(output_dir).items(), reverse=True):
+        problem = checkpoint_problem(checkpoint, require_mark)
         if problem is None:
             return checkpoint
         logger.warning(f"Skipping {checkpoint}: {problem}.")

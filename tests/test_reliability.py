@@ -7,6 +7,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -82,7 +83,7 @@ def zoo(tmp_path_factory):
 
 
 def logged_names(log_file) -> set[str]:
-    return {os.path.basename(line.split(" (item")[0]) for line in open(log_file).read().splitlines()}
+    return {os.path.basename(line.split("\t")[0].split(" (item")[0]) for line in open(log_file).read().splitlines()}
 
 
 TRANSFORMS = {
@@ -284,13 +285,45 @@ def test_every_process_stops_together_when_one_sees_a_nonfinite_loss(tmp_path):
     instead of rank 0 stepping on and waiting for its peer."""
     script = tmp_path / "two_ranks.py"
     script.write_text(TWO_RANKS.format(tests=os.path.dirname(__file__), output=str(tmp_path / "out")))
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
     env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([*launcher, str(script)], env=env, capture_output=True, text=True, timeout=600)
     log = result.stdout + result.stderr
     assert "rank 1 stopped: The training loss is nan at step 3 (epoch 1.00)" in log, log[-3000:]
     assert "rank 0 stopped: The training loss is non-finite in another process at step 3 (epoch 1.00)" in log
     assert checkpoint_problem(tmp_path / "out" / "checkpoint-2") is None
+
+
+class PoisonedBatch(PoisonedEpochs):
+    """16 random images; the fifth batch of 4 drawn (the first micro-batch of epoch 1) is NaN."""
+
+    def __init__(self):
+        super().__init__(set())
+        self.calls = 0
+
+    def __getitem__(self, index):
+        self.calls += 1
+        item = super().__getitem__(index)
+        if 16 < self.calls <= 20:
+            item["pixel_values"] = item["pixel_values"] * float("nan")
+        return item
+
+
+def test_a_skipped_step_drops_every_micro_batch_of_its_window(tmp_path):
+    """Gradient accumulation over 2 micro-batches, a checkpoint every step: the NaN micro-batch opens step 3's window,
+    so step 3 makes no update at all (the window's finite second micro-batch is dropped too), and step 4 trains."""
+    trainer = tiny_trainer(tmp_path, PoisonedBatch(), "skip")
+    trainer.args.gradient_accumulation_steps, trainer.args.save_strategy, trainer.args.save_steps = 2, "steps", 1
+    trainer.args.num_train_epochs = 2
+    trainer.train()
+    assert trainer.nonfinite_steps_skipped == 1
+    second, third, fourth = (weights(tmp_path / f"checkpoint-{step}") for step in (2, 3, 4))
+    parameters = [name for name, _ in trainer.model.named_parameters()]  # the finite micro-batch moved BatchNorm
+    assert all(torch.equal(second[name], third[name]) for name in parameters)
+    assert any(not torch.equal(third[name], fourth[name]) for name in parameters)
 
 
 # -------------------------------------------------------------------------------------------------- checkpoints
@@ -332,15 +365,18 @@ def resume(argv, env):
 
 @pytest.mark.slow
 def test_a_process_killed_after_writing_a_checkpoint_keeps_the_one_before(tmp_path):
-    """Killed after Trainer wrote checkpoint-10 in full but before it was marked complete, with --save_total_limit 1:
-    plain Trainer would already have deleted checkpoint-5; here it is rotated away only once checkpoint-10 is marked.
-    Resuming takes checkpoint-10 (its trainer_state.json, written last, is whole)."""
+    """Killed after Trainer wrote checkpoint-10 but before it was synced and marked complete, with --save_total_limit
+    1: plain Trainer would already have deleted checkpoint-5; here it is rotated away only once checkpoint-10 is
+    marked, and the rerun resumes from it."""
     output, argv, env = killed_at_step_10(tmp_path, "supmae.training", "mark_checkpoint_complete")
     assert (output / "checkpoint-5" / CHECKPOINT_COMPLETE).exists()
+    assert (output / "checkpoint-10" / "trainer_state.json").exists()
     assert not (output / "checkpoint-10" / CHECKPOINT_COMPLETE).exists()
-    assert last_complete_checkpoint(output) == str(output / "checkpoint-10")
+    # Its files were never synced: in a run whose checkpoints carry the mark, an unmarked one is not trusted.
+    assert last_complete_checkpoint(output) == str(output / "checkpoint-5")
     log = resume(argv, env)
-    assert f"Resuming from the last complete checkpoint in the output directory: {output / 'checkpoint-10'}" in log
+    assert f"Resuming from the last complete checkpoint in the output directory: {output / 'checkpoint-5'}" in log
+    assert (output / "incomplete-checkpoint-10").is_dir()
     assert sorted(n for n in os.listdir(output) if n.startswith("checkpoint-")) == ["checkpoint-20"]
 
 
@@ -377,12 +413,43 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkey
 
     monkeypatch.setattr(transformers.Trainer, "_save_optimizer_and_scheduler", disk_full_at_step_10)
     output = tmp_path / "out"
-    message = r"Saving .*checkpoint-10 failed \(No space left on device\); the partial checkpoint was removed\. The "
-    with pytest.raises(OSError, match=message + r"last complete checkpoint is .*checkpoint-5\. Free some space"):
+    message = r"Saving .*checkpoint-10 failed \(OSError: \[Errno 28\] No space left on device\); the partial "
+    with pytest.raises(OSError, match=message + r"checkpoint was removed\. The last complete checkpoint is .*-5\."):
         run("--train_dir", folders / "train", "--output_dir", output, "--max_steps", 20, "--save_steps", 5,
             "--eval_strategy", "no", "--dataloader_num_workers", 0)  # fmt: skip
     assert not (output / "checkpoint-10").exists() and checkpoint_problem(output / "checkpoint-5") is None
     assert not (output / "model.safetensors").exists()
+
+
+def test_a_real_write_failure_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """Not a simulated error: at step 10 the process may not write files larger than checkpoint-5's weights
+    (RLIMIT_FSIZE), so writing optimizer.pt fails inside torch.save (a RuntimeError, not an OSError)."""
+    import resource
+    import signal
+
+    import transformers
+
+    folders = write_image_folder(tmp_path / "data", per_class=6)
+    output = tmp_path / "out"
+    save = transformers.Trainer._save_checkpoint
+
+    def limited_at_step_10(self, model, trial):
+        if self.state.global_step != 10:
+            return save(self, model, trial)
+        limit = os.path.getsize(output / "checkpoint-5" / "model.safetensors") + 4096
+        previous = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, previous[0][1]))
+        try:
+            return save(self, model, trial)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, previous[0])
+            signal.signal(signal.SIGXFSZ, previous[1])
+
+    monkeypatch.setattr(transformers.Trainer, "_save_checkpoint", limited_at_step_10)
+    with pytest.raises(OSError, match=r"Saving .*checkpoint-10 failed \(RuntimeError: .*\); the partial checkpoint"):
+        run("--train_dir", folders, "--output_dir", output, "--max_steps", 20, "--save_steps", 5,
+            "--eval_strategy", "no", "--dataloader_num_workers", 0)  # fmt: skip
+    assert not (output / "checkpoint-10").exists() and checkpoint_problem(output / "checkpoint-5") is None
 
 
 def test_a_checkpoint_damaged_after_saving_is_not_resumed_from(tmp_path):
@@ -417,6 +484,48 @@ def test_a_run_killed_during_its_final_save_resumes_instead_of_counting_as_finis
         resume_checkpoint(args)
 
 
+def test_resume_edge_cases(tmp_path):
+    """A checkpoint folder with another name, a second crash at the same step, and a damaged mark."""
+    from types import SimpleNamespace
+
+    from supmae.arguments import resume_checkpoint
+
+    def checkpoint(path, step, mark=True):
+        path.mkdir()
+        (path / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        if mark:
+            mark_checkpoint_complete(str(path), step)
+
+    checkpoint(tmp_path / "best_model", 6)
+    checkpoint(tmp_path / "checkpoint-3", 3)
+    checkpoint(tmp_path / "checkpoint-9", 9, mark=False)  # cut short
+    (tmp_path / "incomplete-checkpoint-9").mkdir()  # from an earlier crash at the same step
+    args = SimpleNamespace(
+        output_dir=str(tmp_path), resume_from_checkpoint=str(tmp_path / "best_model"), process_index=0
+    )
+    assert resume_checkpoint(args) == str(tmp_path / "best_model")  # its step, 6, read from trainer_state.json
+    assert (tmp_path / "incomplete-checkpoint-9.2").is_dir() and not (tmp_path / "checkpoint-9").exists()
+    (tmp_path / "checkpoint-3" / CHECKPOINT_COMPLETE).write_text("{")
+    assert checkpoint_problem(tmp_path / "checkpoint-3").startswith(f"its {CHECKPOINT_COMPLETE} is unreadable")
+    assert last_complete_checkpoint(tmp_path) is None
+
+
+def test_a_skipped_step_under_fp16_leaves_the_weights_and_lowers_the_scale():
+    """fp16's GradScaler needs gradients to inspect: they are made NaN, so it skips the step itself."""
+    from supmae.training import drop_gradients
+
+    layer = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.AdamW(layer.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    before = [p.detach().clone() for p in layer.parameters()]
+    scaler.scale(layer(torch.randn(3, 4)).sum()).backward()
+    drop_gradients(layer, keep_for_scaler=True)
+    scaler.step(optimizer)
+    scaler.update()
+    assert all(torch.equal(a, b) for a, b in zip(before, layer.parameters(), strict=True))
+    assert scaler.get_scale() < 1024.0
+
+
 def test_resuming_from_a_named_incomplete_checkpoint_is_refused(tmp_path):
     (tmp_path / "checkpoint-4").mkdir()
     with pytest.raises(ValueError, match=r"Cannot resume from --resume_from_checkpoint .*checkpoint-4: its save did"):
@@ -435,8 +544,11 @@ def test_too_little_disk_space_fails_before_training(tmp_path, monkeypatch):
     folders = write_image_folder(tmp_path / "data", per_class=4)
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr("supmae.arguments.shutil.disk_usage", lambda path: usage._replace(free=100_000))
-    with pytest.raises(OSError, match=r"has 0\.1 MiB free; a checkpoint of this model needs about 0\.\d+ MiB"):
+    with pytest.raises(OSError, match=r"has 0\.1 MiB free; a checkpoint of this model takes about 0\.\d+ MiB"):
         run("--train_dir", folders, "--output_dir", tmp_path / "out", "--max_steps", 1)
+    message = r"3 checkpoints \(--save_total_limit 2, plus the one being written\) of this model take about"
+    with pytest.raises(OSError, match=message):
+        run("--train_dir", folders, "--output_dir", tmp_path / "out", "--max_steps", 1, "--save_total_limit", 2)
     assert not any(name.startswith("checkpoint-") for name in os.listdir(tmp_path / "out"))
 
 
