@@ -375,6 +375,17 @@ def print_point(point: dict, args, peak_flops: float) -> None:
         print(f"ratio {comparison['name']} (theirs time / ours time): {comparison['ratio']:.3f}")
 
 
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """Run the block with `count` torch threads (images/s per core, say), then restore the previous number."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def append_json(path: str, record: dict) -> None:
     """Keep `path` a JSON list of run records, appending this one."""
     records = []

@@ -15,10 +15,11 @@ outputs have the same statistics (per-channel mean and standard deviation over a
 
 import argparse
 import io
-import json
+import os
 import platform
 import random
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -28,6 +29,10 @@ import torchvision
 import torchvision.transforms as T
 
 from supmae.data import IMAGENET_MEAN, IMAGENET_STD, PretrainingTransform
+
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
 
 
 def photos(count: int, size: tuple[int, int], seed: int = 0) -> list[bytes]:
@@ -80,12 +85,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--output", help="Append the result to this JSON file.")
     options = parser.parse_args(argv)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # images/s per core
-    try:
+    with common.torch_threads(1):  # images/s per core
         return measure(options)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def measure(options) -> dict:
@@ -133,13 +134,7 @@ def measure(options) -> dict:
     for name, stats in statistics_of.items():
         print(f"  {name:12s} mean {np.round(stats['mean'], 3).tolist()} std {np.round(stats['std'], 3).tolist()}")
     if options.output:
-        try:
-            with open(options.output) as file:
-                results = json.load(file)
-        except FileNotFoundError:
-            results = []
-        with open(options.output, "w") as file:
-            json.dump([*results, result], file, indent=2)
+        common.append_json(options.output, result)
     return result
 
 

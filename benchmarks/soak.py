@@ -30,6 +30,10 @@ from supmae.data import ImageCollator, PretrainingTransform, TransformedImageDat
 from supmae.training import SupMAETrainer
 
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+
 # A 32 px, 2-layer, 32-wide SupMAE: a step costs milliseconds, so the loop around it is what is soaked.
 CONFIG = dict(
     image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
@@ -109,14 +113,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--save_steps", type=int, default=500)
     parser.add_argument("--output", help="Append the record to this JSON list.")
     options = parser.parse_args(argv)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with tempfile.TemporaryDirectory() as output_dir:
-            record = soak(options.steps, options.window, options.batch_size, options.workers, options.save_steps,
-                          output_dir)  # fmt: skip
-    finally:
-        torch.set_num_threads(threads)
+    with common.torch_threads(1), tempfile.TemporaryDirectory() as output_dir:
+        record = soak(options.steps, options.window, options.batch_size, options.workers, options.save_steps,
+                      output_dir)  # fmt: skip
     record = {
         "benchmark": "soak",
         "date": time.strftime("%Y-%m-%d"),
@@ -126,12 +125,9 @@ def main(argv=None) -> dict:
     }
     print(json.dumps(record["summary"], indent=1))
     if options.output:
-        records = json.load(open(options.output)) if os.path.exists(options.output) else []
-        with open(options.output, "w") as file:
-            json.dump([*records, record], file, indent=1)
-            file.write("\n")
+        common.append_json(options.output, record)
     return record
 
 
 if __name__ == "__main__":
-    sys.exit(main() and 0)
+    main()

@@ -203,10 +203,10 @@ def drop_gradients(model: nn.Module, keep_for_scaler: bool) -> None:
     """Make the coming optimizer step a no-op: no gradients (AdamW skips parameters without one), or, under fp16's
     GradScaler, which needs gradients to inspect, NaN ones, which make it skip the step and lower its scale."""
     for parameter in model.parameters():
-        if parameter.grad is not None and keep_for_scaler:
-            parameter.grad.fill_(float("nan"))
-        elif not keep_for_scaler:
+        if not keep_for_scaler:
             parameter.grad = None
+        elif parameter.grad is not None:
+            parameter.grad.fill_(float("nan"))
 
 
 def batch_norm_buffers(model: nn.Module) -> list[torch.Tensor]:
