@@ -13,75 +13,21 @@ Each mode's defaults are MAE's recipe for it (SUPMAE_SPEC.md); any flag you pass
 works too (`--help`).
 """
 
-import dataclasses
-import json
-import logging
 import os
 import sys
-from dataclasses import dataclass, field
 
 import transformers
-from transformers import TrainingArguments
 
-from supmae import SupMAEConfig, SupMAEForImageClassification
-from supmae.arguments import (
-    DataArguments,
-    SupMAETrainingArguments,
-    check_labels,
-    check_output_dir,
-    configure_logging,
-    parse_arguments,
-    prepare_data,
-    resume_checkpoint,
+from supmae.arguments import configure_logging, prepare_data
+from supmae.classification import (
+    check_classification_arguments,
+    logger,
+    parse_classification_arguments,
+    run,
+    run_few_shot,
 )
-from supmae.data import (
-    DIGITS,
-    BadImagePolicy,
-    EvalTransform,
-    ImageCollator,
-    MixupCollator,
-    PretrainingTransform,
-    TimmTrainTransform,
-    TransformedImageDataset,
-    class_names,
-    eval_image_processor,
-    find_image_column,
-    find_label_column,
-    load_image_split,
-    transform_streaming_dataset,
-)
-from supmae.evaluation import few_shot_indices, labels_to_model_space, load_class_subset, summarize_runs, write_report
-from supmae.model_card import classification_model_card
-from supmae.training import (
-    SKIPPED_IMAGES,
-    FeatureDataset,
-    FeatureProbe,
-    SupMAEClassificationTrainer,
-    extract_features,
-    scaled_learning_rate,
-)
+from supmae.data import DIGITS
 
-
-logger = logging.getLogger("run_classification")
-
-# MAE's recipes (SUPMAE_SPEC.md). A flag given on the command line (or in the JSON file) overrides its entry.
-RECIPES = {
-    "finetune": {
-        "base_learning_rate": 1e-3, "weight_decay": 0.05, "num_train_epochs": 100, "warmup_epochs": 5,
-        "min_learning_rate": 1e-6, "layer_decay": 0.65, "drop_path_rate": 0.1, "mixup": 0.8, "cutmix": 1.0,
-        "label_smoothing": 0.1, "auto_augment": "rand-m9-mstd0.5-inc1", "reprob": 0.25, "adam_beta2": 0.999,
-        "classifier_pooling": "mean", "min_crop_scale": 0.08,
-    },
-    "linprobe": {
-        "base_learning_rate": 0.1, "weight_decay": 0.0, "num_train_epochs": 90, "warmup_epochs": 10,
-        "min_learning_rate": 0.0, "layer_decay": 1.0, "drop_path_rate": 0.0, "mixup": 0.0, "cutmix": 0.0,
-        "label_smoothing": 0.0, "auto_augment": "none", "reprob": 0.0, "adam_beta2": 0.999,
-        "classifier_pooling": "cls", "min_crop_scale": 0.08,
-    },
-}  # fmt: skip
-RECIPES["eval"] = RECIPES["finetune"]
-# Options that only fine-tuning uses: given with another mode, they would be silently ignored.
-FINETUNE_ONLY = ("mixup", "cutmix", "auto_augment", "reprob", "layer_decay")
 
 PRETRAINED_DEMO = "outputs/digits-pretrained"
 # `python run_classification.py` with no arguments: fine-tune the pretraining demo's checkpoint on the digits.
@@ -104,314 +50,6 @@ DEMO_ARGUMENTS = [
 ]  # fmt: skip
 
 
-@dataclass
-class ModelArguments:
-    model_name_or_path: str | None = field(
-        default=None, metadata={"help": "A SupMAE pretraining checkpoint (finetune, linprobe) or a fine-tuned one."}
-    )
-    config_overrides: str | None = field(default=None, metadata={"help": 'Config fields, e.g. "drop_path_rate=0.2".'})
-    classifier_pooling: str | None = field(
-        default=None, metadata={"help": "'mean' (+ fc_norm) or 'cls'. Default: mean to fine-tune, cls to probe (MAE)."}
-    )
-    drop_path_rate: float | None = field(default=None, metadata={"help": "Stochastic depth (finetune: 0.1)."})
-
-
-@dataclass
-class ClassificationArguments(SupMAETrainingArguments):
-    mode: str = field(default="finetune", metadata={"help": "finetune, linprobe or eval."})
-    base_learning_rate: float | None = field(default=None, metadata={"help": "lr for batch 256 (1e-3 / 0.1)."})
-    min_learning_rate: float | None = field(default=None, metadata={"help": "The cosine's floor (1e-6 / 0)."})
-    warmup_epochs: float | None = field(default=None, metadata={"help": "Linear warmup, in epochs (5 / 10)."})
-    layer_decay: float | None = field(default=None, metadata={"help": "Layer-wise lr decay (finetune: 0.65)."})
-    mixup: float | None = field(default=None, metadata={"help": "Mixup alpha (finetune: 0.8)."})
-    cutmix: float | None = field(default=None, metadata={"help": "CutMix alpha (finetune: 1.0)."})
-    label_smoothing: float | None = field(default=None, metadata={"help": "Label smoothing (finetune: 0.1)."})
-    auto_augment: str | None = field(default=None, metadata={"help": "timm policy (rand-m9-mstd0.5-inc1) or none."})
-    reprob: float | None = field(default=None, metadata={"help": "Random erasing probability (finetune: 0.25)."})
-    min_crop_scale: float | None = field(default=None, metadata={"help": "RandomResizedCrop's smallest area (0.08)."})
-    linprobe_augment: bool = field(
-        default=True, metadata={"help": "linprobe: RandomResizedCrop + flip (MAE); false: the evaluation transform."}
-    )
-    cache_features: bool = field(
-        default=False,
-        metadata={"help": "linprobe: encode the data once (evaluation transform) and train the head on the features."},
-    )
-    eval_datasets: list[str] = field(
-        default_factory=list,
-        metadata={
-            "help": "Extra evaluation sets, each NAME=SOURCE[,split=S][,subset=SPEC][,labels_in_subset=true]"
-            "[,config=C]"
-            "[,image_column=C][,label_column=C]: SOURCE is a Hub dataset, a local dataset or image folder, or "
-            "'digits'; SPEC is imagenet-a, imagenet-r, a file of class indices / WordNet ids, or 3,7,11."
-        },
-    )
-    class_subset: str | None = field(default=None, metadata={"help": "Restrict the validation split to a subset."})
-    labels_in_subset: bool = field(
-        default=False, metadata={"help": "The validation labels are positions in the subset (0..199)."}
-    )
-    few_shot: int | None = field(default=None, metadata={"help": "Train on this many images per class."})
-    few_shot_seeds: str = field(default="0,1,2", metadata={"help": "Seeds of the few-shot runs (mean +- std)."})
-    lr_scheduler_type: str = field(default="cosine_with_min_lr", metadata={"help": "Warmup, then cosine to min lr."})
-
-
-def parse_classification_arguments(argv: list[str]):
-    (model_args, data_args, args), given = parse_arguments(
-        (ModelArguments, DataArguments, ClassificationArguments), argv
-    )
-    if args.mode not in RECIPES:
-        raise ValueError(f"--mode must be one of {sorted(RECIPES)}, got {args.mode!r}.")
-    ignored = sorted(name for name in FINETUNE_ONLY if name in given) if args.mode != "finetune" else []
-    if ignored:
-        raise ValueError(f"--{', --'.join(ignored)}: used only by --mode finetune, not --mode {args.mode}; remove it.")
-    if args.cache_features and "linprobe_augment" in given and args.linprobe_augment:
-        raise ValueError(
-            "--cache_features encodes each image once, without augmentation: it cannot be combined with "
-            "--linprobe_augment true."
-        )
-    for name, value in RECIPES[args.mode].items():  # the recipe fills in what was not given
-        target = model_args if hasattr(model_args, name) else args
-        if name not in given and (getattr(target, name, None) is None or hasattr(TrainingArguments, name)):
-            setattr(target, name, value)
-    return model_args, data_args, args
-
-
-def parse_eval_spec(spec: str) -> dict:
-    """`NAME=SOURCE,key=value,...` -> {"name", "source", "split", "subset", "labels_in_subset", ...}."""
-    head, *options = spec.split(",")
-    name, _, source = head.partition("=")
-    if not name or not source:
-        raise ValueError(f"--eval_datasets entry {spec!r} must start with NAME=SOURCE.")
-    parsed = {"name": name, "source": source}
-    allowed = {"split", "subset", "labels_in_subset", "image_column", "label_column", "config"}
-    key = None
-    for option in options:
-        if "=" not in option and key == "subset":  # an inline class list: subset=3,7,11
-            parsed[key] += "," + option
-            continue
-        key, _, value = option.partition("=")
-        if key not in allowed:
-            raise ValueError(f"Unknown option {key!r} in --eval_datasets entry {spec!r}; allowed: {sorted(allowed)}.")
-        parsed[key] = value.lower() in ("1", "true", "yes") if key == "labels_in_subset" else value
-    return parsed
-
-
-def label_map_for(dataset, label_column, config, subset=None, labels_in_subset=False) -> dict[int, int] | None:
-    """How an evaluation set's labels become the model's class indices: by class name when both sides have names in
-    a different order, then through a class subset; None when they already agree. (Streamed sets: not checked.)"""
-    if label_column is None or not hasattr(dataset, "__len__"):
-        return None
-    mapping = {label: label for label in sorted(set(dataset[label_column]))}
-    names = class_names(dataset, label_column)
-    model_names = [config.id2label[i] for i in range(config.num_labels)]
-    if names is not None and not labels_in_subset and names != model_names[: len(names)]:
-        missing = [name for name in names if name not in model_names]
-        if missing:
-            raise ValueError(f"Classes {missing[:10]} of the evaluation set are not among the model's classes.")
-        mapping = {label: model_names.index(names[label]) for label in mapping}
-    if subset is not None:
-        mapping = dict(
-            zip(mapping, labels_to_model_space(list(mapping.values()), subset, labels_in_subset), strict=True)
-        )
-    return None if all(key == value for key, value in mapping.items()) else mapping
-
-
-class RelabeledDataset(TransformedImageDataset):
-    def __init__(self, *args, label_map=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.label_map = label_map
-
-    def __getitem__(self, index):
-        item = super().__getitem__(index)
-        if self.label_map is not None and "labels" in item:
-            item["labels"] = self.label_map[item["labels"]]
-        return item
-
-
-def build_model(model_args: ModelArguments, args: ClassificationArguments, names: list[str] | None):
-    source = SupMAEConfig.from_pretrained(model_args.model_name_or_path)
-    if args.mode == "eval":
-        return SupMAEForImageClassification.from_pretrained(model_args.model_name_or_path)
-    overrides = {
-        "drop_path_rate": model_args.drop_path_rate,
-        "classifier_pooling": model_args.classifier_pooling,
-        "classifier_batch_norm": args.mode == "linprobe",
-    }
-    if names is not None:
-        overrides.update(num_labels=len(names), id2label=dict(enumerate(names)),
-                         label2id={n: i for i, n in enumerate(names)})  # fmt: skip
-    if model_args.config_overrides:
-        keys = [item.split("=")[0] for item in model_args.config_overrides.split(",")]
-        source.update_from_string(model_args.config_overrides)
-        overrides.update({key: getattr(source, key) for key in keys})
-    # A fine-tuned checkpoint with other classes gets a new classifier.
-    finetuned = (source.architectures or [""])[0] == "SupMAEForImageClassification"
-    mismatched = finetuned and names is not None and source.num_labels != len(names)
-    if mismatched:
-        logger.info(f"The checkpoint classifies {source.num_labels} classes, the data {len(names)}: new classifier.")
-    model = SupMAEForImageClassification.from_pretrained(
-        model_args.model_name_or_path, ignore_mismatched_sizes=mismatched, **overrides
-    )
-    if args.mode == "linprobe":
-        for name, parameter in model.named_parameters():
-            parameter.requires_grad = name.startswith("classifier.")
-    return model
-
-
-def train_transform(args: ClassificationArguments, image_size: int, image_processor):
-    if args.mode == "finetune":
-        return TimmTrainTransform(image_size, args.auto_augment, args.reprob, scale=(args.min_crop_scale, 1.0))
-    if args.linprobe_augment and not args.cache_features:
-        return PretrainingTransform(image_size, scale=(args.min_crop_scale, 1.0))  # MAE's linear-probing augmentation
-    return EvalTransform(image_processor)
-
-
-def evaluation_set(dataset, image_column, label_column, image_processor, label_map=None, bad_images=None):
-    """An evaluation set with the evaluation transform, labels in the model's class space."""
-    transform = EvalTransform(image_processor)
-    if not hasattr(dataset, "__len__"):  # streamed
-        return transform_streaming_dataset(dataset, image_column, label_column, transform, bad_images)
-    return RelabeledDataset(dataset, image_column, label_column, transform, bad_images=bad_images, label_map=label_map)
-
-
-def evaluation_sets(
-    args, data_args, data, config, image_processor, bad_images
-) -> list[tuple[str, object, list[int] | None]]:
-    """(name, dataset, class subset) for the validation split and every --eval_datasets entry."""
-    sets = []
-    if data is not None and data.validation is not None:
-        subset = load_class_subset(args.class_subset, config.num_labels) if args.class_subset else None
-        label_map = label_map_for(data.validation, data.label_column, config, subset, args.labels_in_subset)
-        dataset = evaluation_set(
-            data.validation, data.image_column, data.label_column, image_processor, label_map, bad_images
-        )
-        sets.append(("validation", dataset, subset))
-    for spec in map(parse_eval_spec, args.eval_datasets):
-        dataset = load_image_split(spec["source"], spec.get("split"), spec.get("config"), data_args.cache_dir)
-        image_column = find_image_column(dataset, spec.get("image_column"))
-        label_column = find_label_column(dataset, spec.get("label_column"))
-        if label_column is None:
-            raise ValueError(
-                f"The evaluation set {spec['name']!r} has no label column (columns: {dataset.column_names})."
-            )
-        subset = load_class_subset(spec["subset"], config.num_labels) if spec.get("subset") else None
-        label_map = label_map_for(dataset, label_column, config, subset, spec.get("labels_in_subset", False))
-        sets.append(
-            (
-                spec["name"],
-                evaluation_set(dataset, image_column, label_column, image_processor, label_map, bad_images),
-                subset,
-            )
-        )
-    return sets
-
-
-def make_trainer(model, args, data, train_split, validation, trainer_kwargs, bad_images, shuffle_buffer_size=10_000):
-    """The training Trainer: on cached features (linprobe --cache_features), or on augmented images."""
-    config, collator = model.config, ImageCollator(model.config.num_labels)
-    image_processor = trainer_kwargs["processing_class"]
-    if args.mode == "linprobe" and args.cache_features:
-        train_images = evaluation_set(
-            train_split, data.image_column, data.label_column, image_processor, bad_images=bad_images
-        )
-        train = FeatureDataset(extract_features(model, train_images, args, collator))
-        validation = validation and FeatureDataset(extract_features(model, validation, args, collator))
-        return SupMAEClassificationTrainer(
-            model=FeatureProbe(model), train_dataset=train, eval_dataset=validation, **trainer_kwargs
-        )
-    mixing = args.mode == "finetune" and (args.mixup > 0 or args.cutmix > 0)
-    if mixing and args.per_device_train_batch_size % 2:
-        raise ValueError("Mixup / CutMix need an even --per_device_train_batch_size.")
-    image_size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
-    transform = train_transform(args, image_size, image_processor)
-    if hasattr(train_split, "__len__"):
-        train = TransformedImageDataset(
-            train_split, data.image_column, data.label_column, transform, args.seed, bad_images
-        )
-    else:  # streamed
-        train_split = train_split.shuffle(seed=args.seed, buffer_size=shuffle_buffer_size)
-        train = transform_streaming_dataset(train_split, data.image_column, data.label_column, transform, bad_images)
-    trainer = SupMAEClassificationTrainer(
-        model=model,
-        train_dataset=train,
-        eval_dataset=validation,
-        data_collator=MixupCollator(config.num_labels, args.mixup, args.cutmix, args.label_smoothing)
-        if mixing
-        else collator,
-        **trainer_kwargs,
-    )
-    trainer.eval_data_collator = collator  # evaluation never mixes images
-    return trainer
-
-
-def run(model_args, data_args, args, data, train_indices=None) -> dict[str, dict]:
-    """Train (unless --mode eval) and evaluate; returns {evaluation set name: metrics}."""
-    resume = resume_checkpoint(args) if args.mode != "eval" else None
-    model = build_model(model_args, args, data.class_names if data else None)
-    config = model.config
-    check_output_dir(args, model if args.mode != "eval" else None)
-    if args.mode != "eval":
-        check_labels(data.train, data.label_column, config.num_labels)
-    image_size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
-    image_processor = eval_image_processor(image_size)
-    bad_images = BadImagePolicy(data_args.bad_images, os.path.join(args.output_dir, SKIPPED_IMAGES))
-    sets = evaluation_sets(args, data_args, data, config, image_processor, bad_images)
-    effective_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-    args.learning_rate = scaled_learning_rate(args.base_learning_rate, effective_batch)
-    args.warmup_steps = args.warmup_epochs / args.num_train_epochs if args.num_train_epochs else 0.0
-    args.lr_scheduler_kwargs = {"min_lr": args.min_learning_rate}
-    trainer_kwargs = dict(
-        optimizer_name="lars" if args.mode == "linprobe" else "adamw",
-        layer_decay=args.layer_decay,
-        label_smoothing=args.label_smoothing,
-        class_subset=sets[0][2] if sets and sets[0][0] == "validation" else None,
-        args=args,
-        processing_class=image_processor,
-    )
-
-    if args.mode != "eval":
-        logger.info(f"{args.mode}: effective batch {effective_batch}, lr = {args.base_learning_rate:g} x "
-                    f"{effective_batch} / 256 = {args.learning_rate:g}")  # fmt: skip
-        train_split = data.train if train_indices is None else data.train.select(train_indices)
-        validation = sets[0][1] if sets and sets[0][0] == "validation" else None
-        trainer = make_trainer(
-            model, args, data, train_split, validation, trainer_kwargs, bad_images, data_args.shuffle_buffer_size
-        )
-        trainer.train(resume_from_checkpoint=resume)
-        model.save_pretrained(args.output_dir)  # the classifier, also when the trainer trained its head on features
-        image_processor.save_pretrained(args.output_dir)
-        trainer.save_state()
-
-    trainer_kwargs["args"] = dataclasses.replace(args, eval_strategy="no")  # evaluation sets are passed one by one
-    evaluator = SupMAEClassificationTrainer(
-        model=model, data_collator=ImageCollator(config.num_labels), **trainer_kwargs
-    )
-    reports = {}
-    for name, dataset, subset in sets:
-        evaluator.set_class_subset(subset)
-        metrics = evaluator.evaluate(dataset, metric_key_prefix=name)
-        metrics = {
-            k: metrics[f"{name}_{k}"] for k in ("top1", "top5", "loss", "num_samples") if f"{name}_{k}" in metrics
-        }
-        reports[name] = metrics
-        if evaluator.is_world_process_zero():
-            write_report(os.path.join(args.output_dir, f"eval_{name}.json"), name, metrics,
-                         model=model_args.model_name_or_path, mode=args.mode, num_labels=config.num_labels,
-                         class_subset=subset)  # fmt: skip
-            logger.info(f"{name}: " + json.dumps({k: round(v, 4) for k, v in metrics.items()}))
-
-    if args.mode != "eval" and evaluator.is_world_process_zero():
-        card = classification_model_card(
-            config, mode=args.mode, dataset=data_args.dataset_name or data_args.train_dir, reports=reports,
-            training={"effective batch": effective_batch, "learning rate": args.learning_rate,
-                      "epochs": args.num_train_epochs, "few-shot images per class": args.few_shot,
-                      "seed": args.seed},
-            base_model=model_args.model_name_or_path,
-        )  # fmt: skip
-        with open(os.path.join(args.output_dir, "README.md"), "w") as file:
-            file.write(card)
-    return reports
-
-
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     demo = not argv
@@ -421,36 +59,17 @@ def main(argv: list[str] | None = None) -> dict:
         )
     model_args, data_args, args = parse_classification_arguments(DEMO_ARGUMENTS if demo else argv)
     configure_logging(args, logger)
-    if model_args.model_name_or_path is None:
-        raise ValueError("--model_name_or_path is required: a SupMAE pretraining or fine-tuned checkpoint.")
-    if data_args.streaming and args.max_steps <= 0 and args.mode != "eval":
-        raise ValueError("--streaming needs --max_steps: a streamed dataset has no length to count epochs in.")
-    if args.cache_features and args.mode != "linprobe":
-        raise ValueError("--cache_features is for --mode linprobe (the encoder must be frozen).")
+    check_classification_arguments(model_args, data_args, args)
     transformers.set_seed(args.seed)
     has_data = data_args.dataset_name is not None or data_args.train_dir is not None
-    if args.mode == "eval" and not (has_data or args.eval_datasets):
-        raise ValueError("--mode eval needs data: --dataset_name / --train_dir / --validation_dir or --eval_datasets.")
     data = prepare_data(data_args, args.seed) if has_data or args.mode != "eval" else None
-    if args.few_shot is not None and data_args.streaming:
-        raise ValueError("--few_shot samples images per class and needs a map-style dataset, not --streaming.")
     if args.mode != "eval" and data.label_column is None:
         raise ValueError(f"No label column in the training data (columns: {data.train.column_names}).")
 
     if args.few_shot is None:
         reports = run(model_args, data_args, args, data)
     else:
-        output_dir, runs = args.output_dir, []
-        seeds = [int(seed) for seed in args.few_shot_seeds.split(",")]
-        for seed in seeds:
-            indices = few_shot_indices(data.train[data.label_column], args.few_shot, seed)
-            args.output_dir, args.seed = os.path.join(output_dir, f"{args.few_shot}-shot-seed-{seed}"), seed
-            transformers.set_seed(seed)
-            runs.append(run(model_args, data_args, args, data, train_indices=indices))
-        args.output_dir = output_dir
-        reports = {name: summarize_runs([r[name] for r in runs]) for name in runs[0]}
-        write_report(os.path.join(output_dir, f"few_shot_{args.few_shot}.json"), "few-shot", reports,
-                     shots=args.few_shot, seeds=seeds, mode=args.mode, model=model_args.model_name_or_path)  # fmt: skip
+        reports = run_few_shot(model_args, data_args, args, data)
     for name, metrics in reports.items():
         top1 = metrics["top1"]["mean"] if isinstance(metrics["top1"], dict) else metrics["top1"]
         spread = f" +- {metrics['top1']['std']:.4f}" if isinstance(metrics["top1"], dict) else ""

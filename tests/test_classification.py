@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from test_data import write_image_folder
 from transformers import TrainingArguments, pipeline
 
-from supmae import SupMAEForImageClassification, SupMAEForPreTraining
+from supmae import SupMAEForImageClassification, SupMAEForPreTraining, classification
 from supmae.data import ImageCollator, MixupCollator, TimmTrainTransform, _posterize
 from supmae.training import (
     SupMAEClassificationTrainer,
@@ -196,10 +196,10 @@ def test_linear_probing_leaves_the_encoder_untouched(setup, tmp_path):
 
 
 def test_linear_probing_gives_the_encoder_no_gradients(setup, tmp_path):
-    arguments = run_classification.parse_classification_arguments(
+    arguments = classification.parse_classification_arguments(
         ["--model_name_or_path", str(setup / "pretrained"), "--mode", "linprobe", "--output_dir", str(tmp_path)]
     )
-    model = run_classification.build_model(arguments[0], arguments[2], ["cat", "dog"])
+    model = classification.build_model(arguments[0], arguments[2], ["cat", "dog"])
     model.train()
     model(torch.randn(4, 3, 32, 32), labels=torch.tensor([0, 1, 0, 1])).loss.backward()
     for name, parameter in model.named_parameters():
@@ -222,11 +222,11 @@ def test_cached_and_uncached_probing_train_the_same_head(setup, tmp_path):
 
 
 def load_initial_classifier(setup, tmp_path):
-    arguments = run_classification.parse_classification_arguments(
+    arguments = classification.parse_classification_arguments(
         ["--model_name_or_path", str(setup / "pretrained"), "--mode", "linprobe", "--output_dir", str(tmp_path)]
     )
     torch.manual_seed(3)
-    return run_classification.build_model(arguments[0], arguments[2], ["cat", "dog"]).classifier.weight.detach()
+    return classification.build_model(arguments[0], arguments[2], ["cat", "dog"]).classifier.weight.detach()
 
 
 @pytest.mark.slow
@@ -271,25 +271,25 @@ def test_eval_mode_on_a_class_subset(tmp_path):
 
 def test_mistakes_are_named(setup, tmp_path):
     with pytest.raises(ValueError, match="--mode must be one of"):
-        run_classification.parse_classification_arguments(["--mode", "probe", "--output_dir", str(tmp_path)])
+        classification.parse_classification_arguments(["--mode", "probe", "--output_dir", str(tmp_path)])
     with pytest.raises(ValueError, match="--cache_features is for --mode linprobe"):
         classify(setup, tmp_path / "x", "--cache_features", "true")
     with pytest.raises(ValueError, match="Mixup / CutMix need an even"):
         classify(setup, tmp_path / "y", "--per_device_train_batch_size", "3", "--max_steps", "1")
     with pytest.raises(ValueError, match=r"--cutmix, --mixup: used only by --mode finetune, not --mode linprobe"):
-        run_classification.parse_classification_arguments(
+        classification.parse_classification_arguments(
             ["--mode", "linprobe", "--mixup", "0.8", "--cutmix", "1", "--output_dir", str(tmp_path)]
         )
     with pytest.raises(ValueError, match="--cache_features encodes each image once"):
-        run_classification.parse_classification_arguments(
+        classification.parse_classification_arguments(
             ["--mode", "linprobe", "--cache_features", "true", "--linprobe_augment", "true", "--output_dir", "x"]
         )
     with pytest.raises(ValueError, match="Unknown option 'splt'"):
-        run_classification.parse_eval_spec("x=digits,splt=test")
+        classification.parse_eval_spec("x=digits,splt=test")
 
 
 def test_recipe_defaults_and_explicit_flags(tmp_path):
-    model_args, _, args = run_classification.parse_classification_arguments(
+    model_args, _, args = classification.parse_classification_arguments(
         ["--mode", "linprobe", "--output_dir", str(tmp_path)]
     )
     assert (args.base_learning_rate, args.weight_decay, args.num_train_epochs, args.warmup_epochs) == (
@@ -299,7 +299,7 @@ def test_recipe_defaults_and_explicit_flags(tmp_path):
         10,
     )
     assert model_args.classifier_pooling == "cls" and args.mixup == 0.0
-    model_args, _, args = run_classification.parse_classification_arguments(["--output_dir", str(tmp_path), "--num_train_epochs", "7",
+    model_args, _, args = classification.parse_classification_arguments(["--output_dir", str(tmp_path), "--num_train_epochs", "7",
                                                               "--layer_decay", "0.75"])  # fmt: skip
     assert (args.num_train_epochs, args.layer_decay, args.weight_decay, args.adam_beta2) == (7, 0.75, 0.05, 0.999)
     assert model_args.drop_path_rate == 0.1 and args.auto_augment == "rand-m9-mstd0.5-inc1" and args.reprob == 0.25
