@@ -18,7 +18,7 @@ import sys
 
 import transformers
 
-from supmae.arguments import configure_logging, prepare_data
+from supmae.arguments import command_of, configure_logging, demo_arguments, main_with_clear_errors, prepare_data
 from supmae.classification import (
     check_classification_arguments,
     logger,
@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise FileNotFoundError(
             f"The demo fine-tunes {PRETRAINED_DEMO}: run `python run_pretraining.py` first (`make demo` runs both)."
         )
-    model_args, data_args, args = parse_classification_arguments(DEMO_ARGUMENTS if demo else argv)
+    argv = demo_arguments(DEMO_ARGUMENTS) if demo else argv
+    model_args, data_args, args = parse_classification_arguments(argv)
     configure_logging(args, logger)
     check_classification_arguments(model_args, data_args, args)
     transformers.set_seed(args.seed)
@@ -66,10 +67,11 @@ def main(argv: list[str] | None = None) -> dict:
     if args.mode != "eval" and data.label_column is None:
         raise ValueError(f"No label column in the training data (columns: {data.train.column_names}).")
 
+    command = command_of(argv)
     if args.few_shot is None:
-        reports = run(model_args, data_args, args, data)
+        reports = run(model_args, data_args, args, data, command=command)
     else:
-        reports = run_few_shot(model_args, data_args, args, data)
+        reports = run_few_shot(model_args, data_args, args, data, command=command)
     for name, metrics in reports.items():
         top1 = metrics["top1"]["mean"] if isinstance(metrics["top1"], dict) else metrics["top1"]
         spread = f" +- {metrics['top1']['std']:.4f}" if isinstance(metrics["top1"], dict) else ""
@@ -79,4 +81,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    main_with_clear_errors(main)

@@ -26,12 +26,19 @@ from supmae import SupMAEConfig, SupMAEForPreTraining
 from supmae.arguments import (
     DataArguments,
     SupMAETrainingArguments,
+    apply_config_overrides,
     check_labels,
     check_output_dir,
+    command_of,
     configure_logging,
+    demo_arguments,
+    finished_run,
+    main_with_clear_errors,
     parse_arguments,
     prepare_data,
+    record_finished_run,
     resume_checkpoint,
+    script_parser,
 )
 from supmae.configuration_supmae import SUPMAE_PRESETS
 from supmae.data import (
@@ -51,7 +58,7 @@ from supmae.training import (
     SupMAETrainer,
     convert_to_sync_batch_norm,
     parameters_digest,
-    scaled_learning_rate,
+    peak_learning_rate,
 )
 from supmae.visualization import reconstruction_figure
 
@@ -84,15 +91,12 @@ class ModelArguments:
     )
     config_name: str | None = field(
         default=None,
-        metadata={
-            "help": f"A preset ({', '.join(SUPMAE_PRESETS)}) or a config file/directory. Default: "
-            "vit-base-patch16, the released SupMAE."
-        },
+        metadata={"help": f"A preset ({', '.join(SUPMAE_PRESETS)}) or a config file/directory."},
     )
     config_overrides: str | None = field(
         default=None, metadata={"help": 'Config fields to override, e.g. "hidden_size=64,num_hidden_layers=2".'}
     )
-    mask_ratio: float | None = field(default=None, metadata={"help": "Fraction of patches removed (default 0.75)."})
+    mask_ratio: float | None = field(default=None, metadata={"help": "Fraction of patches removed."})
     norm_pix_loss: bool | None = field(default=None, metadata={"help": "Reconstruct per-patch normalized pixels."})
 
 
@@ -113,6 +117,16 @@ class PretrainingArguments(SupMAETrainingArguments):
     warmup_steps: float = field(default=0.05, metadata={"help": "Warmup steps, or a fraction of all (20/400 epochs)."})
 
 
+DESCRIPTION = """Pretrain SupMAE (or, without labels, MAE) on the Hugging Face Trainer. The defaults are the official
+SupMAE recipe. With no arguments: the offline demo, a tiny SupMAE on scikit-learn's digits."""
+SHOWN_DEFAULTS = {
+    "config_name": "vit-base-patch16, the released SupMAE",
+    "mask_ratio": "the config's, 0.75",
+    "norm_pix_loss": "the config's, true",
+    "learning_rate": "base_learning_rate x effective batch / 256",
+}
+
+
 def build_config(model_args: ModelArguments) -> SupMAEConfig:
     if model_args.model_name_or_path and model_args.config_name:
         raise ValueError(
@@ -131,7 +145,7 @@ def build_config(model_args: ModelArguments) -> SupMAEConfig:
             "nor an existing config file or directory."
         )
     if model_args.config_overrides:
-        config.update_from_string(model_args.config_overrides)
+        apply_config_overrides(config, model_args.config_overrides)
     for name in ("mask_ratio", "norm_pix_loss"):
         if getattr(model_args, name) is not None:
             setattr(config, name, getattr(model_args, name))
@@ -141,15 +155,26 @@ def build_config(model_args: ModelArguments) -> SupMAEConfig:
 def main(argv: list[str] | None = None) -> dict[str, float]:
     argv = sys.argv[1:] if argv is None else argv
     demo = not argv
-    (model_args, data_args, training_args), _ = parse_arguments(
-        (ModelArguments, DataArguments, PretrainingArguments), DEMO_ARGUMENTS if demo else argv
-    )
+    argv = demo_arguments(DEMO_ARGUMENTS) if demo else argv
+    parser = script_parser((ModelArguments, DataArguments, PretrainingArguments), "run_pretraining.py",
+                           DESCRIPTION, SHOWN_DEFAULTS)  # fmt: skip
+    (model_args, data_args, training_args), given = parse_arguments(parser, argv)
     configure_logging(training_args, logger)
     if demo:
-        logger.info("No arguments: the offline demo on scikit-learn's digits. Arguments: " + " ".join(DEMO_ARGUMENTS))
+        logger.info("No arguments: the offline demo on scikit-learn's digits. Arguments: " + " ".join(argv))
     if data_args.streaming and training_args.max_steps <= 0:
         raise ValueError("--streaming needs --max_steps: a streamed dataset has no length to count epochs in.")
+    if {"learning_rate", "base_learning_rate"} <= given:
+        raise ValueError("--learning_rate and --base_learning_rate both set the learning rate; pass one of them.")
     config = build_config(model_args)  # a wrong preset or field fails here, before any data is read
+    command = command_of(argv)
+    previous = finished_run(training_args.output_dir, command)
+    if previous is not None:
+        logger.warning(f"{training_args.output_dir} already holds a finished run of this command: reporting its "
+                       "results instead of training again (remove it, or choose another --output_dir, to train "
+                       "anew).")  # fmt: skip
+        report(training_args.output_dir, **previous["results"])
+        return previous["results"]["metrics"]
     resume_from_checkpoint = resume_checkpoint(training_args)
     transformers.set_seed(training_args.seed)
     data = prepare_data(data_args, training_args.seed)
@@ -210,11 +235,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         * training_args.gradient_accumulation_steps
         * training_args.world_size
     )
-    training_args.learning_rate = scaled_learning_rate(training_args.base_learning_rate, effective_batch)
-    logger.info(
-        f"Effective batch {effective_batch}: lr = {training_args.base_learning_rate:g} x "
-        f"{effective_batch} / 256 = {training_args.learning_rate:g}"
+    training_args.learning_rate, line = peak_learning_rate(
+        training_args.learning_rate, training_args.base_learning_rate, effective_batch
     )
+    logger.info(line)
 
     trainer = SupMAETrainer(
         model=model,
@@ -269,22 +293,27 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             },
             figure=figure,
             base_model=model_args.model_name_or_path,
-            command=["python", "run_pretraining.py", *(DEMO_ARGUMENTS if demo else argv)],
+            command=["python", "run_pretraining.py", *argv],
         )
         with open(os.path.join(training_args.output_dir, "README.md"), "w") as file:
             file.write(card)
-        print(f"\nPretrained SupMAE written to {os.path.abspath(training_args.output_dir)}")
-        if figure:
-            print(f"Reconstruction figure: {os.path.abspath(os.path.join(training_args.output_dir, figure))}")
-        if train_result.metrics["skipped_images"]:
-            print(f"Skipped {train_result.metrics['skipped_images']} unreadable images, listed in {skipped_images}")
-        if metrics:
-            print(
-                "Validation: " + json.dumps({k: round(v, 4) for k, v in metrics.items() if "loss" in k or "acc" in k})
-            )
+        results = {"metrics": metrics, "figure": figure, "skipped_images": train_result.metrics["skipped_images"]}
+        record_finished_run(training_args.output_dir, command, results)
+        report(training_args.output_dir, **results)
     if training_args.push_to_hub:
         trainer.push_to_hub()
     return metrics
+
+
+def report(output_dir: str, metrics: dict, figure: str | None, skipped_images: int) -> None:
+    """What a finished run prints: where everything went, and the validation losses and accuracy."""
+    print(f"\nPretrained SupMAE written to {os.path.abspath(output_dir)}")
+    if figure:
+        print(f"Reconstruction figure: {os.path.abspath(os.path.join(output_dir, figure))}")
+    if skipped_images:
+        print(f"Skipped {skipped_images} unreadable images, listed in {os.path.join(output_dir, SKIPPED_IMAGES)}")
+    if metrics:
+        print("Validation: " + json.dumps({k: round(v, 4) for k, v in metrics.items() if "loss" in k or "acc" in k}))
 
 
 def check_replicas_identical(trainer: SupMAETrainer) -> None:
@@ -298,4 +327,4 @@ def check_replicas_identical(trainer: SupMAETrainer) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main_with_clear_errors(main)

@@ -37,7 +37,7 @@ setup(
     packages=[*find_packages(include=["supmae", "supmae.*"]), "supmae.model_cards"],
     package_dir={"supmae.model_cards": "model_cards"},
     package_data={"supmae.model_cards": ["*.md"]},
-    entry_points={"console_scripts": ["supmae-convert = supmae.convert:main"]},
+    entry_points={"console_scripts": ["supmae-convert = supmae.convert:cli"]},
     python_requires=">=3.10",
     install_requires=install_requires,
     extras_require=extras,

@@ -2,14 +2,19 @@
 """What run_pretraining.py and run_classification.py share: the data arguments, the train/validation splits they
 describe, logging set-up, and where to resume from."""
 
+import argparse
+import dataclasses
+import difflib
 import errno
 import importlib.util
 import json
 import logging
 import os
+import shlex
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -19,6 +24,7 @@ import transformers
 from transformers import HfArgumentParser, TrainingArguments
 
 from .data import DIGITS, class_names, find_image_column, find_label_column, load_image_datasets
+from .evaluation import write_json
 from .training import checkpoint_problem, checkpoint_steps, last_complete_checkpoint, run_marks_checkpoints
 
 
@@ -34,6 +40,19 @@ def default_dataloader_workers() -> int:
     epoch's workers must see the dataset's new epoch for their crops (TransformedImageDataset.set_epoch)."""
     per_process = (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     return min(8, per_process) if per_process > 1 else 0
+
+
+QUICK_DEMO = "SUPMAE_QUICK"  # environment variable: the demos train only this many steps (a smoke run)
+
+
+def demo_arguments(arguments: list[str]) -> list[str]:
+    """A demo's arguments, cut to `SUPMAE_QUICK` steps when that variable is set (the README's tests use it)."""
+    steps = os.environ.get(QUICK_DEMO)
+    if not steps:
+        return list(arguments)
+    if not steps.isdigit() or int(steps) < 1:
+        raise ValueError(f"{QUICK_DEMO}={steps!r}: set it to a number of training steps (e.g. 5), or unset it.")
+    return [*arguments, "--max_steps", steps]
 
 
 @dataclass
@@ -71,41 +90,160 @@ class DataArguments:
 class SupMAETrainingArguments(TrainingArguments):
     """TrainingArguments with both scripts' defaults, and what to do when the loss stops being finite."""
 
+    learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Peak learning rate. Unset: --base_learning_rate x effective batch / 256 (MAE's rule)."},
+    )
+    max_grad_norm: float = field(
+        default=0.0, metadata={"help": "Clip gradients to this norm; 0 clips nothing (MAE and SupMAE do not clip)."}
+    )
     on_nonfinite_loss: Literal["stop", "skip"] = field(
         default="stop",
         metadata={
             "help": "A NaN or infinite loss: 'stop' ends the run before that step's update, naming the step (the "
-            "last checkpoint stays as it was); 'skip' drops that micro-batch's gradients and goes on."
+            "last checkpoint stays as it was); 'skip' drops that optimizer step (all its accumulated micro-batches) "
+            "and goes on."
         },
     )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: the script selects columns."})
-    optim: str = field(
-        default="adamw_torch_fused", metadata={"help": "AdamW with its fused kernel (a faster optimizer step)."}
-    )
+    optim: str = field(default="adamw_torch_fused", metadata={"help": "AdamW with its fused kernel."})
     dataloader_num_workers: int = field(
-        default_factory=default_dataloader_workers, metadata={"help": "Worker processes (default: CPUs, up to 8)."}
+        default_factory=default_dataloader_workers,
+        metadata={"help": "Worker processes decoding images: this machine's CPUs per training process, at most 8."},
     )
     dataloader_pin_memory: bool = field(
-        default_factory=torch.cuda.is_available, metadata={"help": "Pin batches in memory (with a GPU)."}
+        default_factory=torch.cuda.is_available, metadata={"help": "Pin batches in memory (true with a GPU)."}
     )
     dataloader_drop_last: bool = field(
         default=True,
         metadata={"help": "Drop the last incomplete training batch (MAE does; one image breaks BatchNorm)."},
     )
     report_to: None | str | list[str] = field(
-        default=DEFAULT_REPORT_TO, metadata={"help": "Where to report logs (default: TensorBoard when installed)."}
+        default=DEFAULT_REPORT_TO, metadata={"help": "Where to report logs: TensorBoard when it is installed."}
     )
 
 
-def parse_arguments(dataclass_types: tuple, argv: list[str]) -> tuple[tuple, set[str]]:
-    """Flags, or one JSON file holding them all, into `dataclass_types`; also the names that were given."""
-    parser = HfArgumentParser(dataclass_types)
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Each option once (not its dashed alias) with a short metavar, and its help as `script_parser` wrote it."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if not action.option_strings or action.dest == "help":
+            return super()._format_action_invocation(action)
+        if action.nargs == 0:
+            return action.option_strings[0]
+        return f"{action.option_strings[0]} {self._format_args(action, _metavar(action))}"
+
+
+def _metavar(action: argparse.Action) -> str:
+    if action.choices:
+        return "{" + ",".join(map(str, action.choices)) + "}"
+    kind = getattr(action.type, "__name__", "value")
+    return {"string_to_bool": "BOOL", "str": "TEXT"}.get(kind, kind.upper())
+
+
+def script_parser(
+    dataclass_types: tuple, prog: str, description: str, defaults: dict[str, str] | None = None, first=()
+):
+    """
+    An `HfArgumentParser` for a run_*.py script whose `--help` reads top down: the script's description, its own
+    options, then the TrainingArguments whose defaults it changes, then every other TrainingArguments option. Each
+    option shows the default the script really uses: `defaults[name]` where the script decides it later (e.g. per
+    `--mode`), else the parsed default. The options named in `first` lead the script's own.
+    """
+    parser = HfArgumentParser(
+        dataclass_types,
+        prog=prog,
+        description=description,
+        usage=f"python {prog} [options]   (or: python {prog} ARGS.json)",
+        formatter_class=_HelpFormatter,
+    )
+    defaults = defaults or {}
+    trainer_defaults = {
+        f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        for f in dataclasses.fields(TrainingArguments)
+    }
+    options = parser._optionals  # argparse keeps each group's actions in a list; regroup them
+    own = parser.add_argument_group(f"{prog} options")
+    recipe = parser.add_argument_group("Trainer options whose defaults this script sets")
+    trainer = parser.add_argument_group("Other Trainer options (Transformers' TrainingArguments)")
+    group_of = {}  # by destination, so that a boolean's --no_x twin stays with it
+    for action in list(options._group_actions):
+        if action.dest == "help":
+            continue
+        options._group_actions.remove(action)
+        if action.dest not in group_of:
+            if action.dest not in trainer_defaults:
+                group_of[action.dest] = own
+            elif action.dest in defaults or _changed(action.default, trainer_defaults[action.dest]):
+                group_of[action.dest] = recipe
+            else:
+                group_of[action.dest] = trainer
+        group_of[action.dest]._group_actions.append(action)
+        if isinstance(action, argparse._StoreFalseAction):  # the --no_x twin of a boolean option
+            action.help = f"Same as --{action.dest} false."
+        elif action.help is not argparse.SUPPRESS:
+            shown = defaults.get(action.dest, _shown_default(action))
+            help_text = (action.help or "").strip().replace("%", "%%")
+            action.help = help_text + (f" (default: {shown})" if shown is not None else "")
+    own._group_actions.sort(key=lambda action: action.dest not in first)  # stable: the rest keep their order
+    return parser
+
+
+def _changed(value, trainer_default) -> bool:
+    empty = (None, "", [], {})
+    return not (value == trainer_default or (value in empty and trainer_default in empty))
+
+
+def _shown_default(action: argparse.Action) -> str | None:
+    value = action.default
+    if value is None or value == [] or value == {}:
+        return None
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(str, value))
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value.value if hasattr(value, "value") else value)
+
+
+def parse_arguments(parser: HfArgumentParser, argv: list[str]) -> tuple[tuple, set[str]]:
+    """Flags, or one JSON file holding them all, into the parser's dataclasses; also the names that were given."""
     if len(argv) == 1 and argv[0].endswith(".json"):
         with open(argv[0]) as file:
             given = set(json.load(file))
         return parser.parse_json_file(os.path.abspath(argv[0])), given
-    given = {argument[2:].split("=")[0] for argument in argv if argument.startswith("--")}
+    given = {argument[2:].split("=")[0].replace("-", "_") for argument in argv if argument.startswith("--")}
     return parser.parse_args_into_dataclasses(args=argv), given
+
+
+def main_with_clear_errors(main: Callable, argv: list[str] | None = None):
+    """Run a script's `main`: a mistake (a bad argument, path or value, an unreadable image with --bad_images error,
+    a non-finite loss) ends with its one-paragraph message on stderr, without a traceback, and exit status 2
+    (1 for failures while training). `SUPMAE_TRACEBACK=1` shows the traceback instead."""
+    try:
+        return main(argv)
+    except (ValueError, OSError, RuntimeError) as error:
+        expected = isinstance(error, (ValueError, OSError)) or type(error).__name__ == "NonFiniteLossError"
+        if not expected or os.environ.get("SUPMAE_TRACEBACK"):
+            raise
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        raise SystemExit(2 if isinstance(error, (ValueError, FileNotFoundError, FileExistsError)) else 1) from None
+
+
+def apply_config_overrides(config, overrides: str) -> list[str]:
+    """Apply `--config_overrides` ("field=value,field=value") to `config`; returns the fields set. A field the config
+    does not have is an error that names the closest valid ones."""
+    keys = [item.split("=")[0].strip() for item in overrides.split(",") if item.strip()]
+    known = set(config.to_dict())
+    for key in keys:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=3)
+            hint = f" Did you mean {' or '.join(close)}?" if close else ""
+            raise ValueError(
+                f"--config_overrides: {key!r} is not a field of {type(config).__name__}.{hint} Its fields are: "
+                f"{', '.join(sorted(k for k in known if not k.startswith('_')))}."
+            )
+    config.update_from_string(overrides)
+    return keys
 
 
 @dataclass
@@ -147,20 +285,75 @@ def _cap(dataset, size: int | None, streaming: bool):
     return dataset.take(size) if streaming else dataset.select(range(min(size, len(dataset))))
 
 
+class LineSafeHandler(logging.StreamHandler):
+    """A StreamHandler that, on a terminal, first returns to the start of the line and clears it: a message logged
+    while a progress bar is drawn (from a dataloader worker, say) gets a line of its own instead of being glued to
+    the bar, which redraws itself below it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(self.stream, "isatty", lambda: False)():
+            self.stream.write("\r\x1b[K")
+        super().emit(record)
+
+
 def configure_logging(training_args, script_logger: logging.Logger) -> None:
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         level=logging.INFO,
-        handlers=[logging.StreamHandler(sys.stdout)],
+        handlers=[LineSafeHandler(sys.stdout)],
     )
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     script_logger.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
 
 
+RUN_RECORD = "run_complete.json"  # written last by a run that finished: its command and results
+
+
+def finished_run(output_dir: str, command) -> dict | None:
+    """
+    The record of a finished run of `command` in `output_dir` (`{"command", "results"}`), for the script to report
+    again instead of training anew; None when the folder holds no finished run (a run killed before it wrote its
+    record resumes from its last checkpoint). A finished run of another command, or a trained model without a
+    record or a checkpoint, is never overwritten: FileExistsError.
+    """
+    path = os.path.join(output_dir, RUN_RECORD)
+    if os.path.isfile(path):
+        with open(path) as file:
+            record = json.load(file)
+        if record.get("command") == command:
+            return record
+        saved = record.get("command")
+        saved = shlex.join(saved) if isinstance(saved, list) else json.dumps(saved)
+        raise FileExistsError(
+            f"{output_dir} holds a finished run of another command ({saved}); choose another --output_dir, or "
+            "remove that folder to train again."
+        )
+    finished = all(os.path.isfile(os.path.join(output_dir, n)) for n in ("model.safetensors", "trainer_state.json"))
+    if finished and last_complete_checkpoint(output_dir) is None:  # else a run killed before its record: resume
+        raise FileExistsError(
+            f"{output_dir} already holds a finished run (model.safetensors); choose another --output_dir or remove it."
+        )
+    return None
+
+
+def record_finished_run(output_dir: str, command, results: dict) -> None:
+    """Mark `output_dir` as a finished run of `command` with its `results`: the last file a run writes."""
+    write_json(os.path.join(output_dir, RUN_RECORD), {"command": command, "results": results})
+
+
+def command_of(argv: list[str]):
+    """What identifies a run's command: its flags, or the content of its one JSON argument file."""
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        with open(argv[0]) as file:
+            return json.load(file)
+    return list(argv)
+
+
 def resume_checkpoint(training_args) -> str | None:
     """The checkpoint to resume from: `--resume_from_checkpoint` (checked), else the last complete one in the output
-    directory. Refuses to write over a finished run. Incomplete checkpoints newer than the one resumed from (left by
-    a killed run) are renamed `incomplete-checkpoint-N[.k]`, out of the way of the steps about to be saved again."""
+    directory. Incomplete checkpoints newer than the one resumed from (left by a killed run) are renamed
+    `incomplete-checkpoint-N[.k]`, out of the way of the steps about to be saved again. (Call `finished_run` first: a
+    finished run is reported, not resumed.)"""
     output_dir, resume = training_args.output_dir, training_args.resume_from_checkpoint
     if resume is not None:
         problem = checkpoint_problem(resume) if os.path.isdir(resume) else "it is not a directory"
@@ -168,14 +361,6 @@ def resume_checkpoint(training_args) -> str | None:
             raise ValueError(f"Cannot resume from --resume_from_checkpoint {resume}: {problem}.")
     elif os.path.isdir(output_dir):
         resume = last_complete_checkpoint(output_dir)
-        finished = all(
-            os.path.isfile(os.path.join(output_dir, n)) for n in ("model.safetensors", "trainer_state.json")
-        )
-        if resume is None and finished:
-            raise FileExistsError(
-                f"{output_dir} already holds a finished run (model.safetensors); choose another --output_dir or "
-                "remove it."
-            )
         if resume is not None:
             logger.warning(f"Resuming from the last complete checkpoint in the output directory: {resume}")
     if os.path.isdir(output_dir) and training_args.process_index == 0:

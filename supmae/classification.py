@@ -8,6 +8,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import Literal
 
 import transformers
 from transformers import TrainingArguments
@@ -15,10 +16,14 @@ from transformers import TrainingArguments
 from .arguments import (
     DataArguments,
     SupMAETrainingArguments,
+    apply_config_overrides,
     check_labels,
     check_output_dir,
+    finished_run,
     parse_arguments,
+    record_finished_run,
     resume_checkpoint,
+    script_parser,
 )
 from .configuration_supmae import SupMAEConfig
 from .data import (
@@ -40,12 +45,14 @@ from .evaluation import few_shot_indices, labels_to_model_space, load_class_subs
 from .model_card import classification_model_card
 from .modeling_supmae import SupMAEForImageClassification
 from .training import (
+    LARS_MIN_EFFECTIVE_BATCH,
     SKIPPED_IMAGES,
     FeatureDataset,
     FeatureProbe,
     SupMAEClassificationTrainer,
     extract_features,
-    scaled_learning_rate,
+    linear_probe_optimizer,
+    peak_learning_rate,
 )
 
 
@@ -78,25 +85,38 @@ class ModelArguments:
         default=None, metadata={"help": "A SupMAE pretraining checkpoint (finetune, linprobe) or a fine-tuned one."}
     )
     config_overrides: str | None = field(default=None, metadata={"help": 'Config fields, e.g. "drop_path_rate=0.2".'})
-    classifier_pooling: str | None = field(
-        default=None, metadata={"help": "'mean' (+ fc_norm) or 'cls'. Default: mean to fine-tune, cls to probe (MAE)."}
+    classifier_pooling: Literal["mean", "cls"] | None = field(
+        default=None, metadata={"help": "'mean' of the patch tokens + fc_norm, or the 'cls' token (MAE's choices)."}
     )
-    drop_path_rate: float | None = field(default=None, metadata={"help": "Stochastic depth (finetune: 0.1)."})
+    drop_path_rate: float | None = field(default=None, metadata={"help": "Stochastic depth of the last block."})
 
 
 @dataclass
 class ClassificationArguments(SupMAETrainingArguments):
-    mode: str = field(default="finetune", metadata={"help": "finetune, linprobe or eval."})
-    base_learning_rate: float | None = field(default=None, metadata={"help": "lr for batch 256 (1e-3 / 0.1)."})
-    min_learning_rate: float | None = field(default=None, metadata={"help": "The cosine's floor (1e-6 / 0)."})
-    warmup_epochs: float | None = field(default=None, metadata={"help": "Linear warmup, in epochs (5 / 10)."})
-    layer_decay: float | None = field(default=None, metadata={"help": "Layer-wise lr decay (finetune: 0.65)."})
-    mixup: float | None = field(default=None, metadata={"help": "Mixup alpha (finetune: 0.8)."})
-    cutmix: float | None = field(default=None, metadata={"help": "CutMix alpha (finetune: 1.0)."})
-    label_smoothing: float | None = field(default=None, metadata={"help": "Label smoothing (finetune: 0.1)."})
-    auto_augment: str | None = field(default=None, metadata={"help": "timm policy (rand-m9-mstd0.5-inc1) or none."})
-    reprob: float | None = field(default=None, metadata={"help": "Random erasing probability (finetune: 0.25)."})
-    min_crop_scale: float | None = field(default=None, metadata={"help": "RandomResizedCrop's smallest area (0.08)."})
+    mode: Literal["finetune", "linprobe", "eval"] = field(
+        default="finetune",
+        metadata={"help": "finetune the whole model, linprobe a frozen encoder, or eval a fine-tuned model."},
+    )
+    base_learning_rate: float | None = field(default=None, metadata={"help": "The learning rate for a batch of 256."})
+    min_learning_rate: float | None = field(default=None, metadata={"help": "The cosine's floor."})
+    warmup_epochs: float | None = field(default=None, metadata={"help": "Linear warmup, in epochs."})
+    warmup_steps: float = field(
+        default=0.0, metadata={"help": "Linear warmup in steps, or a fraction of all steps (instead of epochs)."}
+    )
+    linprobe_optimizer: Literal["auto", "lars", "sgd"] = field(
+        default="auto",
+        metadata={
+            "help": f"linprobe: MAE's 'lars', or 'sgd' (momentum 0.9, no trust ratio); 'auto': LARS from an effective "
+            f"batch of {LARS_MIN_EFFECTIVE_BATCH} up, SGD below, where LARS barely moves the head."
+        },
+    )
+    layer_decay: float | None = field(default=None, metadata={"help": "Layer-wise lr decay (finetune)."})
+    mixup: float | None = field(default=None, metadata={"help": "Mixup alpha (finetune)."})
+    cutmix: float | None = field(default=None, metadata={"help": "CutMix alpha (finetune)."})
+    label_smoothing: float | None = field(default=None, metadata={"help": "Label smoothing."})
+    auto_augment: str | None = field(default=None, metadata={"help": "A timm RandAugment policy, or none (finetune)."})
+    reprob: float | None = field(default=None, metadata={"help": "Random erasing probability (finetune)."})
+    min_crop_scale: float | None = field(default=None, metadata={"help": "RandomResizedCrop's smallest area."})
     linprobe_augment: bool = field(
         default=True, metadata={"help": "linprobe: RandomResizedCrop + flip (MAE); false: the evaluation transform."}
     )
@@ -108,9 +128,8 @@ class ClassificationArguments(SupMAETrainingArguments):
         default_factory=list,
         metadata={
             "help": "Extra evaluation sets, each NAME=SOURCE[,split=S][,subset=SPEC][,labels_in_subset=true]"
-            "[,config=C]"
-            "[,image_column=C][,label_column=C]: SOURCE is a Hub dataset, a local dataset or image folder, or "
-            "'digits'; SPEC is imagenet-a, imagenet-r, a file of class indices / WordNet ids, or 3,7,11."
+            "[,config=C][,image_column=C][,label_column=C]: SOURCE is a Hub dataset, a local dataset or image folder, "
+            "or 'digits'; SPEC is imagenet-a, imagenet-r, a file of class indices / WordNet ids, or 3,7,11."
         },
     )
     class_subset: str | None = field(default=None, metadata={"help": "Restrict the validation split to a subset."})
@@ -122,12 +141,30 @@ class ClassificationArguments(SupMAETrainingArguments):
     lr_scheduler_type: str = field(default="cosine_with_min_lr", metadata={"help": "Warmup, then cosine to min lr."})
 
 
-def parse_classification_arguments(argv: list[str]):
-    (model_args, data_args, args), given = parse_arguments(
-        (ModelArguments, DataArguments, ClassificationArguments), argv
-    )
-    if args.mode not in RECIPES:
-        raise ValueError(f"--mode must be one of {sorted(RECIPES)}, got {args.mode!r}.")
+DESCRIPTION = """Fine-tune, linearly probe or evaluate a pretrained SupMAE, on the Hugging Face Trainer. Each --mode's
+defaults are MAE's recipe for it; any flag you pass wins. With no arguments: the digits demo (fine-tunes
+outputs/digits-pretrained, written by `python run_pretraining.py`)."""
+
+
+def recipe_defaults() -> dict[str, str]:
+    """`--help`'s defaults of the options each --mode's recipe sets: "finetune: 100, linprobe: 90"."""
+    shown = {}
+    for name in RECIPES["finetune"]:
+        values = {mode: RECIPES[mode][name] for mode in ("finetune", "linprobe")}
+        shown[name] = (
+            str(values["finetune"])
+            if values["finetune"] == values["linprobe"]
+            else ", ".join(f"{mode}: {value}" for mode, value in values.items())
+        )
+    shown["learning_rate"] = "base_learning_rate x effective batch / 256"
+    shown["warmup_steps"] = "unset: --warmup_epochs"
+    return shown
+
+
+def parse_classification_arguments(argv: list[str], prog: str = "run_classification.py"):
+    parser = script_parser((ModelArguments, DataArguments, ClassificationArguments), prog, DESCRIPTION,
+                           recipe_defaults(), first=("mode", "model_name_or_path"))  # fmt: skip
+    (model_args, data_args, args), given = parse_arguments(parser, argv)
     ignored = sorted(name for name in FINETUNE_ONLY if name in given) if args.mode != "finetune" else []
     if ignored:
         raise ValueError(f"--{', --'.join(ignored)}: used only by --mode finetune, not --mode {args.mode}; remove it.")
@@ -136,10 +173,22 @@ def parse_classification_arguments(argv: list[str]):
             "--cache_features encodes each image once, without augmentation: it cannot be combined with "
             "--linprobe_augment true."
         )
+    for pair in (("learning_rate", "base_learning_rate"), ("warmup_steps", "warmup_epochs")):
+        if set(pair) <= given:
+            raise ValueError(f"--{pair[0]} and --{pair[1]} both set the same thing; pass one of them.")
+    optim = getattr(args.optim, "value", args.optim)
+    if optim not in ("adamw_torch", "adamw_torch_fused"):
+        raise ValueError(
+            f"--optim {optim}: run_classification.py builds MAE's optimizers itself (AdamW with layer-wise lr "
+            "decay to fine-tune; LARS or SGD to probe, see --linprobe_optimizer). --optim picks only AdamW's kernel: "
+            "adamw_torch or adamw_torch_fused."
+        )
     for name, value in RECIPES[args.mode].items():  # the recipe fills in what was not given
         target = model_args if hasattr(model_args, name) else args
         if name not in given and (getattr(target, name, None) is None or hasattr(TrainingArguments, name)):
             setattr(target, name, value)
+    if "warmup_steps" in given:
+        args.warmup_epochs = None
     return model_args, data_args, args
 
 
@@ -208,8 +257,7 @@ def build_model(model_args: ModelArguments, args: ClassificationArguments, names
         overrides.update(num_labels=len(names), id2label=dict(enumerate(names)),
                          label2id={n: i for i, n in enumerate(names)})  # fmt: skip
     if model_args.config_overrides:
-        keys = [item.split("=")[0] for item in model_args.config_overrides.split(",")]
-        source.update_from_string(model_args.config_overrides)
+        keys = apply_config_overrides(source, model_args.config_overrides)
         overrides.update({key: getattr(source, key) for key in keys})
     # A fine-tuned checkpoint with other classes gets a new classifier.
     finetuned = (source.architectures or [""])[0] == "SupMAEForImageClassification"
@@ -311,8 +359,32 @@ def make_trainer(model, args, data, train_split, validation, trainer_kwargs, bad
     return trainer
 
 
-def run(model_args, data_args, args, data, train_indices=None) -> dict[str, dict]:
-    """Train (unless --mode eval) and evaluate; returns {evaluation set name: metrics}."""
+def training_schedule(args, effective_batch: int) -> tuple[dict, list[str]]:
+    """The TrainingArguments values this script decides (peak lr, warmup, the cosine's floor) and log lines that
+    say where they come from; what the user passed wins."""
+    learning_rate, lr_line = peak_learning_rate(args.learning_rate, args.base_learning_rate, effective_batch)
+    values, lines = {"learning_rate": learning_rate}, [f"{args.mode}: {lr_line}"]
+    if args.warmup_epochs is not None:
+        if args.num_train_epochs and args.warmup_epochs >= args.num_train_epochs and args.max_steps <= 0:
+            raise ValueError(
+                f"--warmup_epochs {args.warmup_epochs:g} is not shorter than --num_train_epochs "
+                f"{args.num_train_epochs:g}; lower it (or pass --warmup_steps)."
+            )
+        values["warmup_steps"] = args.warmup_epochs / args.num_train_epochs if args.num_train_epochs else 0.0
+    if args.lr_scheduler_type == "cosine_with_min_lr" and not args.lr_scheduler_kwargs:
+        values["lr_scheduler_kwargs"] = {"min_lr": args.min_learning_rate}
+    return values, lines
+
+
+def run(model_args, data_args, args, data, train_indices=None, command=None) -> dict[str, dict]:
+    """Train (unless --mode eval) and evaluate; returns {evaluation set name: metrics}. A finished run of the same
+    `command` in `args.output_dir` is reported again instead (`finished_run`)."""
+    if args.mode != "eval" and command is not None:
+        previous = finished_run(args.output_dir, command)
+        if previous is not None:
+            logger.warning(f"{args.output_dir} already holds a finished run of this command: reporting its results "
+                           "instead of training again (remove it, or choose another --output_dir, to train anew).")  # fmt: skip
+            return previous["results"]
     resume = resume_checkpoint(args) if args.mode != "eval" else None
     model = build_model(model_args, args, data.class_names if data else None)
     config = model.config
@@ -324,32 +396,36 @@ def run(model_args, data_args, args, data, train_indices=None) -> dict[str, dict
     bad_images = BadImagePolicy(data_args.bad_images, os.path.join(args.output_dir, SKIPPED_IMAGES))
     sets = evaluation_sets(args, data_args, data, config, image_processor, bad_images)
     effective_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-    args.learning_rate = scaled_learning_rate(args.base_learning_rate, effective_batch)
-    args.warmup_steps = args.warmup_epochs / args.num_train_epochs if args.num_train_epochs else 0.0
-    args.lr_scheduler_kwargs = {"min_lr": args.min_learning_rate}
+    schedule, log_lines = training_schedule(args, effective_batch)
+    optimizer_name = "adamw"
+    if args.mode == "linprobe":
+        optimizer_name, line = linear_probe_optimizer(args.linprobe_optimizer, effective_batch)
+        log_lines.append(line)
+    train_args = dataclasses.replace(args, **schedule)
     trainer_kwargs = dict(
-        optimizer_name="lars" if args.mode == "linprobe" else "adamw",
+        optimizer_name=optimizer_name,
         layer_decay=args.layer_decay,
         label_smoothing=args.label_smoothing,
         class_subset=sets[0][2] if sets and sets[0][0] == "validation" else None,
-        args=args,
+        args=train_args,
         processing_class=image_processor,
     )
 
     if args.mode != "eval":
-        logger.info(f"{args.mode}: effective batch {effective_batch}, lr = {args.base_learning_rate:g} x "
-                    f"{effective_batch} / 256 = {args.learning_rate:g}")  # fmt: skip
+        for line in log_lines:
+            logger.info(line)
         train_split = data.train if train_indices is None else data.train.select(train_indices)
         validation = sets[0][1] if sets and sets[0][0] == "validation" else None
         trainer = make_trainer(
-            model, args, data, train_split, validation, trainer_kwargs, bad_images, data_args.shuffle_buffer_size
-        )
+            model, train_args, data, train_split, validation, trainer_kwargs, bad_images,
+            data_args.shuffle_buffer_size,
+        )  # fmt: skip
         trainer.train(resume_from_checkpoint=resume)
         model.save_pretrained(args.output_dir)  # the classifier, also when the trainer trained its head on features
         image_processor.save_pretrained(args.output_dir)
         trainer.save_state()
 
-    trainer_kwargs["args"] = dataclasses.replace(args, eval_strategy="no")  # evaluation sets are passed one by one
+    trainer_kwargs["args"] = dataclasses.replace(train_args, eval_strategy="no")  # sets are evaluated one by one
     evaluator = SupMAEClassificationTrainer(
         model=model, data_collator=ImageCollator(config.num_labels), **trainer_kwargs
     )
@@ -370,13 +446,15 @@ def run(model_args, data_args, args, data, train_indices=None) -> dict[str, dict
     if args.mode != "eval" and evaluator.is_world_process_zero():
         card = classification_model_card(
             config, mode=args.mode, dataset=data_args.dataset_name or data_args.train_dir, reports=reports,
-            training={"effective batch": effective_batch, "learning rate": args.learning_rate,
-                      "epochs": args.num_train_epochs, "few-shot images per class": args.few_shot,
-                      "seed": args.seed},
+            training={"effective batch": effective_batch, "learning rate": train_args.learning_rate,
+                      "optimizer": optimizer_name, "epochs": args.num_train_epochs,
+                      "few-shot images per class": args.few_shot, "seed": args.seed},
             base_model=model_args.model_name_or_path,
         )  # fmt: skip
         with open(os.path.join(args.output_dir, "README.md"), "w") as file:
             file.write(card)
+        if command is not None:
+            record_finished_run(args.output_dir, command, reports)
     return reports
 
 
@@ -395,7 +473,7 @@ def check_classification_arguments(model_args: ModelArguments, data_args: DataAr
         raise ValueError("--few_shot samples images per class and needs a map-style dataset, not --streaming.")
 
 
-def run_few_shot(model_args, data_args, args, data) -> dict[str, dict]:
+def run_few_shot(model_args, data_args, args, data, command=None) -> dict[str, dict]:
     """`run` on `args.few_shot` images per class for each of `args.few_shot_seeds`, each seed in its own
     `K-shot-seed-S` folder; returns (and writes as `few_shot_K.json`) the mean and spread over seeds."""
     output_dir, runs = args.output_dir, []
@@ -404,7 +482,7 @@ def run_few_shot(model_args, data_args, args, data) -> dict[str, dict]:
         indices = few_shot_indices(data.train[data.label_column], args.few_shot, seed)
         args.output_dir, args.seed = os.path.join(output_dir, f"{args.few_shot}-shot-seed-{seed}"), seed
         transformers.set_seed(seed)
-        runs.append(run(model_args, data_args, args, data, train_indices=indices))
+        runs.append(run(model_args, data_args, args, data, train_indices=indices, command=command))
     args.output_dir = output_dir
     reports = {name: summarize_runs([r[name] for r in runs]) for name in runs[0]}
     write_report(os.path.join(output_dir, f"few_shot_{args.few_shot}.json"), "few-shot", reports,

@@ -463,6 +463,10 @@ def main(argv: list[str] | None = None) -> ConversionReport:
     parser.add_argument("--push_to_hub", metavar="REPO", help="Upload the directory to this Hub repository.")
     parser.add_argument("--private", action="store_true", help="Create the Hub repository as private.")
     arguments = parser.parse_args(argv)
+    if os.path.isfile(os.path.join(arguments.output_dir, "model.safetensors")):
+        raise FileExistsError(
+            f"{arguments.output_dir} already holds a model; choose another --output_dir or remove it."
+        )
     overrides = {k: getattr(arguments, k) for k in ("num_attention_heads", "decoder_num_attention_heads",
                                                     "layer_norm_eps", "mask_ratio", "norm_pix_loss")}  # fmt: skip
     model, report = convert(arguments.checkpoint, arguments.task, arguments.verify_release, **overrides)
@@ -484,5 +488,12 @@ def main(argv: list[str] | None = None) -> ConversionReport:
     return report
 
 
+def cli() -> None:
+    """The `supmae-convert` command: `main`, with a mistake reported in one paragraph instead of a traceback."""
+    from .arguments import main_with_clear_errors
+
+    main_with_clear_errors(main)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -328,7 +328,8 @@ class BadImagePolicy:
             raise ValueError(f"bad_images must be 'skip' or 'error', got {self.action!r}.")
 
     def handle(self, name: str, error: Exception) -> None:
-        reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "its data", f"{type(error).__name__}: {error}")
+        # PIL names an in-memory file by its object address: "cannot identify image file <_io.BytesIO object ...>".
+        reason = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-f]+>", "", f"{type(error).__name__}: {error}")
         reason = " ".join(reason.split())
         if self.action == "error":
             raise BadImageError(
@@ -337,6 +338,10 @@ class BadImagePolicy:
         if name in self.reported:  # once per process (a dataloader worker lives one epoch): files are met again
             return
         self.reported.add(name)
+        if self.log_file and os.path.isfile(self.log_file):  # listed by an earlier worker or epoch
+            with open(self.log_file) as file:
+                if any(line.split("\t", 1)[0] == name for line in file):
+                    return
         logger.warning(f"Skipping unreadable image {name}: {reason}")
         if self.log_file:
             with open(self.log_file, "a") as file:  # one short append per line: safe across dataloader workers

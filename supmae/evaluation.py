@@ -269,24 +269,33 @@ def _to_builtin(value):
 
 def write_report(path: str | os.PathLike, name: str, metrics: dict, **info) -> dict:
     """
-    Write one dataset's JSON report {"dataset": name, "metrics": metrics, **info} atomically: a temporary file in
-    the same folder replaces `path` only once complete, so an interrupted run leaves the old report or none, never a
-    half-written one. Parent folders are created.
+    Write one dataset's JSON report {"dataset": name, "metrics": metrics, **info} atomically (`write_json`).
 
     Returns:
         the report as written (plain Python values).
     """
-    report = _to_builtin({"dataset": name, "metrics": metrics, **info})
+    return write_json(path, {"dataset": name, "metrics": metrics, **info})
+
+
+def write_json(path: str | os.PathLike, value) -> object:
+    """
+    Write `value` as JSON atomically: a temporary file in the same folder replaces `path` only once complete, so an
+    interrupted run leaves the old file or none, never a half-written one. Parent folders are created.
+
+    Returns:
+        the value as written (plain Python values).
+    """
+    value = _to_builtin(value)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         with open(tmp, "x") as f:  # created with the usual permissions (umask), unlike mkstemp's 0600
-            json.dump(report, f, indent=2)
+            json.dump(value, f, indent=2)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return report
+    return value

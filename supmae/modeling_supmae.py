@@ -430,6 +430,13 @@ class SupMAEPreTrainedModel(PreTrainedModel):
                 f"{cls.__name__} would start from random weights. Convert Transformers ViTMAE checkpoints and the "
                 "official SupMAE / MAE weights with `supmae-convert` first."
             )
+        labels = checkpoint_config.get("id2label") or {}
+        new_classes = kwargs.get("num_labels") is not None and len(labels) != kwargs["num_labels"]
+        if new_classes and "id2label" not in kwargs and "config" not in kwargs:
+            # New classes (a classifier trained anew): generic names, instead of Transformers' warning that
+            # num_labels and the checkpoint's id2label disagree.
+            kwargs["id2label"] = {i: f"LABEL_{i}" for i in range(kwargs.pop("num_labels"))}
+            kwargs["label2id"] = {name: i for i, name in kwargs["id2label"].items()}
         try:
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         except Exception as error:

@@ -13,6 +13,7 @@ import safetensors
 import torch
 from torch import nn
 from transformers import Trainer
+from transformers.integrations.integration_utils import TensorBoardCallback, default_logdir
 from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.trainer_utils import rotate_checkpoints
 from transformers.utils import logging
@@ -37,6 +38,36 @@ def decay_parameter_names(model: nn.Module) -> list[str]:
 def scaled_learning_rate(base_learning_rate: float, effective_batch_size: int) -> float:
     """MAE's linear scaling rule: `lr = base_lr * effective_batch_size / 256`."""
     return base_learning_rate * effective_batch_size / 256
+
+
+def peak_learning_rate(learning_rate: float | None, base_learning_rate: float, effective_batch_size: int):
+    """The peak learning rate and a log line saying where it comes from: `learning_rate` when one was given (it wins
+    over the rule), else MAE's `base_lr * effective_batch_size / 256`."""
+    scaled = scaled_learning_rate(base_learning_rate, effective_batch_size)
+    rule = f"{base_learning_rate:g} x {effective_batch_size} / 256 = {scaled:g}"
+    if learning_rate is not None:
+        return learning_rate, f"lr {learning_rate:g} from --learning_rate (it overrides the base-lr rule, {rule})"
+    return scaled, f"effective batch {effective_batch_size}: lr = {rule}"
+
+
+# LARS (You et al., 2017) is a large-batch optimizer: MAE probes with it at an effective batch of 16384. Its step is
+# lr x trust_coefficient (0.001) x |w| / |g|, and with lr = 0.1 x batch / 256 a small batch leaves the head where it
+# was initialized. Below this batch the probe uses momentum SGD (the same lr rule, no trust ratio).
+LARS_MIN_EFFECTIVE_BATCH = 4096
+
+
+def linear_probe_optimizer(choice: str, effective_batch_size: int) -> tuple[str, str]:
+    """`"lars"` or `"sgd"` for `--linprobe_optimizer` `choice` (`"auto"` decides by the batch), and a log line."""
+    if choice != "auto":
+        return choice, f"linear probe optimizer: {choice} (--linprobe_optimizer)"
+    if effective_batch_size >= LARS_MIN_EFFECTIVE_BATCH:
+        message = f"linear probe optimizer: MAE's LARS (effective batch {effective_batch_size} >= {LARS_MIN_EFFECTIVE_BATCH})"
+        return "lars", message
+    return "sgd", (
+        f"linear probe optimizer: SGD with momentum 0.9, no LARS trust ratio (effective batch {effective_batch_size} "
+        f"< {LARS_MIN_EFFECTIVE_BATCH}, where LARS's step, lr x 0.001 x |w|/|g|, barely moves the head; "
+        "--linprobe_optimizer lars forces it)"
+    )
 
 
 def convert_to_sync_batch_norm(model: nn.Module) -> nn.Module:
@@ -80,6 +111,14 @@ class SupMAEBaseTrainer(Trainer):
     nonfinite_steps_skipped = 0
     _skipping_update = False  # a non-finite loss was met in the current optimizer step's micro-batches
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # TensorBoard's callback picks its folder (OUTPUT_DIR/runs/...) when training begins; a Trainer that only
+        # evaluates would log to ./runs/ in the working directory instead.
+        for callback in self.callback_handler.callbacks:
+            if isinstance(callback, TensorBoardCallback) and callback.logging_dir is None:
+                callback.logging_dir = os.path.join(self.args.output_dir, default_logdir())
+
     def _get_dataloader(self, dataset, description, *args, is_training=False, **kwargs):
         drop_last, collator = self.args.dataloader_drop_last, self.data_collator
         self.args.dataloader_drop_last = drop_last and is_training
@@ -102,6 +141,10 @@ class SupMAEBaseTrainer(Trainer):
             verify_loaded_checkpoint(self.model if model is None else model, weights)
 
     def _run_epoch(self, *args, **kwargs):
+        # Resumed from a checkpoint of the last step, Trainer would still take one more step before it checks.
+        if self.state.global_step >= self.state.max_steps > 0:
+            self.control.should_training_stop = True
+            return
         # The training set's per-epoch augmentation (TransformedImageDataset.set_epoch). accelerate forwards
         # set_epoch to the dataset only when its sampler has none, i.e. not under DistributedSampler: every epoch
         # of a multi-process run would repeat the first one's crops.
@@ -458,7 +501,7 @@ class SupMAEClassificationTrainer(SupMAEBaseTrainer):
     `Trainer` for `SupMAEForImageClassification` (fine-tuning, linear probing) and for `FeatureProbe` (linear probing
     on cached features):
     - MAE's optimizers: AdamW with layer-wise lr decay (`optimizer_name="adamw"`), or LARS (`"lars"`, timm's, with
-      layer adaptation for matrices only);
+      layer adaptation for matrices only); for linear probes at small batches, momentum SGD (`"sgd"`);
     - MAE's losses: soft-target cross-entropy for mixed (mixup / cutmix) targets, label-smoothed cross-entropy for
       hard ones in training, plain cross-entropy in evaluation;
     - top-1 / top-5 accuracy in evaluation, computed offline, optionally restricted to a class subset.
@@ -484,6 +527,11 @@ class SupMAEClassificationTrainer(SupMAEBaseTrainer):
 
             self.optimizer = Lars(
                 lars_parameter_groups(model), lr=learning_rate, momentum=0.9, weight_decay=self.args.weight_decay
+            )
+        elif self.optimizer_name == "sgd":
+            trainable = [p for p in model.parameters() if p.requires_grad]
+            self.optimizer = torch.optim.SGD(
+                trainable, lr=learning_rate, momentum=0.9, weight_decay=self.args.weight_decay
             )
         else:
             classifier = getattr(model, "classifier_model", model)  # FeatureProbe wraps the classifier

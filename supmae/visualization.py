@@ -252,13 +252,19 @@ def _open_image(path: str) -> PIL.Image.Image:
 
 def main(argv: Sequence[str] | None = None) -> str:
     """Command-line entry point: write a reconstruction figure and return (and print) its path."""
-    parser = argparse.ArgumentParser(description="Draw SupMAE reconstructions of some images.")
+    parser = argparse.ArgumentParser(
+        prog="python -m supmae.visualization", description="Draw SupMAE reconstructions of some images."
+    )
     parser.add_argument("--model", required=True, help="directory of a SupMAE pretraining checkpoint")
     parser.add_argument("--images", required=True, nargs="+", help="image files, one figure row each")
-    parser.add_argument("--output", required=True, help="where to write the PNG figure")
+    parser.add_argument("--output", help="where to write the PNG figure (default: MODEL-reconstructions.png)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the masking noise")
     parser.add_argument("--mask_ratio", type=float, default=None, help="fraction of patches removed (config's)")
     args = parser.parse_args(argv)
+    if args.output is None:  # beside the model's folder; for a Hub name "user/model", user-model-... here
+        local = os.path.isdir(args.model)
+        model_name = os.path.abspath(args.model) if local else args.model.replace("/", "-")
+        args.output = model_name + "-reconstructions.png"
 
     model = _load_pretraining_model(args.model, args.mask_ratio)
     images = [_open_image(path) for path in args.images]
@@ -272,7 +278,6 @@ def main(argv: Sequence[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"error: {error}") from None
+    from .arguments import main_with_clear_errors
+
+    main_with_clear_errors(main)

@@ -269,9 +269,13 @@ def test_eval_mode_on_a_class_subset(tmp_path):
         )  # fmt: skip
 
 
-def test_mistakes_are_named(setup, tmp_path):
-    with pytest.raises(ValueError, match="--mode must be one of"):
+def test_mistakes_are_named(setup, tmp_path, capsys):
+    with pytest.raises(SystemExit):
         classification.parse_classification_arguments(["--mode", "probe", "--output_dir", str(tmp_path)])
+    assert (
+        "argument --mode: invalid choice: 'probe' (choose from 'finetune', 'linprobe', 'eval')"
+        in capsys.readouterr().err
+    )
     with pytest.raises(ValueError, match="--cache_features is for --mode linprobe"):
         classify(setup, tmp_path / "x", "--cache_features", "true")
     with pytest.raises(ValueError, match="Mixup / CutMix need an even"):

@@ -471,17 +471,21 @@ def test_a_checkpoint_damaged_after_saving_is_not_resumed_from(tmp_path):
 def test_a_run_killed_during_its_final_save_resumes_instead_of_counting_as_finished(tmp_path):
     from types import SimpleNamespace
 
-    from supmae.arguments import resume_checkpoint
+    from supmae.arguments import finished_run, resume_checkpoint
 
     (tmp_path / "checkpoint-3").mkdir()
     (tmp_path / "checkpoint-3" / "trainer_state.json").write_text("{}")
     (tmp_path / "model.safetensors").write_bytes(b"half of the final weights")  # no trainer_state.json after it
     args = SimpleNamespace(output_dir=str(tmp_path), resume_from_checkpoint=None, process_index=0)
+    assert finished_run(str(tmp_path), ["--the", "command"]) is None
     assert resume_checkpoint(args) == str(tmp_path / "checkpoint-3")
-    (tmp_path / "trainer_state.json").write_text("{}")  # written after the final model: finished
+    # Killed after the final model and state but before its record (run_complete.json): still resumed.
+    (tmp_path / "trainer_state.json").write_text("{}")
+    assert finished_run(str(tmp_path), ["--the", "command"]) is None
+    # A model and its state with neither a record nor a checkpoint to resume from: kept, not overwritten.
     (tmp_path / "checkpoint-3" / "trainer_state.json").unlink()
     with pytest.raises(FileExistsError, match="already holds a finished run"):
-        resume_checkpoint(args)
+        finished_run(str(tmp_path), ["--the", "command"])
 
 
 def test_resume_edge_cases(tmp_path):

@@ -189,6 +189,63 @@ def test_a_finished_run_is_not_overwritten(folders, tmp_path):
     assert (output / "model.safetensors").read_bytes() == b"finished weights"
 
 
+@pytest.mark.slow
+def test_rerunning_finished_commands_reports_them_again(folders, tmp_path):
+    """`make demo` twice: each script finds its finished run of the same command, exits 0 and prints the recorded
+    results; nothing in the output directories is rewritten (issue 12: the second pretraining "resumed", trained 0
+    steps and rewrote the folder with train_loss 0.0, then fine-tuning stopped with FileExistsError)."""
+    pretrain = [sys.executable, os.path.join(ROOT, "run_pretraining.py"), *TINY, "--train_dir", str(folders / "train"),
+                "--validation_dir", str(folders / "val"), "--output_dir", str(tmp_path / "pre"), "--max_steps", "3",
+                "--save_steps", "1", "--save_total_limit", "1", "--dataloader_num_workers", "0"]  # fmt: skip
+    finetune = [sys.executable, os.path.join(ROOT, "run_classification.py"), *TINY[2:-4], "--model_name_or_path",
+                str(tmp_path / "pre"), "--train_dir", str(folders / "train"), "--validation_dir", str(folders / "val"),
+                "--output_dir", str(tmp_path / "ft"), "--max_steps", "2", "--dataloader_num_workers", "0"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
+    first = [
+        subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        for command in (pretrain, finetune)
+    ]
+    assert [result.returncode for result in first] == [0, 0], first[0].stderr[-2000:] + first[1].stderr[-2000:]
+    snapshot = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    assert {path.name for path in snapshot} >= {"run_complete.json", "model.safetensors", "eval_validation.json"}
+    second = [
+        subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        for command in (pretrain, finetune)
+    ]
+    assert [result.returncode for result in second] == [0, 0], second[0].stderr[-2000:] + second[1].stderr[-2000:]
+    for result in second:
+        assert "already holds a finished run of this command" in result.stdout + result.stderr
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == snapshot
+    validation = re.search(r"Validation: .*", first[0].stdout).group()
+    assert validation in second[0].stdout  # the same results, printed again
+    assert re.search(r"validation: top-1 \S+", first[1].stdout).group() in second[1].stdout
+
+
+def test_a_run_resumed_from_its_last_checkpoint_trains_no_further(folders, tmp_path):
+    """Killed after its last checkpoint but before its final save, a run resumes and stops there: Trainer alone
+    would take a step past max_steps (checkpoint-4 of 3)."""
+    arguments = ["--train_dir", folders / "train", "--output_dir", tmp_path / "out", "--max_steps", "3",
+                 "--save_steps", "1", "--save_total_limit", "1", "--eval_strategy", "no"]  # fmt: skip
+    run(*arguments)
+    for name in ("run_complete.json", "model.safetensors", "trainer_state.json"):  # as if killed before these
+        (tmp_path / "out" / name).unlink()
+    saved = load_file(tmp_path / "out" / "checkpoint-3" / "model.safetensors")
+    run(*arguments)
+    assert sorted(p.name for p in (tmp_path / "out").glob("checkpoint-*")) == ["checkpoint-3"]
+    assert json.loads((tmp_path / "out" / "trainer_state.json").read_text())["global_step"] == 3
+    resumed = load_file(tmp_path / "out" / "model.safetensors")
+    assert all(torch.equal(resumed[name], saved[name]) for name in saved)
+
+
+def test_a_finished_run_of_another_command_is_not_overwritten(folders, tmp_path):
+    run("--train_dir", folders / "train", "--output_dir", tmp_path / "out", "--max_steps", "1", "--eval_strategy",
+        "no", "--save_strategy", "no")  # fmt: skip
+    weights = (tmp_path / "out" / "model.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match=r"holds a finished run of another command \(.*--max_steps 1"):
+        run("--train_dir", folders / "train", "--output_dir", tmp_path / "out", "--max_steps", "2")
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == weights
+
+
 def subprocess_arguments(folders, output, steps):
     return [
         *TINY,
