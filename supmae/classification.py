@@ -130,6 +130,12 @@ class ClassificationArguments(SupMAETrainingArguments):
     imagenet_a: str | None = field(default=None, metadata={"help": "Robustness table: ImageNet-A (200 classes)."})
     imagenet_r: str | None = field(default=None, metadata={"help": "Robustness table: ImageNet-R (200 classes)."})
     imagenet_sketch: str | None = field(default=None, metadata={"help": "Robustness table: ImageNet-Sketch."})
+    corrupt: str | None = field(
+        default=None,
+        metadata={"help": "Also evaluate every evaluation set corrupted on the fly (imagecorruptions-imaug): 'all', "
+                  "'benchmark' (ImageNet-C's 15) or names such as gaussian_noise,fog."},
+    )  # fmt: skip
+    corrupt_severities: str = field(default="1,2,3,4,5", metadata={"help": "The severities of --corrupt."})
 
 
 def parse_classification_arguments(argv: list[str]):
@@ -379,8 +385,8 @@ def run(model_args, data_args, args, data, train_indices=None) -> dict[str, dict
                          model=model_args.model_name_or_path, mode=args.mode, num_labels=config.num_labels,
                          class_subset=subset)  # fmt: skip
             logger.info(f"{name}: " + json.dumps({k: round(v, 4) for k, v in metrics.items()}))
-    if robustness.requested(args):  # ImageNet-C, then the table of everything evaluated
-        reports.update(robustness.evaluate_robustness(evaluator, args, config, reports, bad_images,
+    if robustness.requested(args):  # ImageNet-C, corrupted copies, then the table of everything evaluated
+        reports.update(robustness.evaluate_robustness(evaluator, args, config, sets, reports, bad_images,
                                                       data_args.cache_dir, model_args.model_name_or_path))  # fmt: skip
 
     if args.mode != "eval" and evaluator.is_world_process_zero():

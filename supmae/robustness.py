@@ -8,6 +8,7 @@ run_classification.py wires it in: `robustness_sets` adds the clean, -A, -R and 
 and `evaluate_robustness` then runs ImageNet-C (all of its sets in one prediction pass) and writes the table.
 """
 
+import copy
 import logging
 import os
 import re
@@ -16,7 +17,15 @@ import numpy as np
 import torch
 
 from .classification import evaluation_set, label_map_for, parse_eval_spec
-from .data import IMAGE_EXTENSIONS, class_names, find_image_column, find_label_column, load_image_split
+from .data import (
+    IMAGE_EXTENSIONS,
+    class_names,
+    eval_image_processor,
+    find_image_column,
+    find_label_column,
+    load_image_split,
+    normalize_uint8,
+)
 from .evaluation import (
     IMAGENET_C_CORRUPTIONS,
     IMAGENET_C_EXTRA_CORRUPTIONS,
@@ -55,7 +64,7 @@ REPORTED_ROBUSTNESS = {
 
 def requested(args) -> bool:
     """Whether the arguments ask for any part of the robustness evaluation."""
-    return bool(args.imagenet_c) or any(getattr(args, argument) for argument in ROBUSTNESS_SETS.values())
+    return bool(args.imagenet_c or args.corrupt) or any(getattr(args, arg) for arg in ROBUSTNESS_SETS.values())
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -244,13 +253,47 @@ def imagenet_c_datasets(
     }  # fmt: skip
 
 
-def evaluate_imagenet_c(evaluator, datasets: dict[tuple[str, int], object], clean_error: float | None = None) -> dict:
+def top1_errors_in_one_pass(evaluator, datasets: dict, class_subset=None) -> dict:
     """
-    Top-1 error of every (corruption, severity) set, from ONE prediction pass over all of them (one progress bar, the
-    model loaded once), then `mean_corruption_error`. Each set's predictions are the slice of the pass it occupies.
+    The top-1 error of each of many evaluation sets from ONE prediction pass over all of them (one progress bar, the
+    model loaded once): each set's predictions are the slice of the pass it occupies.
 
     Args:
         evaluator: a `SupMAEClassificationTrainer` over the model (its predictions are the top-k classes).
+        datasets: {key: dataset of {"pixel_values", "labels"}}.
+        class_subset: model classes that compete (ImageNet-A / -R), or None for all.
+
+    Returns:
+        {key: top-1 error (fraction)} and, under the key None, the number of images.
+    """
+    keys = list(datasets)
+    evaluator.set_class_subset(class_subset)
+    prediction = evaluator.predict(torch.utils.data.ConcatDataset([datasets[k] for k in keys]),
+                                   metric_key_prefix="corrupted")  # fmt: skip
+    bounds = np.cumsum([0] + [len(datasets[k]) for k in keys])
+    errors = {
+        key: 1.0 - topk_accuracy(prediction.predictions[start:end], prediction.label_ids[start:end], ks=(1,))["top1"]
+        for key, start, end in zip(keys, bounds[:-1], bounds[1:], strict=True)
+    }
+    return {**errors, None: int(bounds[-1])}
+
+
+def by_corruption(datasets: dict[tuple[str, int], object], severities=IMAGENET_C_SEVERITIES) -> list[str]:
+    """The corruptions of {(corruption, severity): ...}, in the benchmark's order; each must have every severity."""
+    corruptions = [c for c in CORRUPTIONS if any(key[0] == c for key in datasets)]
+    incomplete = [c for c in corruptions if any((c, s) not in datasets for s in severities)]
+    if incomplete:
+        raise ValueError(f"Corruptions {incomplete} lack some of the severities {list(severities)}.")
+    return corruptions
+
+
+def evaluate_imagenet_c(evaluator, datasets: dict[tuple[str, int], object], clean_error: float | None = None) -> dict:
+    """
+    ImageNet-C: the top-1 error of every (corruption, severity) set (`top1_errors_in_one_pass`), then
+    `mean_corruption_error`.
+
+    Args:
+        evaluator: a `SupMAEClassificationTrainer` over the model.
         datasets: {(corruption, severity): dataset of {"pixel_values", "labels"}} (`imagenet_c_datasets`).
         clean_error: the model's clean top-1 error (fraction), for the relative mCE.
 
@@ -259,24 +302,13 @@ def evaluate_imagenet_c(evaluator, datasets: dict[tuple[str, int], object], clea
         {corruption: [top-1 error at severities 1..5] (fractions)}, "top1": the mean top-1 over the benchmark's sets
         (fraction) and "num_samples".
     """
-    keys = list(datasets)
-    corruptions = [c for c in CORRUPTIONS if any(key[0] == c for key in keys)]
-    incomplete = [c for c in corruptions if any((c, s) not in datasets for s in IMAGENET_C_SEVERITIES)]
-    if incomplete:
-        raise ValueError(f"ImageNet-C corruptions {incomplete} lack some of the severities 1..5.")
-    evaluator.set_class_subset(None)
-    prediction = evaluator.predict(torch.utils.data.ConcatDataset([datasets[k] for k in keys]),
-                                   metric_key_prefix="imagenet_c")  # fmt: skip
-    bounds = np.cumsum([0] + [len(datasets[k]) for k in keys])
-    top1 = {
-        key: topk_accuracy(prediction.predictions[start:end], prediction.label_ids[start:end], ks=(1,))["top1"]
-        for key, start, end in zip(keys, bounds[:-1], bounds[1:], strict=True)
-    }
-    errors = {c: [1.0 - top1[c, s] for s in IMAGENET_C_SEVERITIES] for c in corruptions}
+    corruptions = by_corruption(datasets)
+    top1_errors = top1_errors_in_one_pass(evaluator, datasets)
+    errors = {c: [top1_errors[c, s] for s in IMAGENET_C_SEVERITIES] for c in corruptions}
     result = mean_corruption_error(errors, clean_error, partial=True)
     benchmark = [e for c, values in errors.items() if c in IMAGENET_C_CORRUPTIONS for e in values]
     result.update(errors=errors, top1=1.0 - float(np.mean(benchmark)) if benchmark else None,
-                  num_samples=int(bounds[-1]))  # fmt: skip
+                  num_samples=top1_errors[None])  # fmt: skip
     for corruption, values in errors.items():
         ce = result["CE"].get(corruption)
         logger.info(f"imagenet-c {corruption}: top-1 error by severity {' '.join(f'{e:.4f}' for e in values)}"
@@ -286,6 +318,88 @@ def evaluate_imagenet_c(evaluator, datasets: dict[tuple[str, int], object], clea
     else:
         logger.info(f"imagenet-c: mCE {result['mCE']:.2f}, unnormalized mean error {result['mean_error']:.2f}%")
     return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Corrupted copies of any evaluation set, on the fly (--corrupt), with the imagecorruptions-imaug library
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def corruption_names(spec: str) -> list[str]:
+    """`--corrupt`: "all" (the 19 corruptions), "benchmark" (ImageNet-C's 15) or comma-separated names."""
+    if spec == "all":
+        return list(CORRUPTIONS)
+    if spec == "benchmark":
+        return list(IMAGENET_C_CORRUPTIONS)
+    names = [name.strip() for name in spec.split(",")]
+    unknown = [name for name in names if name not in CORRUPTIONS]
+    if unknown:
+        raise ValueError(
+            f"--corrupt: unknown corruptions {unknown}; use 'all', 'benchmark' or some of {list(CORRUPTIONS)}."
+        )
+    return names
+
+
+class CorruptingTransform:
+    """
+    The evaluation transform with a corruption of ImageNet-C in between, as ImageNet-C was made: resize and center
+    crop (uint8), then the corruption (imagecorruptions-imaug, a maintained port of Hendrycks' code), then ImageNet
+    normalization. (ImageNet-C also saved each image as a JPEG of quality 85; that step is left out here.) The
+    corruption's randomness is seeded from each item's generator, so a set's corrupted copy is the same at every run.
+    """
+
+    def __init__(self, image_processor: SupMAEImageProcessor, corruption: str, severity: int):
+        try:
+            from imagecorruptions import corrupt
+        except ImportError:
+            raise ImportError(
+                "--corrupt needs the imagecorruptions-imaug package: pip install imagecorruptions-imaug "
+                "(or pip install -e '.[corrupt]')."
+            ) from None
+        self.corrupt, self.corruption, self.severity = corrupt, corruption, severity
+        self.crop = SupMAEImageProcessor(size=image_processor.size, crop_size=image_processor.crop_size,
+                                         do_rescale=False, do_normalize=False)  # fmt: skip
+
+    def __call__(self, image, rng=None) -> torch.Tensor:
+        pixels = self.crop(image, return_tensors="pt").pixel_values[0]  # (3, S, S), 0..255
+        pixels = pixels.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+        state = np.random.get_state()  # the library draws from numpy's global generator
+        np.random.seed(rng.getrandbits(32) if rng is not None else 0)
+        try:
+            corrupted = self.corrupt(pixels, corruption_name=self.corruption, severity=self.severity)
+        finally:
+            np.random.set_state(state)
+        corrupted = np.ascontiguousarray(np.clip(corrupted, 0, 255).astype(np.uint8))
+        return normalize_uint8(torch.from_numpy(corrupted).permute(2, 0, 1))
+
+
+def evaluate_corrupted(evaluator, name: str, dataset, subset, corruptions, severities, image_processor) -> dict:
+    """
+    One evaluation set under each corruption and severity, corrupted on the fly, in one prediction pass.
+
+    Returns:
+        {"errors": {corruption: [top-1 error per severity] (fractions)}, "corruption_errors": {corruption: mean
+        error (percent)}, "mean_error": the mean over all (percent), "severities", "num_samples"}. No CE or mCE:
+        AlexNet's normalizers belong to ImageNet-C's own files.
+    """
+    if not hasattr(dataset, "__len__") or not hasattr(dataset, "transform"):
+        raise ValueError(f"--corrupt: the evaluation set {name!r} is streamed; corrupted copies need map-style data.")
+    copies = {}
+    for corruption in corruptions:
+        for severity in severities:
+            copies[corruption, severity] = copy.copy(dataset)
+            copies[corruption, severity].transform = CorruptingTransform(image_processor, corruption, severity)
+    top1_errors = top1_errors_in_one_pass(evaluator, copies, subset)
+    errors = {c: [top1_errors[c, s] for s in severities] for c in corruptions}
+    for corruption, values in errors.items():
+        logger.info(f"{name} + {corruption}: top-1 error by severity {' '.join(f'{e:.4f}' for e in values)}")
+    return {
+        "errors": errors,
+        "corruption_errors": {c: 100 * float(np.mean(values)) for c, values in errors.items()},
+        "mean_error": 100 * float(np.mean(list(errors.values()))),
+        "severities": list(severities),
+        "num_samples": top1_errors[None],
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -359,24 +473,38 @@ def write_robustness_table(output_dir: str, reports: dict[str, dict], model: str
     return table
 
 
-def evaluate_robustness(evaluator, args, config, reports, bad_images, cache_dir=None, model=None) -> dict[str, dict]:
+def evaluate_robustness(evaluator, args, config, sets, reports, bad_images, cache_dir=None, model=None) -> dict:
     """
-    After the other evaluation sets (`robustness_sets` among them): ImageNet-C when --imagenet_c is given (its report
-    `imagenet_c.json`), then the robustness table (`robustness.json`, `robustness.md`) from everything evaluated.
-    Returns the new reports ({"imagenet-c": ...} or nothing).
+    After the evaluation sets `sets` (`robustness_sets` among them) gave `reports`: ImageNet-C when --imagenet_c is
+    given (`imagenet_c.json`), corrupted copies of every set with --corrupt (`corrupted_NAME.json`), then the
+    robustness table (`robustness.json`, `robustness.md`) when any of its sets was evaluated.
+    Returns the new reports ({"imagenet-c": ...}, {"corrupted-NAME": ...}).
     """
     new = {}
+    image_size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
     if args.imagenet_c:
         check_imagenet_classes(config, "--imagenet_c")
-        image_size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
-        processor = imagenet_c_image_processor(image_size)
-        datasets = imagenet_c_datasets(args.imagenet_c, config, processor, bad_images, cache_dir)
+        datasets = imagenet_c_datasets(args.imagenet_c, config, imagenet_c_image_processor(image_size), bad_images,
+                                       cache_dir)  # fmt: skip
         clean = 1.0 - reports["imagenet-val"]["top1"] if "imagenet-val" in reports else None
         new["imagenet-c"] = evaluate_imagenet_c(evaluator, datasets, clean)
         if evaluator.is_world_process_zero():
             write_report(os.path.join(args.output_dir, "imagenet_c.json"), "imagenet-c", new["imagenet-c"],
                          model=model, source=args.imagenet_c)  # fmt: skip
-    if evaluator.is_world_process_zero():
+    if args.corrupt:
+        corruptions = corruption_names(args.corrupt)
+        severities = [int(s) for s in args.corrupt_severities.split(",")]
+        if not set(severities) <= set(IMAGENET_C_SEVERITIES):
+            raise ValueError(f"--corrupt_severities takes some of 1..5, got {args.corrupt_severities!r}.")
+        for name, dataset, subset in sets:
+            result = evaluate_corrupted(evaluator, name, dataset, subset, corruptions, severities,
+                                        eval_image_processor(image_size))  # fmt: skip
+            result["top1"] = 1.0 - result["mean_error"] / 100  # the mean top-1 over the corrupted copies
+            new[f"corrupted-{name}"] = result
+            if evaluator.is_world_process_zero():
+                write_report(os.path.join(args.output_dir, f"corrupted_{name}.json"), name, result, model=model,
+                             clean_top1=reports.get(name, {}).get("top1"))  # fmt: skip
+    if evaluator.is_world_process_zero() and ("imagenet-c" in new or any(key in reports for key in ROBUSTNESS_SETS)):
         table = write_robustness_table(args.output_dir, {**reports, **new}, model)
         logger.info("Robustness table (robustness.md):\n" + robustness_markdown(table))
     return new

@@ -529,15 +529,19 @@ def run_suite(suite: Suite, model_args, args, shots: list[int], seeds: list[int]
             runner.encode(sorted({i for train, held_out in splits for i in train + held_out}))
         for k, s, path in pending:
             result = runner.run(k, s, grid, suite.holdout_fraction)
-            record = write_report(path, entry.name, {"score": result.pop("score")}, shots=k, seed=s,
-                                  settings=settings, **result)  # fmt: skip
+            record = {"dataset": entry.name, "metrics": {"score": result.pop("score")}, "shots": k, "seed": s,
+                      "settings": settings, **result}  # fmt: skip
+            if args.should_save:  # the main process (every process computed the same scores)
+                record = write_report(path, entry.name, record["metrics"], shots=k, seed=s, settings=settings,
+                                      **result)  # fmt: skip
             records.append(record)
             logger.info(
                 f"{entry.name} {k}-shot seed {s}: {entry.metric} {record['metrics']['score']:.4f} "
                 f"(lr {result['chosen']['learning_rate']:g}, wd {result['chosen']['weight_decay']:g})"
             )
     summary = summarize_suite(records, [entry.name for entry in suite.datasets], shots, seeds)
-    write_summary(output_dir, summary, model_args.model_name_or_path, args.mode)
+    if args.should_save:
+        write_summary(output_dir, summary, model_args.model_name_or_path, args.mode)
     return summary
 
 

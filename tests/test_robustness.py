@@ -40,8 +40,9 @@ import run_classification  # noqa: E402
 SYNSETS = imagenet_synsets()
 IMAGENET_R = load_class_subset("imagenet-r")
 # A rigged classifier: bias only, so every image gets the same ranking. PREDICTED is its top-1 overall; among
-# ImageNet-R's 200 classes, R_PREDICTED wins (PREDICTED is not one of them).
-PREDICTED = next(i for i in range(1000) if i not in IMAGENET_R)
+# ImageNet-R's 200 classes, R_PREDICTED wins (PREDICTED is not one of them). Far from 0 and 1, so that labels
+# numbered by folder position (0, 1, ...) instead of ImageNet's synset order would not match them by accident.
+PREDICTED = next(i for i in range(500, 1000) if i not in IMAGENET_R)
 OTHER = PREDICTED + 1 if PREDICTED + 1 not in IMAGENET_R else PREDICTED + 2
 R_PREDICTED, R_OTHER = IMAGENET_R[3], IMAGENET_R[7]
 
@@ -51,8 +52,8 @@ def rigged_classifier(path, num_labels=1000):
     with torch.no_grad():
         model.classifier.weight.zero_()
         model.classifier.bias.zero_()
-        model.classifier.bias[PREDICTED] = 10.0
         if num_labels == 1000:
+            model.classifier.bias[PREDICTED] = 10.0
             model.classifier.bias[R_PREDICTED] = 5.0
     model.save_pretrained(path)
     return path
@@ -224,3 +225,45 @@ def test_reported_rows_give_the_papers_scores():
     table = robustness_table(reports, "m")
     assert table["ours"]["score"] == pytest.approx(40.0) and table["ours"]["imagenet-val"] is None
     assert "| ours (`m`) | — | 40.0 | 30.0 | 50.0 | 20.0 | 40.0 |" in robustness_markdown(table)
+
+
+# ------------------------------------------------------------------------------------- corruptions on the fly
+def test_corrupting_transform_applies_the_librarys_corruption_reproducibly():
+    pytest.importorskip("imagecorruptions")
+    import random
+
+    from supmae.data import eval_image_processor
+    from supmae.robustness import CorruptingTransform
+
+    image = Image.fromarray(np.full((40, 40, 3), 100, dtype=np.uint8))
+    processor = eval_image_processor(32)
+    clean = processor(image, return_tensors="pt").pixel_values[0]
+    brighter = CorruptingTransform(processor, "brightness", 5)(image, random.Random(0))
+    assert brighter.shape == clean.shape == (3, 32, 32)
+    assert (brighter.mean() - clean.mean()).item() > 1.0  # brightness at severity 5 lifts every pixel
+    noise = CorruptingTransform(processor, "gaussian_noise", 3)
+    first, again = noise(image, random.Random(7)), noise(image, random.Random(7))
+    torch.testing.assert_close(first, again)  # seeded from the item's generator
+    assert not torch.equal(first, noise(image, random.Random(8)))
+    assert (first - clean).abs().mean().item() > 0.1
+
+
+def test_corrupted_copies_of_an_evaluation_set(tmp_path):
+    """`--corrupt` evaluates every set under each corruption and severity in one pass; with the rigged (constant)
+    classifier every copy has the clean set's error, which pins the bookkeeping."""
+    pytest.importorskip("imagecorruptions")
+    model = rigged_classifier(tmp_path / "clf")
+    write_classes(tmp_path / "val", {PREDICTED: 3, OTHER: 1})
+    reports = run_classification.main(
+        ["--mode", "eval", "--model_name_or_path", str(model), "--output_dir", str(tmp_path / "out"),
+         "--imagenet_val", str(tmp_path / "val"), "--corrupt", "gaussian_noise,fog", "--corrupt_severities", "1,5",
+         *TINY_EVAL]
+    )  # fmt: skip
+    report = json.loads((tmp_path / "out" / "corrupted_imagenet-val.json").read_text())
+    assert report["metrics"]["errors"] == {"gaussian_noise": [0.25, 0.25], "fog": [0.25, 0.25]}
+    assert report["metrics"]["num_samples"] == 16 and report["clean_top1"] == 0.75
+    assert reports["corrupted-imagenet-val"]["mean_error"] == 25.0
+    with pytest.raises(ValueError, match=r"unknown corruptions \['fogg'\]"):
+        run_classification.main(["--mode", "eval", "--model_name_or_path", str(model), "--output_dir",
+                                 str(tmp_path / "bad"), "--imagenet_val", str(tmp_path / "val"), "--corrupt", "fogg",
+                                 *TINY_EVAL])  # fmt: skip
