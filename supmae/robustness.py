@@ -88,14 +88,25 @@ def check_imagenet_classes(config, what: str) -> None:
         )
 
 
+def _unnamed_classes(config) -> bool:
+    return all(str(config.id2label[i]) == f"LABEL_{i}" for i in range(config.num_labels))
+
+
 def imagenet_label_map(dataset, label_column, config, subset=None, labels_in_subset=False) -> dict[int, int] | None:
     """
     How an ImageNet-variant's labels become the model's class indices. Classes named by WordNet ids (image folders of
-    the released sets: `n01440764/...`) map through ImageNet's sorted synset order; otherwise as any evaluation set
-    (`label_map_for`: by class name, or the labels as they are). With a class subset (ImageNet-A / -R), the labels
-    must lie in it.
+    the released sets: `n01440764/...`) map through ImageNet's sorted synset order. Otherwise, as any evaluation set
+    (`label_map_for`: by class name, or the labels as they are), except for a model without class names, whose
+    classes are taken to be ImageNet's in the standard order. With a class subset (ImageNet-A / -R), the labels must
+    lie in it.
     """
     names = class_names(dataset, label_column)
+    if names and not all(_WORDNET_ID.fullmatch(name) for name in names) and _unnamed_classes(config):
+        # A model without class names (a converted official checkpoint says LABEL_0..999) cannot be matched by name:
+        # the labels are taken as ImageNet's class indices (or subset positions), as ILSVRC/imagenet-1k numbers them.
+        labels = sorted(set(dataset[label_column]))
+        mapped = labels if subset is None else labels_to_model_space(labels, subset, labels_in_subset)
+        return None if labels == mapped else dict(zip(labels, mapped, strict=True))
     if not names or not all(_WORDNET_ID.fullmatch(name) for name in names):
         return label_map_for(dataset, label_column, config, subset, labels_in_subset)
     index = {synset: i for i, synset in enumerate(imagenet_synsets())}

@@ -267,3 +267,31 @@ def test_corrupted_copies_of_an_evaluation_set(tmp_path):
         run_classification.main(["--mode", "eval", "--model_name_or_path", str(model), "--output_dir",
                                  str(tmp_path / "bad"), "--imagenet_val", str(tmp_path / "val"), "--corrupt", "fogg",
                                  *TINY_EVAL])  # fmt: skip
+
+
+def test_labels_of_imagenet_variants_reach_the_models_classes():
+    """WordNet-id classes go through the sorted synset order; a named Hub copy (ILSVRC/imagenet-1k style, lemma
+    names in the standard order) reaches a model without class names (a converted checkpoint: LABEL_i) by index."""
+    import datasets
+
+    from supmae.robustness import imagenet_label_map
+
+    unnamed = tiny_config(num_labels=1000)
+    wnids = datasets.Dataset.from_dict(
+        {"label": [0, 1, 1]}, datasets.Features({"label": datasets.ClassLabel(names=[SYNSETS[7], SYNSETS[900]])})
+    )
+    assert imagenet_label_map(wnids, "label", unnamed) == {0: 7, 1: 900}
+    lemmas = datasets.Dataset.from_dict(
+        {"label": [5, 600]},
+        datasets.Features({"label": datasets.ClassLabel(names=[f"lemma {i}" for i in range(1000)])}),
+    )
+    assert imagenet_label_map(lemmas, "label", unnamed) is None  # the labels are already the model's indices
+    with pytest.raises(ValueError, match="not among the model's classes"):  # a named model must match by name
+        imagenet_label_map(lemmas, "label", tiny_config(num_labels=1000, id2label={i: f"c{i}" for i in range(1000)}))
+    positions = datasets.Dataset.from_dict(
+        {"label": [0, 3]}, datasets.Features({"label": datasets.ClassLabel(names=[f"r{i}" for i in range(200)])})
+    )
+    assert imagenet_label_map(positions, "label", unnamed, IMAGENET_R, labels_in_subset=True) == {
+        0: IMAGENET_R[0],
+        3: IMAGENET_R[3],
+    }
