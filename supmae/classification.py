@@ -139,6 +139,22 @@ class ClassificationArguments(SupMAETrainingArguments):
     few_shot: int | None = field(default=None, metadata={"help": "Train on this many images per class."})
     few_shot_seeds: str = field(default="0,1,2", metadata={"help": "Seeds of the few-shot runs (mean +- std)."})
     lr_scheduler_type: str = field(default="cosine_with_min_lr", metadata={"help": "Warmup, then cosine to min lr."})
+    # The robustness table (supmae/robustness.py). Each set: SOURCE[,split=S][,config=C][,image_column=C]...
+    imagenet_c: str | None = field(
+        default=None,
+        metadata={"help": "ImageNet-C: DIR/<corruption>/<severity>/<wnid>/*.JPEG, or a source template with "
+                  "{corruption} and {severity} (one dataset per set). Reports each error, CE and the mCE."},
+    )  # fmt: skip
+    imagenet_val: str | None = field(default=None, metadata={"help": "Robustness table: clean ImageNet-1k val."})
+    imagenet_a: str | None = field(default=None, metadata={"help": "Robustness table: ImageNet-A (200 classes)."})
+    imagenet_r: str | None = field(default=None, metadata={"help": "Robustness table: ImageNet-R (200 classes)."})
+    imagenet_sketch: str | None = field(default=None, metadata={"help": "Robustness table: ImageNet-Sketch."})
+    corrupt: str | None = field(
+        default=None,
+        metadata={"help": "Also evaluate every evaluation set corrupted on the fly (imagecorruptions-imaug): 'all', "
+                  "'benchmark' (ImageNet-C's 15) or names such as gaussian_noise,fog."},
+    )  # fmt: skip
+    corrupt_severities: str = field(default="1,2,3,4,5", metadata={"help": "The severities of --corrupt."})
 
 
 DESCRIPTION = """Fine-tune, linearly probe or evaluate a pretrained SupMAE, on the Hugging Face Trainer. Each --mode's
@@ -395,6 +411,9 @@ def run(model_args, data_args, args, data, train_indices=None, command=None) -> 
     image_processor = eval_image_processor(image_size)
     bad_images = BadImagePolicy(data_args.bad_images, os.path.join(args.output_dir, SKIPPED_IMAGES))
     sets = evaluation_sets(args, data_args, data, config, image_processor, bad_images)
+    from . import robustness  # (it builds on this module)
+
+    sets += robustness.robustness_sets(args, config, image_processor, bad_images, data_args.cache_dir)
     effective_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     schedule, log_lines = training_schedule(args, effective_batch)
     optimizer_name = "adamw"
@@ -442,6 +461,9 @@ def run(model_args, data_args, args, data, train_indices=None, command=None) -> 
                          model=model_args.model_name_or_path, mode=args.mode, num_labels=config.num_labels,
                          class_subset=subset)  # fmt: skip
             logger.info(f"{name}: " + json.dumps({k: round(v, 4) for k, v in metrics.items()}))
+    if robustness.requested(args):  # ImageNet-C, corrupted copies, then the table of everything evaluated
+        reports.update(robustness.evaluate_robustness(evaluator, args, config, sets, reports, bad_images,
+                                                      data_args.cache_dir, model_args.model_name_or_path))  # fmt: skip
 
     if args.mode != "eval" and evaluator.is_world_process_zero():
         card = classification_model_card(
@@ -467,8 +489,10 @@ def check_classification_arguments(model_args: ModelArguments, data_args: DataAr
     if args.cache_features and args.mode != "linprobe":
         raise ValueError("--cache_features is for --mode linprobe (the encoder must be frozen).")
     has_data = data_args.dataset_name is not None or data_args.train_dir is not None
-    if args.mode == "eval" and not (has_data or args.eval_datasets):
-        raise ValueError("--mode eval needs data: --dataset_name / --train_dir / --validation_dir or --eval_datasets.")
+    robustness = args.imagenet_c or args.imagenet_val or args.imagenet_a or args.imagenet_r or args.imagenet_sketch
+    if args.mode == "eval" and not (has_data or args.eval_datasets or robustness):
+        raise ValueError("--mode eval needs data: --dataset_name / --train_dir / --validation_dir, --eval_datasets "
+                         "or the robustness sets (--imagenet_c, --imagenet_val, --imagenet_a, ...).")  # fmt: skip
     if args.few_shot is not None and data_args.streaming:
         raise ValueError("--few_shot samples images per class and needs a map-style dataset, not --streaming.")
 

@@ -299,3 +299,202 @@ def write_json(path: str | os.PathLike, value) -> object:
     finally:
         tmp.unlink(missing_ok=True)
     return value
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ImageNet-C: corruption errors (Hendrycks & Dietterich, "Benchmarking Neural Network Robustness to Common
+# Corruptions and Perturbations", ICLR 2019)
+# ---------------------------------------------------------------------------------------------------------------
+
+# The benchmark's 15 corruptions, in the paper's order (noise, blur, weather, digital).
+IMAGENET_C_CORRUPTIONS = (
+    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+    "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+)  # fmt: skip
+# Released beside them as held-out corruptions: reported, never part of the mCE.
+IMAGENET_C_EXTRA_CORRUPTIONS = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+IMAGENET_C_SEVERITIES = (1, 2, 3, 4, 5)
+# AlexNet's top-1 error on each corruption, averaged over the 5 severities (fractions): the mCE's normalizers, from
+# Hendrycks & Dietterich, as used by AugMix's `compute_mce`.
+ALEXNET_CORRUPTION_ERRORS = {
+    "gaussian_noise": 0.886428, "shot_noise": 0.894468, "impulse_noise": 0.922640, "defocus_blur": 0.819880,
+    "glass_blur": 0.826268, "motion_blur": 0.785948, "zoom_blur": 0.798360, "snow": 0.866816, "frost": 0.826572,
+    "fog": 0.819324, "brightness": 0.564592, "contrast": 0.853204, "elastic_transform": 0.646056,
+    "pixelate": 0.717840, "jpeg_compression": 0.606500,
+}  # fmt: skip
+# AlexNet's top-1 error on the clean validation set (fraction; the paper's appendix C): the relative mCE's baseline.
+ALEXNET_CLEAN_ERROR = 0.4348
+
+
+def mean_corruption_error(
+    errors: dict[str, Sequence[float]], clean_error: float | None = None, partial: bool = False
+) -> dict:
+    """
+    ImageNet-C's corruption errors. For corruption c, `CE_c = sum_s E_{s,c} / sum_s E^AlexNet_{s,c}` over the 5
+    severities s (AlexNet's sum is 5 x its severity-averaged error), and `mCE` is the mean of CE_c over the 15
+    benchmark corruptions. With the clean error, the relative version measures the degradation from clean:
+    `relative CE_c = sum_s (E_{s,c} - E_clean) / sum_s (E^AlexNet_{s,c} - E^AlexNet_clean)`.
+
+    Args:
+        errors: {corruption: top-1 errors at severities 1..5, fractions in [0, 1]}. The 15 benchmark corruptions;
+            the 4 extra ones (`IMAGENET_C_EXTRA_CORRUPTIONS`) may be given too and are reported, outside the mCE.
+        clean_error: the same model's top-1 error on the clean validation set (fraction), for the relative mCE.
+        partial: accept fewer than the 15 corruptions; then `mCE` (and `relative_mCE`) is None and `missing`
+            names the corruptions without errors.
+
+    Returns:
+        all in percent: {"mCE", "CE": {c: CE_c} (benchmark corruptions given), "mean_error": the unnormalized
+        mean of the benchmark corruptions' errors, "corruption_errors": {c: mean error over severities} (every
+        corruption given), "missing": [...]} and, with `clean_error`, "clean_error", "relative_mCE",
+        "relative_CE": {c: ...}.
+    """
+    known = IMAGENET_C_CORRUPTIONS + IMAGENET_C_EXTRA_CORRUPTIONS
+    unknown = sorted(set(errors) - set(known))
+    if unknown:
+        raise ValueError(f"Unknown ImageNet-C corruptions {unknown}; the known ones are {list(known)}.")
+    for corruption, values in errors.items():
+        if len(values) != len(IMAGENET_C_SEVERITIES):
+            raise ValueError(f"{corruption}: {len(values)} errors given; one per severity 1..5 is needed.")
+        if not all(0.0 <= float(v) <= 1.0 for v in values):
+            raise ValueError(f"{corruption}: errors must be fractions in [0, 1], got {list(values)}.")
+    if clean_error is not None and not 0.0 <= clean_error <= 1.0:
+        raise ValueError(f"clean_error must be a fraction in [0, 1], got {clean_error}.")
+    missing = [c for c in IMAGENET_C_CORRUPTIONS if c not in errors]
+    if missing and not partial:
+        raise ValueError(f"The mCE needs all 15 corruptions; no errors for {missing}.")
+
+    average = {c: float(np.mean(errors[c])) for c in known if c in errors}  # severity-averaged, fractions
+    benchmark = [c for c in IMAGENET_C_CORRUPTIONS if c in errors]
+    ce = {c: 100 * average[c] / ALEXNET_CORRUPTION_ERRORS[c] for c in benchmark}
+    result = {
+        "mCE": None if missing else float(np.mean(list(ce.values()))),
+        "CE": ce,
+        "mean_error": 100 * float(np.mean([average[c] for c in benchmark])) if benchmark else None,
+        "corruption_errors": {c: 100 * value for c, value in average.items()},
+        "missing": missing,
+    }
+    if clean_error is not None:
+        relative = {
+            c: 100 * (average[c] - clean_error) / (ALEXNET_CORRUPTION_ERRORS[c] - ALEXNET_CLEAN_ERROR)
+            for c in benchmark
+        }
+        result.update(
+            clean_error=100 * clean_error,
+            relative_CE=relative,
+            relative_mCE=None if missing else float(np.mean(list(relative.values()))),
+        )
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Transfer metrics (ELEVATER scores each dataset with one of these)
+# ---------------------------------------------------------------------------------------------------------------
+
+TRANSFER_METRICS = ("accuracy", "mean_per_class", "11point_mAP", "roc_auc")
+
+
+def mean_per_class_accuracy(labels, predictions) -> float:
+    """
+    The mean over classes of the fraction of that class's samples predicted right (the mean recall; "balanced
+    accuracy"), over the classes present in `labels`.
+
+    Args:
+        labels: (N,) true classes.
+        predictions: (N,) predicted classes.
+
+    Returns:
+        a fraction in [0, 1].
+    """
+    labels, predictions = np.asarray(labels).reshape(-1), np.asarray(predictions).reshape(-1)
+    if len(labels) == 0:
+        raise ValueError("No samples to score.")
+    return float(np.mean([np.mean(predictions[labels == c] == c) for c in np.unique(labels)]))
+
+
+def eleven_point_average_precision(targets, scores) -> float:
+    """
+    PASCAL VOC 2007's 11-point interpolated mean average precision over classes. For each class, rank the samples by
+    score; at each recall level r in {0, 0.1, ..., 1} take the highest precision reached at any recall >= r (0 if
+    none); the class's AP is the mean of the 11 values. Samples with equal scores enter the ranking together (the
+    precision-recall curve has one point per distinct score). Classes without a positive sample are left out.
+
+    Args:
+        targets: (N, C) multi-hot {0, 1} targets (or (N,) for one class).
+        scores: (N, C) scores, higher meaning more likely (logits, probabilities).
+
+    Returns:
+        the mean over classes, a fraction in [0, 1].
+    """
+    targets, scores = np.asarray(targets), np.asarray(scores, dtype=np.float64)
+    targets, scores = targets.reshape(len(targets), -1), scores.reshape(len(scores), -1)
+    if targets.shape != scores.shape:
+        raise ValueError(f"targets {targets.shape} and scores {scores.shape} differ in shape.")
+    precisions = []
+    for c in range(targets.shape[1]):
+        positives = targets[:, c] > 0
+        if not positives.any():
+            continue
+        order = np.argsort(-scores[:, c], kind="stable")
+        ranked_scores, ranked_hits = scores[order, c], positives[order]
+        # Keep the last position of each run of equal scores: tied samples count all at once.
+        last_of_tie = np.r_[ranked_scores[1:] != ranked_scores[:-1], True]
+        true_positives = np.cumsum(ranked_hits)[last_of_tie]
+        retrieved = np.flatnonzero(last_of_tie) + 1
+        recall, precision = true_positives / positives.sum(), true_positives / retrieved
+        levels = [precision[recall >= r].max() if (recall >= r).any() else 0.0 for r in np.linspace(0, 1, 11)]
+        precisions.append(np.mean(levels))
+    if not precisions:
+        raise ValueError("No class has a positive sample: the mAP is undefined.")
+    return float(np.mean(precisions))
+
+
+def binary_roc_auc(labels, scores) -> float:
+    """
+    The area under the ROC curve of a binary problem: the probability that a random positive scores above a random
+    negative, ties counting one half (the Mann-Whitney U statistic over the number of pairs).
+
+    Args:
+        labels: (N,) {0, 1} labels, both present.
+        scores: (N,) scores of the positive class.
+
+    Returns:
+        a fraction in [0, 1].
+    """
+    from scipy.stats import rankdata
+
+    labels, scores = np.asarray(labels).reshape(-1), np.asarray(scores, dtype=np.float64).reshape(-1)
+    positives, negatives = int((labels == 1).sum()), int((labels == 0).sum())
+    if positives + negatives != len(labels):
+        raise ValueError(f"ROC-AUC needs 0/1 labels; got {sorted(set(labels.tolist()))[:10]}.")
+    if positives == 0 or negatives == 0:
+        raise ValueError("ROC-AUC needs both positive and negative samples.")
+    ranks = rankdata(scores)  # 1-based, ties get their average rank
+    return float((ranks[labels == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def transfer_score(metric: str, logits, labels) -> float:
+    """
+    A transfer dataset's score from the model's outputs.
+
+    Args:
+        metric: one of `TRANSFER_METRICS`.
+        logits: (N, C) class scores.
+        labels: (N,) class indices, or (N, C) multi-hot targets for `11point_mAP`.
+
+    Returns:
+        a fraction in [0, 1]. `accuracy` and `mean_per_class` use the top-1 class; `11point_mAP` ranks by each
+        class's logit (the same ranking as its sigmoid); `roc_auc` (two classes) ranks by logit_1 - logit_0 (the
+        same ranking as the softmax probability of class 1).
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    if metric == "accuracy":
+        return float(np.mean(logits.argmax(-1) == np.asarray(labels).reshape(-1)))
+    if metric == "mean_per_class":
+        return mean_per_class_accuracy(labels, logits.argmax(-1))
+    if metric == "11point_mAP":
+        return eleven_point_average_precision(labels, logits)
+    if metric == "roc_auc":
+        if logits.shape[-1] != 2:
+            raise ValueError(f"roc_auc scores binary problems; the model has {logits.shape[-1]} classes.")
+        return binary_roc_auc(labels, logits[:, 1] - logits[:, 0])
+    raise ValueError(f"Unknown metric {metric!r}; choose one of {list(TRANSFER_METRICS)}.")

@@ -234,3 +234,164 @@ def test_write_report_replaces_whole_or_not_at_all(tmp_path):
         write_report(path, "broken", {"top1": 0.3}, extra=object())
     assert json.loads(path.read_text())["dataset"] == "new"
     assert os.listdir(tmp_path) == ["report.json"]
+
+
+# --- ImageNet-C mCE ------------------------------------------------------------------------------------------
+
+from supmae.evaluation import (  # noqa: E402
+    ALEXNET_CORRUPTION_ERRORS,
+    IMAGENET_C_CORRUPTIONS,
+    IMAGENET_C_EXTRA_CORRUPTIONS,
+    binary_roc_auc,
+    eleven_point_average_precision,
+    mean_corruption_error,
+    mean_per_class_accuracy,
+    transfer_score,
+)
+
+
+def corruption_errors(seed=0):
+    """Five random errors per benchmark corruption."""
+    rng = np.random.default_rng(seed)
+    return {c: rng.uniform(0.2, 0.9, 5).tolist() for c in IMAGENET_C_CORRUPTIONS}
+
+
+def test_mce_by_hand():
+    errors = corruption_errors()
+    result = mean_corruption_error(errors)
+    # CE_c = sum over severities of ours / the same sum for AlexNet, whose severity errors average to its normalizer.
+    expected_ce = {c: 100 * sum(errors[c]) / (5 * ALEXNET_CORRUPTION_ERRORS[c]) for c in IMAGENET_C_CORRUPTIONS}
+    assert result["CE"] == pytest.approx(expected_ce, rel=1e-12)
+    assert result["mCE"] == pytest.approx(sum(expected_ce.values()) / 15, rel=1e-12)
+    assert result["mean_error"] == pytest.approx(100 * sum(map(sum, errors.values())) / 75, rel=1e-12)
+    assert result["missing"] == [] and "relative_mCE" not in result
+
+
+def test_mce_of_alexnet_itself_is_100_and_of_half_its_errors_50():
+    alexnet = {c: [ALEXNET_CORRUPTION_ERRORS[c]] * 5 for c in IMAGENET_C_CORRUPTIONS}
+    assert mean_corruption_error(alexnet, clean_error=0.4348)["mCE"] == pytest.approx(100.0)
+    assert mean_corruption_error(alexnet, clean_error=0.4348)["relative_mCE"] == pytest.approx(100.0)
+    # Severities enter through their sum: the same mean spread over severities gives the same CE.
+    spread = {c: [e - 0.05, e + 0.05, e, e - 0.03, e + 0.03] for c, [e, *_] in alexnet.items()}
+    assert mean_corruption_error(spread)["mCE"] == pytest.approx(100.0)
+    half = {c: [e / 2 for e in values] for c, values in alexnet.items()}
+    assert mean_corruption_error(half)["mCE"] == pytest.approx(50.0)
+
+
+def test_relative_mce_by_hand():
+    errors = corruption_errors(1)
+    clean = 0.2
+    result = mean_corruption_error(errors, clean_error=clean)
+    expected = {
+        c: 100 * sum(e - clean for e in errors[c]) / (5 * (ALEXNET_CORRUPTION_ERRORS[c] - 0.4348))
+        for c in IMAGENET_C_CORRUPTIONS
+    }
+    assert result["relative_CE"] == pytest.approx(expected, rel=1e-12)
+    assert result["relative_mCE"] == pytest.approx(np.mean(list(expected.values())), rel=1e-12)
+    assert result["clean_error"] == pytest.approx(20.0)
+
+
+def test_extra_corruptions_are_reported_but_left_out_of_the_mce():
+    errors = corruption_errors()
+    with_extras = {**errors, **{c: [1.0] * 5 for c in IMAGENET_C_EXTRA_CORRUPTIONS}}
+    result, plain = mean_corruption_error(with_extras), mean_corruption_error(errors)
+    assert result["mCE"] == plain["mCE"] and result["mean_error"] == plain["mean_error"]
+    assert set(result["CE"]) == set(IMAGENET_C_CORRUPTIONS)
+    assert result["corruption_errors"]["spatter"] == 100.0 and len(result["corruption_errors"]) == 19
+
+
+def test_mce_needs_every_corruption_unless_partial():
+    errors = corruption_errors()
+    del errors["fog"], errors["snow"]
+    with pytest.raises(ValueError, match=r"needs all 15 corruptions; no errors for \['snow', 'fog'\]"):
+        mean_corruption_error(errors)
+    result = mean_corruption_error(errors, clean_error=0.3, partial=True)
+    assert result["mCE"] is None and result["relative_mCE"] is None and result["missing"] == ["snow", "fog"]
+    assert len(result["CE"]) == 13
+
+
+def test_mce_input_errors_are_named():
+    errors = corruption_errors()
+    with pytest.raises(ValueError, match=r"Unknown ImageNet-C corruptions \['gaussian-noise'\]"):
+        mean_corruption_error({**errors, "gaussian-noise": [0.5] * 5})
+    with pytest.raises(ValueError, match="fog: 4 errors given; one per severity 1..5"):
+        mean_corruption_error({**errors, "fog": [0.5] * 4})
+    with pytest.raises(ValueError, match="fog: errors must be fractions"):
+        mean_corruption_error({**errors, "fog": [50.0] * 5})  # percent by mistake
+    with pytest.raises(ValueError, match="clean_error must be a fraction"):
+        mean_corruption_error(errors, clean_error=23.5)
+
+
+# --- transfer metrics against scikit-learn -------------------------------------------------------------------
+
+from sklearn.metrics import balanced_accuracy_score, precision_recall_curve, roc_auc_score  # noqa: E402
+
+
+def test_mean_per_class_accuracy_is_sklearns_balanced_accuracy():
+    rng = np.random.default_rng(0)
+    labels = rng.choice(5, size=300, p=[0.5, 0.2, 0.15, 0.1, 0.05])  # imbalanced: differs from plain accuracy
+    predictions = np.where(rng.random(300) < 0.6, labels, rng.integers(0, 5, 300))
+    ours = mean_per_class_accuracy(labels, predictions)
+    assert ours == pytest.approx(balanced_accuracy_score(labels, predictions), abs=1e-12)
+    assert abs(ours - np.mean(labels == predictions)) > 0.01
+    assert mean_per_class_accuracy([0, 0, 0, 1], [0, 0, 0, 0]) == 0.5  # by hand: class 0 all right, class 1 none
+
+
+def sklearn_eleven_point_ap(targets, scores):
+    """VOC 2007's 11-point AP from scikit-learn's precision-recall curve, averaged over classes."""
+    aps = []
+    for c in range(targets.shape[1]):
+        precision, recall, _ = precision_recall_curve(targets[:, c], scores[:, c])
+        aps.append(np.mean([precision[recall >= r].max() for r in np.linspace(0, 1, 11)]))
+    return float(np.mean(aps))
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_eleven_point_map_agrees_with_sklearns_precision_recall_curve(tied):
+    rng = np.random.default_rng(1)
+    targets = (rng.random((200, 6)) < 0.3).astype(int)
+    scores = targets * rng.normal(1.0, 1.0, (200, 6)) + rng.normal(0.0, 1.0, (200, 6))
+    if tied:  # coarse scores: many ties, which must enter the ranking together
+        scores = np.round(scores)
+    ours = eleven_point_average_precision(targets, scores)
+    assert ours == pytest.approx(sklearn_eleven_point_ap(targets, scores), abs=1e-12)
+    assert 0.4 < ours < 0.95
+
+
+def test_eleven_point_ap_by_hand():
+    # Ranked hits: 1, 0, 1, 0 (2 positives). Recall/precision after each: (.5, 1), (.5, .5), (1, 2/3), (1, .5).
+    # Levels 0..0.5 (6 of them) reach precision 1; levels 0.6..1 (5) reach 2/3: AP = (6 + 5 * 2/3) / 11.
+    ap = eleven_point_average_precision([[1], [0], [1], [0]], [[0.9], [0.8], [0.7], [0.1]])
+    assert ap == pytest.approx((6 + 5 * 2 / 3) / 11)
+    # A class without positives is left out of the mean.
+    assert eleven_point_average_precision([[1, 0], [0, 0]], [[0.9, 0.1], [0.1, 0.9]]) == 1.0
+    with pytest.raises(ValueError, match="No class has a positive sample"):
+        eleven_point_average_precision([[0], [0]], [[0.3], [0.2]])
+
+
+def test_binary_roc_auc_is_sklearns():
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, 500)
+    scores = np.round(labels * 0.8 + rng.normal(0, 1, 500), 1)  # rounded: ties count one half
+    assert binary_roc_auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    # By hand: positives 0.4, 0.8 against negatives 0.1, 0.5; only 0.4 < 0.5 of the 4 pairs is misordered.
+    assert binary_roc_auc([0, 1, 0, 1], [0.1, 0.4, 0.5, 0.8]) == 0.75
+    with pytest.raises(ValueError, match="needs both positive and negative"):
+        binary_roc_auc([1, 1], [0.2, 0.3])
+
+
+def test_transfer_score_dispatches_on_the_metric():
+    logits = np.array([[2.0, 0.0], [0.0, 1.0], [0.5, 0.0], [0.0, 3.0]])
+    labels = np.array([0, 1, 1, 1])
+    assert transfer_score("accuracy", logits, labels) == 0.75
+    assert transfer_score("mean_per_class", logits, labels) == pytest.approx((1 + 2 / 3) / 2)
+    softmax = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    assert transfer_score("roc_auc", logits, labels) == pytest.approx(roc_auc_score(labels, softmax[:, 1]))
+    multi_hot = np.array([[1, 0], [0, 1], [1, 1], [0, 1]])
+    assert transfer_score("11point_mAP", logits, multi_hot) == pytest.approx(
+        sklearn_eleven_point_ap(multi_hot, logits)
+    )
+    with pytest.raises(ValueError, match="Unknown metric 'top1'"):
+        transfer_score("top1", logits, labels)
+    with pytest.raises(ValueError, match="roc_auc scores binary problems; the model has 3 classes"):
+        transfer_score("roc_auc", np.zeros((2, 3)), [0, 1])

@@ -1,0 +1,691 @@
+# Copyright 2026 The supmae authors. Licensed under the Apache License, Version 2.0.
+"""
+Few-shot transfer over many datasets with ELEVATER's protocol (Li et al., "ELEVATER: A Benchmark and Toolkit for
+Evaluating Language-Augmented Visual Models", NeurIPS 2022; the SupMAE paper's few-shot table):
+
+- K images per class drawn by the seed (`few_shot_split`);
+- 20% of the few-shot set held out to choose the learning rate and weight decay from a small grid, then training on
+  all K per class with the choice (`run_few_shot`);
+- the test split scored with the dataset's metric (accuracy, mean per class, 11-point mAP, ROC-AUC);
+- one JSON record per (dataset, shots, seed), written as soon as it exists, so that a killed suite resumes at the
+  first (dataset, shots, seed) without one (`run_suite`); then a summary (JSON, Markdown, a plot).
+
+The suite file (YAML) lists the datasets (`load_suite`); run_transfer.py is the command.
+"""
+
+import dataclasses
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import PIL.Image
+import PIL.ImageDraw
+import torch
+import transformers
+import yaml
+from torch import nn
+from transformers import default_data_collator
+
+from .classification import build_model, evaluation_set, train_transform, training_schedule
+from .data import (
+    BadImagePolicy,
+    ImageCollator,
+    MixupCollator,
+    TransformedImageDataset,
+    class_names,
+    eval_image_processor,
+    find_image_column,
+    find_label_column,
+    load_image_split,
+)
+from .evaluation import TRANSFER_METRICS, few_shot_indices, summarize_runs, transfer_score, write_report
+from .training import (
+    SKIPPED_IMAGES,
+    FeatureDataset,
+    FeatureProbe,
+    SupMAEClassificationTrainer,
+    extract_features,
+    linear_probe_optimizer,
+)
+
+
+logger = logging.getLogger(__name__)
+
+SOURCE_KEYS = ("source", "split", "config", "image_column", "label_column")
+DATASET_KEYS = ("name", "train", "test", "metric")
+SUITE_KEYS = ("datasets", "grid", "holdout_fraction")
+GRID_KEYS = ("learning_rate", "weight_decay")
+# The learning rates and weight decays tried when the suite names none (the optimizer's peak lr, as ELEVATER's grid).
+DEFAULT_GRIDS = {
+    "linprobe": {"learning_rate": [0.01, 0.1, 1.0], "weight_decay": [0.0]},
+    "finetune": {"learning_rate": [1e-4, 3e-4, 1e-3], "weight_decay": [0.05]},
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The suite file
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataSource:
+    """One split of a Hub dataset, a local dataset directory or an image folder."""
+
+    source: str
+    split: str | None = None
+    config: str | None = None
+    image_column: str | None = None
+    label_column: str | None = None
+
+    def load(self, cache_dir=None):
+        """The split, its image column and its label column."""
+        dataset = load_image_split(self.source, self.split, self.config, cache_dir)
+        image_column = find_image_column(dataset, self.image_column)
+        label_column = find_label_column(dataset, self.label_column)
+        if label_column is None:
+            raise ValueError(f"{self.source} has no label column (columns: {dataset.column_names}); name it with "
+                             "label_column.")  # fmt: skip
+        return dataset, image_column, label_column
+
+
+@dataclass
+class SuiteDataset:
+    name: str
+    train: DataSource
+    test: DataSource
+    metric: str
+
+    @property
+    def multi_label(self) -> bool:
+        """11-point mAP datasets (VOC 2007) are multi-label: sigmoid scores, binary cross-entropy."""
+        return self.metric == "11point_mAP"
+
+
+@dataclass
+class Suite:
+    path: str
+    datasets: list[SuiteDataset]
+    grid: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # mode -> {learning_rate, weight_decay}
+    holdout_fraction: float = 0.2
+
+    def grid_for(self, mode: str) -> list[dict[str, float]]:
+        """The (learning_rate, weight_decay) points tried for `mode`, in order."""
+        grid = {**DEFAULT_GRIDS[mode], **self.grid.get(mode, {})}
+        return [
+            {"learning_rate": lr, "weight_decay": wd} for lr in grid["learning_rate"] for wd in grid["weight_decay"]
+        ]
+
+
+def _source(value, where: str) -> DataSource:
+    if isinstance(value, str):
+        return DataSource(value)
+    if not isinstance(value, dict) or "source" not in value:
+        raise ValueError(f"{where} must be a source (a path or Hub dataset) or a mapping with 'source' and optional "
+                         f"{list(SOURCE_KEYS[1:])}; got {value!r}.")  # fmt: skip
+    unknown = sorted(set(value) - set(SOURCE_KEYS))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; allowed: {list(SOURCE_KEYS)}.")
+    return DataSource(**{key: None if v is None else str(v) for key, v in value.items()})
+
+
+def _numbers(value, where: str) -> list[float]:
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in values):
+        raise ValueError(f"{where} must be a non-negative number or a list of them, got {value!r}.")
+    return [float(v) for v in values]
+
+
+def load_suite(path: str) -> Suite:
+    """Read and check a suite file; every mistake is an error naming the file, the entry and the field."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"The suite file {path} does not exist.")
+    with open(path) as file:
+        try:
+            content = yaml.safe_load(file)
+        except yaml.YAMLError as error:
+            raise ValueError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(content, dict) or not isinstance(content.get("datasets"), list) or not content["datasets"]:
+        raise ValueError(f"{path} must be a mapping with a non-empty list 'datasets'.")
+    unknown = sorted(set(content) - set(SUITE_KEYS))
+    if unknown:
+        raise ValueError(f"{path}: unknown top-level keys {unknown}; allowed: {list(SUITE_KEYS)}.")
+    datasets, names = [], set()
+    for i, entry in enumerate(content["datasets"]):
+        where = f"{path}: datasets[{i}]" + (
+            f" ({entry['name']})" if isinstance(entry, dict) and "name" in entry else ""
+        )
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where} must be a mapping with {list(DATASET_KEYS)}.")
+        missing, unknown = [k for k in DATASET_KEYS if k not in entry], sorted(set(entry) - set(DATASET_KEYS))
+        if missing or unknown:
+            raise ValueError(f"{where}: " + (f"missing {missing}" if missing else f"unknown keys {unknown}")
+                             + f"; each dataset has {list(DATASET_KEYS)}.")  # fmt: skip
+        name = str(entry["name"])
+        if not name or "/" in name or name in names:
+            raise ValueError(f"{where}: 'name' must be unique and without '/', got {name!r}.")
+        if entry["metric"] not in TRANSFER_METRICS:
+            raise ValueError(f"{where}: 'metric' must be one of {list(TRANSFER_METRICS)}, got {entry['metric']!r}.")
+        names.add(name)
+        datasets.append(SuiteDataset(name, _source(entry["train"], f"{where}: train"),
+                                     _source(entry["test"], f"{where}: test"), entry["metric"]))  # fmt: skip
+    grid = content.get("grid") or {}
+    if not isinstance(grid, dict) or not set(grid) <= set(DEFAULT_GRIDS):
+        raise ValueError(f"{path}: 'grid' maps a mode ({list(DEFAULT_GRIDS)}) to {list(GRID_KEYS)}; got {grid!r}.")
+    for mode, points in grid.items():
+        if not isinstance(points, dict) or not set(points) <= set(GRID_KEYS):
+            raise ValueError(f"{path}: grid.{mode} takes {list(GRID_KEYS)}; got {points!r}.")
+        grid[mode] = {key: _numbers(value, f"{path}: grid.{mode}.{key}") for key, value in points.items()}
+    holdout = content.get("holdout_fraction", 0.2)
+    if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0 < holdout < 1:
+        raise ValueError(f"{path}: 'holdout_fraction' must be a number in (0, 1), got {holdout!r}.")
+    return Suite(path, datasets, grid, float(holdout))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Few-shot sets
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def multilabel_few_shot_indices(label_sets: list[list[int]], shots: int, seed: int) -> list[int]:
+    """
+    A few-shot set of a multi-label dataset: classes visited in increasing order, each topped up to at least `shots`
+    chosen images containing it (images already chosen for earlier classes count), drawn with
+    `np.random.default_rng(seed)`.
+
+    Returns:
+        sorted sample indices.
+    """
+    rng, chosen = np.random.default_rng(seed), set()
+    for cls in sorted({c for labels in label_sets for c in labels}):
+        holders = [i for i, labels in enumerate(label_sets) if cls in labels]
+        needed = shots - sum(i in chosen for i in holders)
+        candidates = [i for i in holders if i not in chosen]
+        if needed > len(candidates):
+            raise ValueError(f"Class {cls} is in {len(holders)} images, fewer than shots={shots}.")
+        if needed > 0:
+            chosen.update(int(i) for i in rng.choice(candidates, size=needed, replace=False))
+    return sorted(chosen)
+
+
+def few_shot_split(labels, shots: int, seed: int, holdout_fraction: float = 0.2) -> tuple[list[int], list[int]]:
+    """
+    ELEVATER's few-shot set and its held-out part: `shots` images per class drawn by `seed`, then `holdout_fraction`
+    of them set aside to choose the hyper-parameters (per class for single-label data, so that every class is in
+    both parts: round(fraction x shots), at least 1; over the whole set for multi-label data).
+
+    Args:
+        labels: (N,) class indices, or N lists of classes (multi-label).
+        shots: images per class, at least 2 (one must be held out).
+        seed: the draw's seed.
+
+    Returns:
+        (train indices, held-out indices), sorted and disjoint; together they are the few-shot set.
+    """
+    if shots < 2:
+        raise ValueError(f"shots={shots}: at least 2 per class are needed to hold one out for the grid search.")
+    rng = np.random.default_rng([seed, shots])
+    multi_label = len(labels) > 0 and isinstance(labels[0], (list, tuple))
+    if multi_label:
+        chosen = np.array(multilabel_few_shot_indices(labels, shots, seed))
+        held = rng.choice(chosen, size=max(1, round(holdout_fraction * len(chosen))), replace=False)
+    else:
+        chosen = np.array(few_shot_indices(labels, shots, seed))
+        by_class = {}
+        for index in chosen:
+            by_class.setdefault(int(labels[index]), []).append(index)
+        per_class = max(1, round(holdout_fraction * shots))
+        held = np.concatenate([rng.choice(members, size=per_class, replace=False) for members in by_class.values()])
+    held = set(int(i) for i in held)
+    return sorted(int(i) for i in chosen if int(i) not in held), sorted(held)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training and scoring one few-shot run
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class TransferCollator(ImageCollator):
+    """`ImageCollator` for single-label data; multi-label items (lists of classes, or one class) become multi-hot
+    float targets `(B, num_labels)`."""
+
+    def __init__(self, num_labels: int, multi_label: bool = False):
+        super().__init__(num_labels)
+        self.multi_label = multi_label
+
+    def __call__(self, items: list[dict]) -> dict:
+        if not self.multi_label:
+            return super().__call__(items)
+        batch = super().__call__([{"pixel_values": item["pixel_values"]} for item in items])
+        batch["labels"] = torch.stack([multi_hot(item["labels"], self.num_labels) for item in items])
+        return batch
+
+
+def multi_hot(labels, num_labels: int) -> torch.Tensor:
+    """A class index or a list of them -> a `(num_labels,)` float {0, 1} vector."""
+    target = torch.zeros(num_labels)
+    target[torch.as_tensor(labels if isinstance(labels, (list, tuple)) else [labels], dtype=torch.long)] = 1.0
+    return target
+
+
+class TransferTrainer(SupMAEClassificationTrainer):
+    """`SupMAEClassificationTrainer` with a multi-label option: binary cross-entropy on multi-hot targets (sigmoid
+    scores), as VOC 2007 is trained and scored."""
+
+    def __init__(self, *args, multi_label: bool = False, **kwargs):
+        kwargs.setdefault("compute_metrics", None)
+        kwargs.setdefault("preprocess_logits_for_metrics", None)  # predictions are the logits, for any metric
+        super().__init__(*args, **kwargs)
+        self.multi_label = multi_label
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not self.multi_label:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        loss = nn.functional.binary_cross_entropy_with_logits(outputs.logits.float(), labels.float())
+        return (loss, outputs) if return_outputs else loss
+
+
+@dataclass
+class TransferData:
+    """A suite dataset, loaded: its splits, columns and classes."""
+
+    entry: SuiteDataset
+    train: object
+    test: object
+    image_column: str
+    label_column: str
+    test_image_column: str
+    test_label_column: str
+    names: list[str]
+
+    @classmethod
+    def load(cls, entry: SuiteDataset, cache_dir=None) -> "TransferData":
+        train, image_column, label_column = entry.train.load(cache_dir)
+        test, test_image_column, test_label_column = entry.test.load(cache_dir)
+        names = label_names(train, label_column)
+        test_names = label_names(test, test_label_column)
+        if names and test_names and names != test_names:
+            raise ValueError(f"{entry.name}: the train and test splits name their classes differently "
+                             f"({names[:5]}... vs {test_names[:5]}...).")  # fmt: skip
+        if not names:
+            labels = [c for split, column in ((train, label_column), (test, test_label_column))
+                      for value in split[column] for c in (value if isinstance(value, list) else [value])]  # fmt: skip
+            names = [str(i) for i in range(max(labels) + 1)]
+        if entry.metric == "roc_auc" and len(names) != 2:
+            raise ValueError(f"{entry.name}: roc_auc scores binary problems; the data has {len(names)} classes.")
+        return cls(entry, train, test, image_column, label_column, test_image_column, test_label_column, names)
+
+    def labels(self) -> list:
+        return list(self.train[self.label_column])
+
+    def targets(self, split, column) -> np.ndarray:
+        """(N,) class indices, or (N, C) multi-hot targets for a multi-label dataset."""
+        labels = list(split[column])
+        if self.entry.multi_label:
+            return torch.stack([multi_hot(label, len(self.names)) for label in labels]).numpy()
+        return np.asarray(labels)
+
+
+def label_names(dataset, label_column) -> list[str] | None:
+    """Class names of a ClassLabel column or of a list-of-ClassLabel (multi-label) column."""
+    names = class_names(dataset, label_column)
+    feature = (dataset.features or {}).get(label_column)
+    inner = getattr(feature, "feature", None) or (feature[0] if isinstance(feature, list) and feature else None)
+    return names or (list(inner.names) if hasattr(inner, "names") else None)
+
+
+def run_arguments(args, output_dir: str, point: dict[str, float], train_size: int):
+    """The TrainingArguments of one training: the grid point's learning rate and weight decay, MAE's warmup (in
+    epochs) and cosine floor, no checkpoints (a run is short; the suite resumes run by run), and a batch no larger
+    than the few-shot set (the probe's BatchNorm and mixup need full batches)."""
+    batch = min(args.per_device_train_batch_size, train_size)
+    if args.mode == "finetune" and (args.mixup > 0 or args.cutmix > 0):
+        batch -= batch % 2
+    schedule, _ = training_schedule(args, batch)  # warmup and the cosine's floor, as run_classification.py sets them
+    schedule.update(learning_rate=point["learning_rate"], weight_decay=point["weight_decay"])
+    return dataclasses.replace(
+        args, output_dir=output_dir, per_device_train_batch_size=max(batch, 2), save_strategy="no",
+        eval_strategy="no", **schedule,
+    )  # fmt: skip
+
+
+class FewShotRunner:
+    """
+    Trains and scores the runs of one dataset, with the model loaded once: each run starts from a copy of its
+    initial weights (the pretrained encoder and one fresh head, the same for every run). Linear probing also encodes
+    the images once (evaluation transform): the test split and every few-shot image that a run needs; each run then
+    trains the head on those features. Fine-tuning trains the whole model on augmented images.
+    """
+
+    def __init__(self, data: TransferData, model_args, args, bad_images: BadImagePolicy, work_dir: str):
+        self.data, self.args, self.bad_images, self.work_dir = data, args, bad_images, work_dir
+        self.multi_label = data.entry.multi_label
+        self.collator = TransferCollator(len(data.names), self.multi_label)
+        self.model = build_model(model_args, args, data.names)
+        if self.multi_label:
+            self.model.config.problem_type = "multi_label_classification"
+        # Linear probing changes only the head (and its BatchNorm statistics): only those need restoring.
+        self.initial = {name: value.clone() for name, value in self.model.state_dict().items()
+                        if args.mode == "finetune" or name.startswith(("classifier.", "batch_norm."))}  # fmt: skip
+        size = self.model.config.image_size
+        self.image_size = size if isinstance(size, int) else size[0]
+        self.features = {}  # linprobe: train index -> feature (D,)
+
+    def _images(self, split, image_column, label_column, indices=None):
+        split = split if indices is None else split.select(indices)
+        return evaluation_set(split, image_column, label_column, eval_image_processor(self.image_size),
+                              bad_images=self.bad_images)  # fmt: skip
+
+    def encode(self, train_indices: list[int]) -> None:
+        """Linear probing: the features of the test split and of the training images `train_indices`."""
+        args = dataclasses.replace(self.args, output_dir=self.work_dir)
+        data = self.data
+        train = self._images(data.train, data.image_column, data.label_column, train_indices)
+        self.features = dict(zip(train_indices, extract_features(self.model, train, args, self.collator)["features"],
+                                 strict=True))  # fmt: skip
+        test = self._images(data.test, data.test_image_column, data.test_label_column)
+        self.test_features = extract_features(self.model, test, args, self.collator)["features"]
+
+    def train(self, indices: list[int], point: dict[str, float], seed: int):
+        """The model, reset to its initial weights and trained on the training images `indices` with the grid
+        point's hyper-parameters."""
+        transformers.set_seed(seed)
+        self.model.load_state_dict(self.initial, strict=False)
+        args = run_arguments(self.args, self.work_dir, point, len(indices))
+        effective_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        optimizer = linear_probe_optimizer(args.linprobe_optimizer, effective_batch)[0] if args.mode == "linprobe" else (
+            "adamw")  # fmt: skip
+        options = dict(optimizer_name=optimizer, layer_decay=args.layer_decay,
+                       label_smoothing=0.0 if self.multi_label else args.label_smoothing,
+                       multi_label=self.multi_label)  # fmt: skip
+        data = self.data
+        if args.mode == "linprobe":
+            targets = data.targets(data.train.select(indices), data.label_column)
+            features = FeatureDataset({"features": torch.stack([self.features[i] for i in indices]),
+                                       "labels": torch.as_tensor(targets)})  # fmt: skip
+            TransferTrainer(model=FeatureProbe(self.model), args=args, train_dataset=features,
+                            data_collator=default_data_collator, **options).train()  # fmt: skip
+            return self.model
+        transform = train_transform(args, self.image_size, eval_image_processor(self.image_size))
+        images = TransformedImageDataset(data.train.select(indices), data.image_column, data.label_column, transform,
+                                         seed, self.bad_images)  # fmt: skip
+        mixing = not self.multi_label and (args.mixup > 0 or args.cutmix > 0)
+        collator = MixupCollator(len(data.names), args.mixup, args.cutmix, args.label_smoothing) if mixing else (
+            self.collator)  # fmt: skip
+        trainer = TransferTrainer(model=self.model, args=args, train_dataset=images, data_collator=collator, **options)
+        trainer.eval_data_collator = self.collator
+        trainer.train()
+        return self.model
+
+    def logits(self, model, indices: list[int] | None) -> np.ndarray:
+        """(N, C) logits of the training images `indices` (the held-out part), or of the test split (None)."""
+        data = self.data
+        if self.args.mode == "linprobe":
+            features = self.test_features if indices is None else torch.stack([self.features[i] for i in indices])
+            model.eval()
+            with torch.no_grad():
+                return torch.cat([model.classify(chunk) for chunk in features.split(1024)]).float().numpy()
+        images = (self._images(data.test, data.test_image_column, data.test_label_column) if indices is None
+                  else self._images(data.train, data.image_column, data.label_column, indices))  # fmt: skip
+        evaluator = TransferTrainer(model=model, args=dataclasses.replace(self.args, output_dir=self.work_dir),
+                                    data_collator=self.collator, multi_label=self.multi_label)  # fmt: skip
+        return evaluator.predict(images).predictions
+
+    def score(self, model, indices: list[int] | None) -> float:
+        data = self.data
+        split, column = (data.test, data.test_label_column) if indices is None else (
+            data.train.select(indices), data.label_column)  # fmt: skip
+        return transfer_score(data.entry.metric, self.logits(model, indices), self.data.targets(split, column))
+
+    def run(self, shots: int, seed: int, grid: list[dict], holdout_fraction: float) -> dict:
+        """One (shots, seed): the grid searched on the held-out part, then all K per class with the choice, scored on
+        the test split."""
+        train, held_out = few_shot_split(self.data.labels(), shots, seed, holdout_fraction)
+        searched = []
+        if len(grid) > 1:
+            for point in grid:
+                searched.append({**point, "holdout_score": self.score(self.train(train, point, seed), held_out)})
+                logger.info(f"{self.data.entry.name} {shots}-shot seed {seed}: {point} -> held-out "
+                            f"{searched[-1]['holdout_score']:.4f}")  # fmt: skip
+        chosen = max(searched, key=lambda s: s["holdout_score"]) if searched else {**grid[0]}  # first of equals
+        chosen = {key: chosen[key] for key in ("learning_rate", "weight_decay")}
+        every = sorted(train + held_out)
+        score = self.score(self.train(every, chosen, seed), None)
+        return {"score": score, "chosen": chosen, "grid": searched, "num_few_shot": len(every),
+                "num_held_out": len(held_out), "num_test": len(self.data.test), "few_shot_indices": every}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The suite: resumable runs, then the summary
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def result_path(output_dir: str, dataset: str, shots: int, seed: int) -> str:
+    return os.path.join(output_dir, "results", dataset, f"{shots}-shot-seed-{seed}.json")
+
+
+def run_settings(suite: Suite, entry: SuiteDataset, model_args, args) -> dict:
+    """What a result depends on: a record made with other settings must not be mixed into this suite's table."""
+    return {
+        "model": model_args.model_name_or_path,
+        "mode": args.mode,
+        "metric": entry.metric,
+        "train": dataclasses.asdict(entry.train),
+        "test": dataclasses.asdict(entry.test),
+        "grid": suite.grid_for(args.mode),
+        "holdout_fraction": suite.holdout_fraction,
+        "num_train_epochs": args.num_train_epochs,
+        "max_steps": args.max_steps,
+        "per_device_train_batch_size": args.per_device_train_batch_size,
+    }
+
+
+def existing_result(path: str, settings: dict) -> dict | None:
+    """The record at `path` if there is one (None otherwise); an error if it was made with other settings."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as file:
+            record = json.load(file)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} is unreadable ({error}); remove it to run it again.") from None
+    recorded = record.get("settings", {})
+    differing = [key for key in settings if json.dumps(recorded.get(key)) != json.dumps(settings[key])]
+    if differing:
+        key = differing[0]
+        raise ValueError(f"{path} was made with another {key} ({recorded.get(key)!r}, now {settings[key]!r}); "
+                         "choose another --output_dir, or remove it.")  # fmt: skip
+    return record
+
+
+def run_suite(suite: Suite, model_args, args, shots: list[int], seeds: list[int], cache_dir=None,
+              bad_images: str = "skip") -> dict:  # fmt: skip
+    """
+    Every (dataset, shots, seed) of the suite, in that order; each result goes to `result_path` as soon as it exists
+    and existing ones are kept (a killed suite resumes at the first missing one). Then `write_summary`.
+
+    Returns:
+        the summary (`summarize_suite`).
+    """
+    output_dir = args.output_dir
+    os.makedirs(output_dir, exist_ok=True)
+    bad_images = BadImagePolicy(bad_images, os.path.join(output_dir, SKIPPED_IMAGES))
+    grid = suite.grid_for(args.mode)
+    records = []
+    for entry in suite.datasets:
+        settings = run_settings(suite, entry, model_args, args)
+        runs = [(k, s, result_path(output_dir, entry.name, k, s)) for k in shots for s in seeds]
+        done = {(k, s): existing_result(path, settings) for k, s, path in runs}
+        records += [record for record in done.values() if record is not None]
+        pending = [(k, s, path) for k, s, path in runs if done[k, s] is None]
+        if not pending:
+            logger.info(f"{entry.name}: all {len(runs)} results exist.")
+            continue
+        logger.info(f"{entry.name}: {len(runs) - len(pending)} of {len(runs)} results exist; running the rest.")
+        data = TransferData.load(entry, cache_dir)
+        runner = FewShotRunner(data, model_args, args, bad_images, os.path.join(output_dir, "work", entry.name))
+        if args.mode == "linprobe":
+            splits = [few_shot_split(data.labels(), k, s, suite.holdout_fraction) for k, s, _ in pending]
+            runner.encode(sorted({i for train, held_out in splits for i in train + held_out}))
+        for k, s, path in pending:
+            result = runner.run(k, s, grid, suite.holdout_fraction)
+            record = {"dataset": entry.name, "metrics": {"score": result.pop("score")}, "shots": k, "seed": s,
+                      "settings": settings, **result}  # fmt: skip
+            if args.should_save:  # the main process (every process computed the same scores)
+                record = write_report(path, entry.name, record["metrics"], shots=k, seed=s, settings=settings,
+                                      **result)  # fmt: skip
+            records.append(record)
+            logger.info(
+                f"{entry.name} {k}-shot seed {s}: {entry.metric} {record['metrics']['score']:.4f} "
+                f"(lr {result['chosen']['learning_rate']:g}, wd {result['chosen']['weight_decay']:g})"
+            )
+    summary = summarize_suite(records, [entry.name for entry in suite.datasets], shots, seeds)
+    if args.should_save:
+        write_summary(output_dir, summary, model_args.model_name_or_path, args.mode)
+    return summary
+
+
+def summarize_suite(records: list[dict], datasets: list[str], shots: list[int], seeds: list[int]) -> dict:
+    """
+    Scores (percent) per dataset and shots, mean +- std over seeds (`summarize_runs`: sample std), and the average
+    over datasets: for each seed the mean over the datasets, then mean +- std of those over seeds, as the paper's
+    table reports it. The average is given only for shots that every dataset has every seed of.
+
+    Returns:
+        {"datasets": {name: {"metric", "shots": {k: {"mean", "std", "runs"}}}}, "average": {k: {...}}, "shots",
+        "seeds"}.
+    """
+    scores = {(r["dataset"], r["shots"], r["seed"]): 100 * r["metrics"]["score"] for r in records}
+    metric = {r["dataset"]: r["settings"]["metric"] for r in records}
+    summary = {"datasets": {}, "average": {}, "shots": shots, "seeds": seeds}
+    for name in datasets:
+        per_shots = {}
+        for k in shots:
+            runs = [{"score": scores[name, k, s]} for s in seeds if (name, k, s) in scores]
+            if runs:
+                per_shots[k] = summarize_runs(runs)["score"]
+        summary["datasets"][name] = {"metric": metric.get(name), "shots": per_shots}
+    for k in shots:
+        if all((name, k, s) in scores for name in datasets for s in seeds):
+            averages = [{"score": float(np.mean([scores[name, k, s] for name in datasets]))} for s in seeds]
+            summary["average"][k] = summarize_runs(averages)["score"]
+    return summary
+
+
+def summary_markdown(summary: dict, model: str, mode: str) -> str:
+    """A table laid out like the paper's few-shot table: a column per shots count, mean +- std over seeds."""
+    shots = summary["shots"]
+
+    def cell(stats):
+        return "—" if stats is None else f"{stats['mean']:.2f} ± {stats['std']:.2f}"
+
+    lines = [f"Few-shot {mode} of `{model}`: score (percent) by images per class, mean ± std over seeds "
+             f"{', '.join(map(str, summary['seeds']))}.", "",
+             "| dataset | metric | " + " | ".join(f"{k}-shot" for k in shots) + " |",
+             "|---|---" + "|---" * len(shots) + "|"]  # fmt: skip
+    for name, entry in summary["datasets"].items():
+        lines.append(
+            f"| {name} | {entry['metric']} | " + " | ".join(cell(entry["shots"].get(k)) for k in shots) + " |"
+        )
+    lines.append(f"| **average over {len(summary['datasets'])}** | | "
+                 + " | ".join(cell(summary["average"].get(k)) for k in shots) + " |")  # fmt: skip
+    lines += ["", "For reference, the SupMAE paper (ELEVATER's 20 datasets, 5 / 20 / 50 shots, reported, not measured "
+              "here): fine-tuning 46.76 ± 0.12 / 64.61 ± 0.82 / 71.71 ± 0.66; linear probing 47.97 ± 0.44 / "
+              "60.86 ± 0.31 / 66.68 ± 0.47."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def plot_scores(summary: dict, path: str, width: int = 720, height: int = 440) -> None:
+    """Score (percent) against images per class (log scale), one thin line per dataset and the average thick, with
+    its spread over seeds as error bars. Drawn with PIL (no plotting dependency)."""
+    shots = summary["shots"]
+    image = PIL.Image.new("RGB", (width, height), "white")
+    draw = PIL.ImageDraw.Draw(image)
+    left, right, top, bottom = 60, width - 170, 20, height - 50
+    logs = [math.log(k) for k in shots]
+    span = (max(logs) - min(logs)) or 1.0
+
+    def at(k, score):
+        x = left + (math.log(k) - min(logs)) / span * (right - left) if len(shots) > 1 else (left + right) / 2
+        return x, bottom - score / 100 * (bottom - top)
+
+    draw.rectangle([left, top, right, bottom], outline="black")
+    for score in range(0, 101, 20):
+        y = at(shots[0], score)[1]
+        draw.line([left - 4, y, left, y], fill="black")
+        draw.text((left - 30, y - 6), str(score), fill="black")
+    for k in shots:
+        x = at(k, 0)[0]
+        draw.line([x, bottom, x, bottom + 4], fill="black")
+        draw.text((x - 8, bottom + 8), str(k), fill="black")
+    draw.text(((left + right) / 2 - 50, height - 22), "images per class", fill="black")
+    draw.text((8, 4), "score (%)", fill="black")
+    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+              "#17becf"]  # fmt: skip
+    series = [(name, entry["shots"], colors[i % len(colors)], 1) for i, (name, entry) in
+              enumerate(summary["datasets"].items())]  # fmt: skip
+    series.append(("average", summary["average"], "black", 3))
+    for row, (name, points, color, line_width) in enumerate(series):
+        xy = [at(k, points[k]["mean"]) for k in shots if k in points]
+        if len(xy) > 1:
+            draw.line(xy, fill=color, width=line_width)
+        for (x, y), k in zip(xy, [k for k in shots if k in points], strict=True):
+            spread = points[k]["std"] / 100 * (bottom - top)
+            draw.line([x, y - spread, x, y + spread], fill=color, width=1)
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=color)
+        legend_y = top + 4 + 16 * row
+        draw.line([right + 10, legend_y + 6, right + 30, legend_y + 6], fill=color, width=line_width)
+        draw.text((right + 36, legend_y), name[:20], fill="black")
+    path_tmp = path + ".tmp.png"
+    image.save(path_tmp)
+    os.replace(path_tmp, path)
+
+
+def write_summary(output_dir: str, summary: dict, model: str, mode: str) -> None:
+    """`summary.json`, `summary.md` and `scores.png` in `output_dir`, each written whole or not at all."""
+    write_report(os.path.join(output_dir, "summary.json"), "few-shot transfer", summary, model=model, mode=mode)
+    markdown = summary_markdown(summary, model, mode)
+    with open(os.path.join(output_dir, "summary.md.tmp"), "w") as file:
+        file.write(markdown)
+    os.replace(os.path.join(output_dir, "summary.md.tmp"), os.path.join(output_dir, "summary.md"))
+    plot_scores(summary, os.path.join(output_dir, "scores.png"))
+    logger.info("\n" + markdown)
+
+
+@dataclass
+class TransferArguments:
+    suite: str | None = field(
+        default=None, metadata={"help": "The suite file (YAML): datasets, metrics, grid (suites/elevater.yaml)."}
+    )
+    shots: str = field(default="5,20,50", metadata={"help": "Images per class, one run each (ELEVATER: 5,20,50)."})
+    seeds: str = field(default="0,1,2", metadata={"help": "Seeds of the few-shot draws, one run each."})
+
+
+def parse_integers(text: str, flag: str, minimum: int) -> list[int]:
+    try:
+        values = [int(value) for value in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{flag} takes comma-separated integers, got {text!r}.") from None
+    if not values or min(values) < minimum or len(set(values)) != len(values):
+        raise ValueError(f"{flag} takes distinct integers of at least {minimum}, got {text!r}.")
+    return values
+
+
+def check_transfer_arguments(transfer_args, model_args, data_args, args) -> tuple[list[int], list[int]]:
+    """Mistakes refused before any data is read; returns (shots, seeds)."""
+    if transfer_args.suite is None:
+        raise ValueError("--suite is required: a suite file listing the datasets (e.g. suites/elevater.yaml).")
+    if model_args.model_name_or_path is None:
+        raise ValueError("--model_name_or_path is required: a SupMAE pretraining (or fine-tuned) checkpoint.")
+    if args.mode not in ("linprobe", "finetune"):
+        raise ValueError(f"--mode must be linprobe or finetune for a transfer suite, got {args.mode!r}.")
+    given = [name for name in ("dataset_name", "train_dir", "validation_dir") if getattr(data_args, name)]
+    given += ["few_shot"] * (args.few_shot is not None) + ["eval_datasets"] * bool(args.eval_datasets)
+    if given:
+        raise ValueError(f"--{', --'.join(given)}: the suite file names the data, and --shots / --seeds the runs.")
+    return parse_integers(transfer_args.shots, "--shots", 2), parse_integers(transfer_args.seeds, "--seeds", 0)
