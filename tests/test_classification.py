@@ -209,24 +209,36 @@ def test_linear_probing_gives_the_encoder_no_gradients(setup, tmp_path):
 @pytest.mark.slow
 def test_cached_and_uncached_probing_train_the_same_head(setup, tmp_path):
     """With the evaluation transform for training, probing on features encoded once equals probing through the
-    frozen encoder at every step (tolerance 1e-5: the features come from different batchings)."""
+    frozen encoder at every step. Compared: each tensor's update (trained - initial) over 6 steps, which must be
+    large (measured: 16% of the weight's norm, 37% of the running variance's) and agree within 1e-5 of its largest
+    entry (measured: at most 4e-7; the features come from different batchings of the same images, so they differ
+    in float32 rounding)."""
     common = ["--mode", "linprobe", "--max_steps", "6", "--linprobe_augment", "false"]
     classify(setup, tmp_path / "uncached", *common)
     classify(setup, tmp_path / "cached", *common, "--cache_features", "true")
     uncached = load_file(tmp_path / "uncached" / "model.safetensors")
     cached = load_file(tmp_path / "cached" / "model.safetensors")
     assert cached.keys() == uncached.keys()
-    assert not torch.equal(cached["classifier.weight"], load_initial_classifier(setup, tmp_path))
-    for name in cached:
-        torch.testing.assert_close(cached[name], uncached[name], atol=1e-5, rtol=1e-5, msg=name)
+    initial = initial_classifier(setup, tmp_path)
+    for name in initial:  # the head and its BatchNorm's running statistics: what probing changes
+        cached_update, uncached_update = cached[name] - initial[name], uncached[name] - initial[name]
+        scale = cached_update.abs().max().item()
+        assert scale > 1e-4 and cached_update.norm() > 0.05 * initial[name].norm(), name  # the bias: 2.2e-4
+        torch.testing.assert_close(cached_update, uncached_update, rtol=0, atol=1e-5 * scale, msg=name)
+    encoder = [name for name in cached if name.startswith("supmae.")]
+    assert all(torch.equal(cached[name], uncached[name]) for name in encoder)  # frozen in both
 
 
-def load_initial_classifier(setup, tmp_path):
+def initial_classifier(setup, tmp_path) -> dict:
+    """The probe's head before training (both runs build it after seeding with 3)."""
     arguments = classification.parse_classification_arguments(
         ["--model_name_or_path", str(setup / "pretrained"), "--mode", "linprobe", "--output_dir", str(tmp_path)]
     )
     torch.manual_seed(3)
-    return classification.build_model(arguments[0], arguments[2], ["cat", "dog"]).classifier.weight.detach()
+    model = classification.build_model(arguments[0], arguments[2], ["cat", "dog"])
+    head = {name: value.detach().clone() for name, value in model.state_dict().items()}
+    return {name: head[name] for name in ("classifier.weight", "classifier.bias", "batch_norm.running_mean",
+                                          "batch_norm.running_var")}  # fmt: skip
 
 
 @pytest.mark.slow
@@ -315,16 +327,17 @@ def test_collator_rejects_labels_outside_the_model(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_demo_arguments_fine_tune_the_demo_checkpoint(tmp_path):
-    """`make demo` = run_pretraining.py then run_classification.py with no arguments; their arguments, for 3 steps."""
+def test_the_demo_reaches_its_recorded_accuracy(tmp_path):
+    """`make demo` in full: run_pretraining.py then run_classification.py with no arguments (their DEMO_ARGUMENTS,
+    into tmp_path). The README records test top-1 DEMO_RECORD; a demo that stops learning falls to 0.1 (ten
+    digits). About 6 minutes on a quiet 2-core CPU."""
     import run_pretraining
 
-    quick = ["--max_steps", "3", "--eval_strategy", "no", "--save_strategy", "no", "--report_to", "none",
-             "--disable_tqdm", "true"]  # fmt: skip
-    run_pretraining.main([*run_pretraining.DEMO_ARGUMENTS, "--output_dir", str(tmp_path / "pretrained"), *quick])
+    output = ["--report_to", "none", "--disable_tqdm", "true"]
+    run_pretraining.main([*run_pretraining.DEMO_ARGUMENTS, *output, "--output_dir", str(tmp_path / "pretrained")])
     reports = run_classification.main(
-        [*run_classification.DEMO_ARGUMENTS, "--model_name_or_path", str(tmp_path / "pretrained"),
-         "--output_dir", str(tmp_path / "finetuned"), *quick]
+        [*run_classification.DEMO_ARGUMENTS, *output, "--model_name_or_path", str(tmp_path / "pretrained"),
+         "--output_dir", str(tmp_path / "finetuned")]
     )  # fmt: skip
-    assert reports["test"]["num_samples"] == 359 and 0.0 <= reports["test"]["top1"] <= 1.0
+    assert reports["test"]["num_samples"] == 359 and reports["test"]["top1"] >= DEMO_FLOOR
     assert json.loads((tmp_path / "finetuned" / "config.json").read_text())["id2label"]["7"] == "7"
