@@ -204,7 +204,7 @@ def step_only(trainer, device, steps: int, warmup: int = 3) -> float:
     batch kept on the device."""
     batch = next(iter(trainer.get_train_dataloader()))
     if isinstance(batch["pixel_values"], EncodedBatch):
-        batch["pixel_values"] = trainer.batch_decoder(batch["pixel_values"])
+        batch = trainer.batch_decoder.decode_batch(batch)
     batch = trainer._prepare_inputs(batch)
     model = trainer.model_wrapped
 

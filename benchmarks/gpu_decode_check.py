@@ -111,6 +111,13 @@ def main(argv: list[str] | None = None) -> int:
                 common.synchronize(args.device)
                 decode_times.append((time.perf_counter() - start) / len(files_only))
     mean, worst = compare(cpu, torch.cat(outputs), cpu_transform.std)
+    gray = compare(cpu.mean(1, keepdim=True).expand_as(cpu), torch.cat(outputs).mean(1, keepdim=True).expand_as(cpu),
+                   cpu_transform.std)[0]  # fmt: skip
+    # The decoders alone, on whole images: nvJPEG (on --device) against libjpeg-turbo.
+    sample = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in files[: min(32, args.images)]]
+    whole = zip(decode_jpeg(sample, mode=ImageReadMode.RGB), decode_jpeg(sample, mode=ImageReadMode.RGB,
+                device=args.device), strict=True)  # fmt: skip
+    decoder_difference = [(a.float() - b.cpu().float()).abs() for a, b in whole]
     bad = [i for i in range(len(files)) if mean[i] >= args.mean_tolerance or worst[i] >= args.max_tolerance]
     bad += [i for i in routed if worst[i] > 0 and i not in bad]  # the CPU path's own output: exactly equal
     expected_routes = set(range(args.images, len(files)))
@@ -124,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         "mean_abs_difference": float(mean[: args.images].mean()),
         "max_image_mean_difference": float(mean.max()),
         "max_abs_difference": float(worst.max()),
+        "gray_mean_abs_difference": float(gray[: args.images].mean()),  # channels averaged: chroma differences cancel
+        "decoder_only": {
+            "mean_abs_difference": float(torch.stack([d.mean() for d in decoder_difference]).mean()),
+            "max_abs_difference": float(max(d.max() for d in decoder_difference)),
+        },
         "tolerance": {"mean": args.mean_tolerance, "max": args.max_tolerance},
         "disagreeing": [names[i] for i in bad],
         "agrees": not bad and set(routed) == expected_routes,
@@ -137,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         f"levels (tolerance: mean < {args.mean_tolerance}, max < {args.max_tolerance}); routed to the CPU path: "
         f"{', '.join(result['routed_to_cpu']) or 'none'}; "
         f"{'AGREES' if result['agrees'] else 'DISAGREES: ' + ', '.join(result['disagreeing'][:10])}"
+    )
+    print(
+        f"  decoders alone (whole images, {args.device} vs libjpeg-turbo): mean "
+        f"{result['decoder_only']['mean_abs_difference']:.3f}, max {result['decoder_only']['max_abs_difference']:.0f}; "
+        f"after the pipeline, channels averaged: mean {result['gray_mean_abs_difference']:.3f}"
     )
     print(
         f"  BatchDecoder {result['batch_decoder_images_per_second']:.0f} img/s (decode + crop + resize + flip + "

@@ -170,24 +170,24 @@ def _cubic(x: torch.Tensor, a: float = -0.5) -> torch.Tensor:
     return torch.where(x < 1, near, torch.where(x < 2, far, torch.zeros_like(x)))
 
 
-def resize_matrices(lengths: torch.Tensor, out_size: int, pad_to: int, dtype=torch.float32) -> torch.Tensor:
+def resize_matrices(lengths: list[int], out_size: int, pad_to: int, dtype=torch.float32, device="cpu") -> torch.Tensor:
     """`(N, out_size, pad_to)` matrices that resize N signals of `lengths` samples (padded to `pad_to`) to `out_size`
     with the antialiased bicubic filter of PIL and `torch`'s `_upsample_bicubic2d_aa` (align_corners=False): the same
-    taps, centers and normalization as torchvision's resize of a crop, computed in float64."""
-    device = lengths.device
-    n = lengths.to(torch.float64)
+    taps, centers and normalization as torchvision's resize of a crop, computed in float64 on `device` (without
+    waiting for it: the number of taps is bounded from the lengths, extra taps weigh 0)."""
+    n = torch.tensor(lengths, dtype=torch.float64, device=device)
     scale = n / out_size  # input samples per output sample
     support = 2.0 * scale.clamp(min=1.0)
     inverse = torch.where(scale >= 1.0, 1.0 / scale, torch.ones_like(scale))
     center = scale[:, None] * (torch.arange(out_size, device=device, dtype=torch.float64) + 0.5)[None]
     first = torch.floor(center - support[:, None] + 0.5).clamp(min=0)
     end = torch.minimum(torch.floor(center + support[:, None] + 0.5), n[:, None])
-    taps = int((end - first).max().item()) if len(lengths) else 1
+    taps = int(4 * max(max(lengths, default=1) / out_size, 1.0)) + 2  # >= 2 support + 1, the most a window spans
     index = first[..., None] + torch.arange(taps, device=device, dtype=torch.float64)  # (N, out, taps)
     weights = _cubic((index - center[..., None] + 0.5) * inverse[:, None, None]) * (index < end[..., None])
     weights = (weights / weights.sum(-1, keepdim=True)).to(dtype)
     matrices = torch.zeros(len(lengths), out_size, pad_to, dtype=dtype, device=device)
-    # Each tap has a column of its own; taps past the end carry weight 0 (clamped onto the last column).
+    # Each tap has a column of its own; taps past the end weigh 0 (clamped onto the last column, they add nothing).
     return matrices.scatter_add_(2, index.long().clamp(max=pad_to - 1), weights)
 
 
@@ -212,6 +212,8 @@ class BatchDecoder:
         max_group_size: int = 128,
     ):
         self.image_size, self.device = image_size, torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:  # a thread of its own sets it (DecodeAhead)
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.bad_images = bad_images or BadImagePolicy()
         self.compute_dtype = compute_dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
         self.max_group_elements, self.max_group_size = max_group_elements, max_group_size
@@ -225,12 +227,28 @@ class BatchDecoder:
         return cls(transform.image_size, transform.mean, transform.std, device, bad_images, **kwargs)
 
     def __call__(self, batch: EncodedBatch) -> torch.Tensor:
+        """The batch's `(B, 3, S, S)` pixels (see `decode_batch` for the labels of replaced images)."""
+        return self.pixels(batch)[0]
+
+    def decode_batch(self, batch: dict) -> dict:
+        """A collated `{"pixel_values": EncodedBatch, "labels": ...}` decoded: an unreadable image's place goes to the
+        next readable image of the batch, label included (batches keep their size)."""
+        pixels, source = self.pixels(batch["pixel_values"])
+        decoded = {**batch, "pixel_values": pixels}
+        if "labels" in batch and source != list(range(len(source))):
+            decoded["labels"] = batch["labels"][torch.tensor(source)]
+        return decoded
+
+    def pixels(self, batch: EncodedBatch) -> tuple[torch.Tensor, list[int]]:
+        """The pixels, and for each position of the batch the position whose image it holds (itself but where an
+        unreadable file was replaced)."""
         size = self.image_size
         out = torch.empty(batch.size, 3, size, size, device=self.device)
         if len(batch.decoded_positions):
             out[batch.decoded_positions.to(self.device)] = batch.decoded.to(self.device, non_blocking=True)
+        source = list(range(batch.size))
         if not len(batch.positions):
-            return out
+            return out, source
         images = self.decode(batch)
         readable = [i for i, image in enumerate(images) if image is not None]
         if not readable:
@@ -244,12 +262,16 @@ class BatchDecoder:
             resized[torch.tensor(group, device=self.device)] = self._resize(
                 [crops[i] for i in group], batch.flips[group].to(self.device)
             )
-        # An unreadable file's place goes to the next readable one of the batch (batches keep their size).
-        source = [i if images[i] is not None else min(readable, key=lambda r, i=i: (r - i) % len(images)) for i in
-                  range(len(images))]  # fmt: skip
-        resized = resized[torch.tensor(source, device=self.device)]
+        # An unreadable file's place goes to the next readable one of the batch.
+        replacement = [i if images[i] is not None else min(readable, key=lambda r, i=i: (r - i) % len(images))
+                       for i in range(len(images))]  # fmt: skip
+        if replacement != list(range(len(images))):
+            resized = resized[torch.tensor(replacement, device=self.device)]
+            positions = batch.positions.tolist()
+            for i, r in enumerate(replacement):
+                source[positions[i]] = positions[r]
         out[batch.positions.to(self.device)] = torch.addcmul(self.shift, resized, self.scale)
-        return out
+        return out, source
 
     def decode(self, batch: EncodedBatch) -> list[torch.Tensor | None]:
         """`(3, H, W)` uint8 images on `device`, None for a file that neither nvJPEG nor the CPU can read (handed to
@@ -292,15 +314,14 @@ class BatchDecoder:
     def _resize(self, crops: list[torch.Tensor], flips: torch.Tensor) -> torch.Tensor:
         """Crops `(3, h_i, w_i)` uint8 -> `(N, 3, S, S)`: columns then rows, each pass rounded to 0..255."""
         size, dtype = self.image_size, self.compute_dtype
-        heights = torch.tensor([c.shape[1] for c in crops], device=self.device)
-        widths = torch.tensor([c.shape[2] for c in crops], device=self.device)
-        padded = torch.zeros(len(crops), 3, int(heights.max()), int(widths.max()), dtype=dtype, device=self.device)
+        heights, widths = [c.shape[1] for c in crops], [c.shape[2] for c in crops]
+        n, height, width = len(crops), max(heights), max(widths)
+        padded = torch.zeros(n, 3, height, width, dtype=dtype, device=self.device)
         for i, crop in enumerate(crops):
             padded[i, :, : crop.shape[1], : crop.shape[2]] = crop
-        n, _, height, width = padded.shape
-        columns = resize_matrices(widths, size, width, dtype)  # (N, S, W)
+        columns = resize_matrices(widths, size, width, dtype, self.device)  # (N, S, W)
         columns = torch.where(flips[:, None, None], columns.flip(1), columns)
-        rows = resize_matrices(heights, size, height, dtype)  # (N, S, H)
+        rows = resize_matrices(heights, size, height, dtype, self.device)  # (N, S, H)
         half = torch.bmm(padded.view(n, 3 * height, width), columns.transpose(1, 2))  # (N, 3H, S)
         half = half.view(n, 3, height, size).round_().clamp_(0, 255).transpose(1, 2).reshape(n, height, 3 * size)
         out = torch.bmm(rows, half).view(n, size, 3, size).transpose(1, 2)  # (N, 3, S, S)
@@ -308,7 +329,7 @@ class BatchDecoder:
 
 
 class DecodeAhead:
-    """Runs `decode` on the batches of `iterator` in a thread of its own, up to `depth` batches ahead of the training
+    """Runs `decode` (`BatchDecoder.decode_batch`) on the batches of `iterator` in a thread of its own, up to `depth` batches ahead of the training
     loop (on CUDA, on a stream of its own: the decoding overlaps the step)."""
 
     _END = object()
@@ -331,7 +352,7 @@ class DecodeAhead:
                     if self.stopping.is_set():
                         return
                     if isinstance(batch.get("pixel_values"), EncodedBatch):
-                        batch = {**batch, "pixel_values": self.decode(batch["pixel_values"])}
+                        batch = self.decode(batch)
                     event = None
                     if self.cuda:
                         event = torch.cuda.Event()
@@ -391,7 +412,8 @@ class DeviceDecodingTrainer(SupMAETrainer):
     def get_batch_samples(self, epoch_iterator, num_batches: int, device):
         if self._ahead is None or self._ahead.iterator is not epoch_iterator:
             self._close_ahead()
-            self._ahead = DecodeAhead(epoch_iterator, self.batch_decoder, self.batch_decoder.device, self.lookahead)
+            decoder = self.batch_decoder
+            self._ahead = DecodeAhead(epoch_iterator, decoder.decode_batch, decoder.device, self.lookahead)
         batches = []
         for _ in range(num_batches):
             batch = self._ahead.next()

@@ -146,15 +146,18 @@ def test_the_collator_packs_files_boxes_flips_and_decoded_items_in_batch_order(f
         EncodedImageCollator(8, num_labels=5)([{"pixel_values": decoded, "labels": 7}])
 
 
-@pytest.mark.parametrize(("length", "out"), [(500, 224), (375, 224), (130, 224), (224, 224), (1000, 224), (7, 32)])
-def test_resize_matrices_are_torchs_antialiased_bicubic(length, out):
-    """The resize as a matrix equals torch's antialiased bicubic (the float kernel of the CPU path's uint8 one)."""
-    signal = torch.rand(1, 1, 3, length, dtype=torch.float64)
-    expected = torch.nn.functional.interpolate(signal, size=(3, out), mode="bicubic", antialias=True)
-    matrix = resize_matrices(torch.tensor([length]), out, length + 5, torch.float64)[0]  # padded: extra columns 0
-    padded = torch.nn.functional.pad(signal, (0, 5))
-    torch.testing.assert_close(padded @ matrix.T, expected, atol=1e-10, rtol=0)
-    assert matrix[:, length:].abs().max() == 0
+@pytest.mark.parametrize("out", [224, 32])
+def test_resize_matrices_are_torchs_antialiased_bicubic(out):
+    """Resizes as matrices, for lengths of all kinds in one call (down, up, identity, padded to a common width),
+    equal torch's antialiased bicubic (the float kernel behind the CPU path's uint8 one)."""
+    lengths = [500, 375, 130, out, 1000, 7]
+    matrices = resize_matrices(lengths, out, 1005, torch.float64)
+    for length, matrix in zip(lengths, matrices, strict=True):
+        signal = torch.rand(1, 1, 3, length, dtype=torch.float64)
+        expected = torch.nn.functional.interpolate(signal, size=(3, out), mode="bicubic", antialias=True)
+        padded = torch.nn.functional.pad(signal, (0, 1005 - length), value=1e6)  # padding must weigh nothing
+        torch.testing.assert_close(padded @ matrix.T, expected, atol=1e-10, rtol=0)
+        assert matrix[:, length:].abs().max() == 0
 
 
 def decode_both(files, size=224, seed=0, **decoder):
@@ -207,11 +210,17 @@ def test_an_unreadable_file_takes_the_next_readable_image_of_the_batch(files, tm
     items = [{"pixel_values": worker(d, _sample_rng(0, 0, i))} for i, d in enumerate(data)]
     assert all(isinstance(item["pixel_values"], EncodedCrop) for item in items)  # the header reads fine
     items[1]["pixel_values"].path = "broken.jpg"
-    batch = EncodedImageCollator(32)(items)["pixel_values"]
+    for i, item in enumerate(items):
+        item["labels"] = i
+    collated = EncodedImageCollator(32)(items)
+    batch = collated["pixel_values"]
     log = tmp_path / "skipped.tsv"
     decoder = BatchDecoder(32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "cpu", BadImagePolicy(log_file=str(log)))
-    out = decoder(batch)
+    decoded = decoder.decode_batch(collated)
+    out = decoded["pixel_values"]
     assert torch.equal(out[1], out[2]) and not torch.equal(out[0], out[2])
+    assert decoded["labels"].tolist() == [0, 2, 2]  # the replacement's label comes with it
+    assert torch.equal(decoder(batch), out)
     assert log.read_text().startswith("broken.jpg\t")
     strict = BatchDecoder(32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "cpu", BadImagePolicy("error"))
     with pytest.raises(BadImageError, match="broken.jpg"):
