@@ -15,7 +15,8 @@
 #   4 end to end at the best batch of 3 (at most 1024): the image folder with GPU decoding, prepared
 #     shards and the image folder with CPU workers, prepared shards with GPU decoding (end_to_end.py) ~180 s
 #   5 a torch.profiler profile of the step at that batch, by category (profile_step.py)               ~40 s
-#   6 the step under CUDA graphs (compile mode reduce-overhead) at that batch (train_step.py)         ~60 s
+#   6 the step under CUDA graphs (compile mode reduce-overhead) at that batch, fused AdamW; its
+#     baseline is part 3's default-mode row at the same batch (train_step.py)                       ~45 s
 #
 # Needs the package and its train extras installed (pip install -e ".[train]") on a machine with CUDA;
 # PYTHON picks the interpreter (default python3).
@@ -64,7 +65,7 @@ part() {  # part SECONDS DESCRIPTION SCRIPT ARGS...
 if [ "$suite" = end-to-end ] || [ "$suite" = all ]; then
   part 60 "GPU decode (nvJPEG) vs the CPU path" benchmarks/gpu_decode_check.py --device $dev $decode_check
   part 40 "input pipeline per core, originals and prepared files" benchmarks/input_pipeline.py $pipeline
-  part 190 "compiled 1-block step, fused vs default AdamW, batch sweep" benchmarks/train_step.py --device $dev \
+  part 170 "compiled 1-block step, fused vs default AdamW, batch sweep" benchmarks/train_step.py --device $dev \
     --dtype $dtype --compile --comparison optimizer --sweep $sweep $rounds $tiny
   best=$("$python" benchmarks/summarize.py "$out" --best_batch --at_most $at_most --default $default_batch)
   echo "   best batch (at most $at_most): $best"
@@ -73,7 +74,7 @@ if [ "$suite" = end-to-end ] || [ "$suite" = all ]; then
   part 60 "profile of the compiled 1-block step at batch $best" benchmarks/profile_step.py --device $dev \
     --dtype $dtype --compile --batch_size "$best" --steps $profile_steps $rounds --profile_dir "$results_dir" $tiny
   part 90 "1-block step under CUDA graphs (compile mode reduce-overhead) at batch $best" benchmarks/train_step.py \
-    --device $dev --dtype $dtype --compile --compile_mode reduce-overhead --comparison optimizer \
+    --device $dev --dtype $dtype --compile --compile_mode reduce-overhead --comparison supmae \
     --batch_size "$best" $rounds $tiny
 fi
 

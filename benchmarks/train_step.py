@@ -7,7 +7,8 @@ the for-loop on a CPU, which records without an "optimizer" argument used). Comp
 - same architecture: both models with the preset's encoder and decoder (default ViT-B/16, 8-block 512-wide decoder),
   LayerNorm eps 1e-6 and norm_pix_loss; SupMAE also computes its supervised head;
 - released recipes: SupMAE's 1-block decoder vs ViTMAE's (MAE's) 8-block decoder;
-- optimizer (`--comparison optimizer`): SupMAE's 1-block recipe with fused AdamW vs torch's default AdamW.
+- optimizer (`--comparison optimizer`): SupMAE's 1-block recipe with fused AdamW vs torch's default AdamW;
+- `--comparison supmae`: SupMAE's 1-block recipe alone (its baseline is another run, e.g. another compile mode).
 
 The models run interleaved in one process, one step each per round, after warm-up; the table gives medians, the
 ratio ViTMAE time / SupMAE time (> 1: SupMAE is faster), MFU against a square matmul measured in the same run, and
@@ -46,10 +47,10 @@ def parse_args(argv):
     common.add_arguments(parser, default_preset="vit-base-patch16-dec8")
     parser.add_argument(
         "--comparison",
-        choices=("both", "same", "recipe", "optimizer"),
+        choices=("both", "same", "recipe", "optimizer", "supmae"),
         default="both",
         help="same: identical architecture; recipe: SupMAE 1-block decoder vs ViTMAE 8-block; both (default); "
-        "optimizer: SupMAE 1-block with fused AdamW vs torch's default AdamW.",
+        "optimizer: SupMAE 1-block with fused AdamW vs torch's default AdamW; supmae: SupMAE 1-block alone.",
     )
     parser.add_argument(
         "--optimizer",
@@ -67,6 +68,8 @@ def plan(args):
     """Models to build, keyed `<kind>_dec<decoder depth>`, and the (title, ours, theirs) comparisons between them."""
     depth = common.supmae_config(args).decoder_num_hidden_layers
     comparisons = []
+    if args.comparison == "supmae":
+        return [f"supmae_dec{SUPMAE_DECODER_LAYERS}"], []
     if args.comparison == "optimizer":
         ours, theirs = f"supmae_dec{SUPMAE_DECODER_LAYERS}_fused", f"supmae_dec{SUPMAE_DECODER_LAYERS}_default"
         return [ours, theirs], [("optimizer (fused AdamW vs torch's default AdamW)", ours, theirs)]

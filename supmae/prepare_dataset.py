@@ -319,10 +319,14 @@ def _write_card(output: str, plan: Plan) -> None:
         counts[split] = sum(pyarrow.parquet.read_metadata(os.path.join(output, "data", f)).num_rows for f in files)
     skipped = os.path.join(output, SKIPPED_IMAGES)
     cap = f"shorter side capped at {plan.max_side} pixels" if plan.max_side else "resolution kept"
-    # No YAML `configs` header: datasets (5.2) caches a local directory's dataset by its name and data-file patterns,
-    # so two prepared directories of the same name would share one cache entry (found in this project's tests).
+    # No `configs` in the YAML header: datasets (5.2) caches a local directory's dataset by its name and data-file
+    # patterns, so two prepared directories of the same name would share one cache entry (found in our tests).
+    name = os.path.basename(os.path.abspath(output))
     lines = [
-        f"# {os.path.basename(os.path.abspath(output))}",
+        "---",
+        f"pretty_name: {json.dumps(name)}",
+        "---",
+        f"# {name}",
         "",
         f"`{plan.source}` prepared by `python -m supmae.prepare_dataset` ({cap}; JPEG quality {plan.quality} for the "
         "re-encoded images, the others kept byte for byte).",

@@ -261,7 +261,7 @@ def record_batches(trainer_class, dataset, collator, tmp_path, **kwargs):
     torch.manual_seed(0)
     model = SupMAEForPreTraining(tiny_config(num_labels=2))
     arguments = SupMAETrainingArguments(
-        output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=3, use_cpu=True, report_to="none",
+        output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=2, use_cpu=True, report_to="none",
         dataloader_num_workers=2, save_strategy="no", disable_tqdm=True, seed=0,
     )  # fmt: skip
     trainer = Recording(model=model, args=arguments, train_dataset=dataset, data_collator=collator, **kwargs)
@@ -270,7 +270,7 @@ def record_batches(trainer_class, dataset, collator, tmp_path, **kwargs):
 
 
 def test_the_trainer_decodes_ahead_and_trains_on_the_cpu_paths_crops(tmp_path):
-    write_image_folder(tmp_path / "images", per_class=6, size=(48, 40))
+    write_image_folder(tmp_path / "images", per_class=12, size=(48, 40))  # 6 batches: training stops mid-epoch
     split = load_image_datasets(train_dir=str(tmp_path / "images"))["train"]
     transform = PretrainingTransform(32)
     cpu_seen, _ = record_batches(
@@ -283,11 +283,11 @@ def test_the_trainer_decodes_ahead_and_trains_on_the_cpu_paths_crops(tmp_path):
         tmp_path / "b",
         batch_decoder=BatchDecoder.for_transform(transform, "cpu"),
     )
-    assert len(device_seen) == len(cpu_seen) == 3
+    assert len(device_seen) == len(cpu_seen) == 2
     for cpu, device in zip(cpu_seen, device_seen, strict=True):
         assert gray_levels(cpu, device).max() <= 2.01  # the same images, crops and flips, in the same order
     assert isinstance(trainer.eval_data_collator, ImageCollator)
-    assert not any(t.name == "supmae-decode-ahead" and t.is_alive() for t in threading.enumerate())
+    assert not any(t.name == "supmae-decode-ahead" and t.is_alive() for t in threading.enumerate())  # closed
 
 
 @pytest.mark.parametrize(
@@ -302,3 +302,32 @@ def test_decode_device_cuda_mistakes_fail_before_training(tmp_path, extra, messa
     with pytest.raises(ValueError, match=message):
         run("--train_dir", tmp_path / "train", "--output_dir", tmp_path / "out", "--decode_device", "cuda", *extra)
     assert not os.path.exists(tmp_path / "out" / "model.safetensors")
+
+
+def test_run_pretraining_wires_gpu_decoding(tmp_path, monkeypatch):
+    """`--decode_device cuda` through the script, with the decoder put on the CPU (this machine has no GPU): the
+    workers send encoded batches, the trainer decodes them ahead, evaluation batches come decoded by the workers."""
+    import run_pretraining
+
+    made = {}
+    original = BatchDecoder.for_transform
+
+    def on_the_cpu(transform, device, bad_images=None, **kwargs):
+        made["decoder"] = decoder = original(transform, "cpu", bad_images, **kwargs)
+        pixels = decoder.pixels
+        decoder.pixels = lambda batch: made.setdefault("encoded", []).append(len(batch.positions)) or pixels(batch)
+        return decoder
+
+    monkeypatch.setattr(run_pretraining, "check_device_decoding", lambda device, streaming: None)
+    monkeypatch.setattr(BatchDecoder, "for_transform", staticmethod(on_the_cpu))
+    seen = []
+    monkeypatch.setattr(DeviceDecodingTrainer, "compute_loss", lambda self, model, inputs, *a, **k: (
+        seen.append(type(inputs["pixel_values"])) or SupMAETrainer.compute_loss(self, model, inputs, *a, **k)))  # fmt: skip
+    write_image_folder(tmp_path / "train", per_class=6)
+    write_image_folder(tmp_path / "val", per_class=2)
+    metrics = run("--train_dir", tmp_path / "train", "--validation_dir", tmp_path / "val", "--output_dir",
+                  tmp_path / "out", "--decode_device", "cuda", "--max_steps", "2", "--dataloader_num_workers", "1")  # fmt: skip
+    assert "eval_reconstruction_loss" in metrics and made["decoder"].device.type == "cpu"
+    assert made["encoded"] and all(count == 4 for count in made["encoded"])  # every training image came encoded
+    assert seen and all(kind is torch.Tensor for kind in seen)  # the model only ever saw decoded pixels
+    assert os.path.isfile(tmp_path / "out" / "model.safetensors")

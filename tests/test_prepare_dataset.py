@@ -151,3 +151,12 @@ def test_command_line_mistakes_are_one_paragraph(tmp_path, capsys, arguments, co
     error = capsys.readouterr().err
     assert exit_.value.code == code and message in error and "Traceback" not in error
     assert (tmp_path / "full" / "notes.txt").read_text() == "keep me"
+
+
+def test_two_prepared_directories_of_the_same_name_load_their_own_images(tmp_path):
+    """datasets caches a local directory by its name (and any data-file patterns its card declares): the card must
+    not make two preparations share a cache entry."""
+    for folder, per_class in (("a", 2), ("b", 3)):
+        write_source(tmp_path / folder / "source", per_class=per_class)
+        prepare(str(tmp_path / folder / "source"), str(tmp_path / folder / "out"), 0, progress=False)
+    assert len(rows(tmp_path / "a" / "out")) == 4 and len(rows(tmp_path / "b" / "out")) == 6
