@@ -26,6 +26,7 @@ import sys
 import time
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 
@@ -107,7 +108,9 @@ def main(argv: list[str] | None = None) -> dict:
         common.synchronize(args.device)
         profiled_wall = time.perf_counter() - start
     events = [e for e in profiler.key_averages() if own_time(e, cuda) > 0]
-    if not cuda:  # the profiler's own step markers and compiled-region wrappers are not work
+    if cuda:  # kernels only: the operators that launch them carry the same device time again
+        events = [e for e in events if e.device_type == DeviceType.CUDA]
+    else:  # the profiler's own step markers and compiled-region wrappers are not work
         events = [e for e in events if not e.key.startswith(("ProfilerStep", "Torch-Compiled Region"))]
     total = sum(own_time(e, cuda) for e in events) / 1e6 / args.steps  # seconds per step
     by_category: dict[str, float] = {}
