@@ -56,8 +56,12 @@ part() {  # part SECONDS DESCRIPTION SCRIPT ARGS...
   (( budget > left )) && budget=$left
   echo "== $description (budget ${budget}s)"
   local start=$SECONDS
-  if ! timeout "$budget" "$python" "$@" --output "$out"; then
-    echo "   $description: did not finish within ${budget}s or failed" | tee -a "${out%.json}.log"
+  timeout "$budget" "$python" "$@" --output "$out"
+  local status=$?
+  if (( status == 124 )); then
+    echo "   $description: did not finish within ${budget}s" | tee -a "${out%.json}.log"
+  elif (( status != 0 )); then
+    echo "   $description: failed (exit status $status)" | tee -a "${out%.json}.log"
   fi
   echo "   ($((SECONDS - start)) s)"
 }
