@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import transformers
@@ -51,6 +52,13 @@ from supmae.data import (
     count_skipped_images,
     eval_image_processor,
     transform_streaming_dataset,
+)
+from supmae.gpu_decode import (
+    BatchDecoder,
+    DeviceDecodeTransform,
+    DeviceDecodingTrainer,
+    EncodedImageCollator,
+    check_device_decoding,
 )
 from supmae.model_card import pretraining_model_card
 from supmae.training import (
@@ -115,6 +123,14 @@ class PretrainingArguments(SupMAETrainingArguments):
     adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2 (MAE: 0.95)."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Warmup then half-cycle cosine to 0."})
     warmup_steps: float = field(default=0.05, metadata={"help": "Warmup steps, or a fraction of all (20/400 epochs)."})
+    decode_device: Literal["cpu", "cuda"] = field(
+        default="cpu",
+        metadata={
+            "help": "Where training images are decoded: 'cpu', in the dataloader workers; or 'cuda': the workers read "
+            "the files and draw the crops, and the training process decodes each batch on its GPU (nvJPEG) and "
+            "crops, resizes, flips and normalizes there (map-style datasets; the same crops as 'cpu')."
+        },
+    )
 
 
 DESCRIPTION = """Pretrain SupMAE (or, without labels, MAE) on the Hugging Face Trainer. The defaults are the official
@@ -166,6 +182,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         raise ValueError("--streaming needs --max_steps: a streamed dataset has no length to count epochs in.")
     if {"learning_rate", "base_learning_rate"} <= given:
         raise ValueError("--learning_rate and --base_learning_rate both set the learning rate; pass one of them.")
+    if training_args.decode_device == "cuda":
+        check_device_decoding(training_args.device, data_args.streaming)
     config = build_config(model_args)  # a wrong preset or field fails here, before any data is read
     command = command_of(argv)
     previous = finished_run(training_args.output_dir, command)
@@ -240,14 +258,20 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     logger.info(line)
 
-    trainer = SupMAETrainer(
+    trainer_class, collator, extra = SupMAETrainer, ImageCollator(config.num_labels if label_column else None), {}
+    if training_args.decode_device == "cuda":  # workers read files and draw crops; the GPU decodes (gpu_decode.py)
+        train_dataset.transform = DeviceDecodeTransform(train_transform)
+        extra["batch_decoder"] = BatchDecoder.for_transform(train_transform, training_args.device, bad_images)
+        trainer_class, collator = DeviceDecodingTrainer, EncodedImageCollator(image_size, collator.num_labels)
+    trainer = trainer_class(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
-        data_collator=ImageCollator(config.num_labels if label_column else None),
+        data_collator=collator,
         processing_class=image_processor,
         eval_seed=training_args.seed,
+        **extra,
     )
     train_result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     train_result.metrics["skipped_images"] = count_skipped_images(skipped_images)

@@ -114,6 +114,12 @@ def add_arguments(parser: argparse.ArgumentParser, default_preset: str) -> None:
         "interpolate_pos_encoding=True.",
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile both models (dynamic=False).")
+    parser.add_argument(
+        "--compile_mode",
+        choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+        default="default",
+        help="torch.compile mode with --compile; reduce-overhead runs the compiled graphs as CUDA graphs.",
+    )
     parser.add_argument("--rounds", type=int, default=10, help="Timed rounds; each round times one step per model.")
     parser.add_argument(
         "--warmup",
@@ -162,7 +168,16 @@ def transformers_config(config_class, config: SupMAEConfig, mae: bool, **extra):
 
 def prepare(model: torch.nn.Module, args) -> torch.nn.Module:
     model = model.to(args.device)
-    return torch.compile(model, dynamic=False) if args.compile else model
+    if not args.compile:
+        return model
+    return torch.compile(model, dynamic=False, mode=None if args.compile_mode == "default" else args.compile_mode)
+
+
+def mark_step(args) -> None:
+    """Before each step: CUDA graphs (compile mode reduce-overhead) reuse their outputs' memory from one step to the
+    next; this tells them a new step begins."""
+    if args.compile and "reduce-overhead" in args.compile_mode:
+        torch.compiler.cudagraph_mark_step_begin()
 
 
 def autocast(args):
@@ -354,16 +369,16 @@ def run(args, argv: list[str], script: str, arms: dict[str, Arm], comparisons, w
             point["comparisons"].append({"name": title, "ours": ours, "theirs": theirs, "ratio": ratio})
         record["results"].append(point)
         print_point(point, args, peak_flops)
+        if args.output:  # after every point, so that a run cut short by its time budget keeps what it measured
+            append_json(args.output, record, replace_last=len(record["results"]) > 1)
     print(f"memory: {record['memory_method']}")
-    if args.output:
-        append_json(args.output, record)
     return record
 
 
 def print_point(point: dict, args, peak_flops: float) -> None:
     print(
         f"\nbatch {point['batch_size']}, {point['image_size']} px, {args.device}, {args.dtype}"
-        f"{', compiled' if args.compile else ''}; matmul peak {peak_flops / 1e12:.3f} TFLOP/s"
+        f"{compile_label(args)}; matmul peak {peak_flops / 1e12:.3f} TFLOP/s"
     )
     print(f"{'model':<44} {'img/s':>9} {'ms/step':>9} {'GFLOP/step':>11} {'MFU':>7} {'peak MiB':>9}")
     for arm in point["arms"].values():
@@ -373,6 +388,12 @@ def print_point(point: dict, args, peak_flops: float) -> None:
         )
     for comparison in point["comparisons"]:
         print(f"ratio {comparison['name']} (theirs time / ours time): {comparison['ratio']:.3f}")
+
+
+def compile_label(args) -> str:
+    if not args.compile:
+        return ""
+    return ", compiled" + ("" if args.compile_mode == "default" else f" ({args.compile_mode})")
 
 
 @contextlib.contextmanager
@@ -386,16 +407,20 @@ def torch_threads(count: int):
         torch.set_num_threads(previous)
 
 
-def append_json(path: str, record: dict) -> None:
-    """Keep `path` a JSON list of run records, appending this one."""
+def append_json(path: str, record: dict, replace_last: bool = False) -> None:
+    """Keep `path` a JSON list of run records, appending this one (or, `replace_last`, putting it in place of the last
+    one: a record growing as a run goes). Written to a temporary file first, so that a run killed meanwhile leaves the
+    file as it was."""
     records = []
     if os.path.exists(path):
         with open(path) as f:
             records = json.load(f)
     records = records if isinstance(records, list) else [records]
-    with open(path, "w") as f:
+    records = records[:-1] if replace_last and records else records
+    with open(path + ".partial", "w") as f:
         json.dump(records + [record], f, indent=1)
         f.write("\n")
+    os.replace(path + ".partial", path)
 
 
 def finish_arguments(args) -> None:

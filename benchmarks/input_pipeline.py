@@ -6,11 +6,18 @@ horizontal flip + normalize, `supmae.data.PretrainingTransform` against the plai
 decode, `transforms.RandomResizedCrop`, `ToTensor`, `Normalize`), on real photographs.
 
     python benchmarks/input_pipeline.py [--size 500x375] [--images 32] [--rounds 7] [--output results.json]
+    python benchmarks/input_pipeline.py --prepared 256     # also ours on the files as prepare_dataset leaves them
 
 The photos are the two that ship inside scikit-learn (china.jpg, flower.jpg, 640x427), cut into varied crops,
 resized to --size (ImageNet-like: about 500x375, either orientation) and re-encoded as JPEG quality 90. One thread,
 rounds interleaved (ours, reference, ours, ...), medians reported. It also checks that the two pipelines'
 outputs have the same statistics (per-channel mean and standard deviation over all the images and rounds).
+
+`--prepared N` adds a third arm: our pipeline on the same photos re-encoded as `python -m supmae.prepare_dataset
+--max_side N` leaves them (shorter side capped at N), timed against the same reference on the originals. It also
+records what the cap changes in the crops (`crop_statistics`): how much the crops are upsampled to the output size,
+and how sharp the outputs are (mean absolute difference of horizontally adjacent pixels, 0-255 units), for the same
+random draws on the originals and on the prepared files.
 """
 
 import argparse
@@ -28,7 +35,8 @@ import torch
 import torchvision
 import torchvision.transforms as T
 
-from supmae.data import IMAGENET_MEAN, IMAGENET_STD, PretrainingTransform
+from supmae.data import IMAGENET_MEAN, IMAGENET_STD, PretrainingTransform, random_resized_crop_box
+from supmae.prepare_dataset import reencode
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -77,12 +85,42 @@ def run_ours(files, transform, rng):
     return [transform(data, rng) for data in files]
 
 
+def crop_statistics(files, transform, draws: int = 8) -> dict:
+    """What the crops of `transform` are made of, over `draws` seeded draws per file (the same seeds for any set of
+    files): the fraction upsampled (fewer source pixels than output pixels along the crop's shorter side), the median
+    of output size / crop's shorter side, and the outputs' sharpness (mean absolute difference of horizontally
+    adjacent output pixels, 0-255 units)."""
+    scales, sharpness = [], []
+    std = torch.tensor(transform.std).view(3, 1, 1) * 255
+    for index, data in enumerate(files):
+        width, height = PIL.Image.open(io.BytesIO(data)).size
+        for draw in range(draws):
+            left, top, right, bottom = random_resized_crop_box(
+                width, height, transform.scale, transform.ratio, random.Random(index * draws + draw)
+            )
+            scales.append(transform.image_size / min(right - left, bottom - top))
+            pixels = transform(data, random.Random(index * draws + draw)) * std
+            sharpness.append((pixels[:, :, 1:] - pixels[:, :, :-1]).abs().mean().item())
+    return {
+        "upsampled_fraction": float(np.mean(np.array(scales) > 1)),
+        "median_scale": float(np.median(scales)),
+        "sharpness": float(np.mean(sharpness)),
+    }
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="500x375", help="WxH of the JPEG files (default ImageNet-like 500x375).")
     parser.add_argument("--image_size", type=int, default=224, help="The crop size.")
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument(
+        "--prepared",
+        type=int,
+        metavar="MAX_SIDE",
+        help="Also time ours on the files re-encoded by prepare_dataset with this cap on the shorter side.",
+    )
+    parser.add_argument("--quality", type=int, default=90, help="JPEG quality of the prepared files (default 90).")
     parser.add_argument("--output", help="Append the result to this JSON file.")
     options = parser.parse_args(argv)
     with common.torch_threads(1):  # images/s per core
@@ -95,14 +133,16 @@ def measure(options) -> dict:
     ours, reference = PretrainingTransform(options.image_size), reference_transform(options.image_size)
     rng = random.Random(0)
     torch.manual_seed(0)
-    run_ours(files, ours, rng), run_reference(files, reference)  # warm-up
-    times = {"ours": [], "torchvision": []}
-    outputs = {"ours": [], "torchvision": []}
+    arms = {"ours": lambda: run_ours(files, ours, rng), "torchvision": lambda: run_reference(files, reference)}
+    if options.prepared is not None:
+        prepared = [reencode(data, options.prepared, options.quality) for data in files]
+        arms["ours_prepared"] = lambda: run_ours(prepared, ours, rng)
+    for run in arms.values():  # warm-up
+        run()
+    times = {name: [] for name in arms}
+    outputs = {name: [] for name in arms}
     for _ in range(options.rounds):
-        for name, run in (
-            ("ours", lambda: run_ours(files, ours, rng)),
-            ("torchvision", lambda: run_reference(files, reference)),
-        ):
+        for name, run in arms.items():
             start = time.perf_counter()
             batch = run()
             times[name].append(time.perf_counter() - start)
@@ -127,10 +167,25 @@ def measure(options) -> dict:
         "ratio": round(per_second["ours"] / per_second["torchvision"], 3),
         "output_statistics": statistics_of,
     }
+    if options.prepared is not None:
+        result["prepared_max_side"] = options.prepared
+        result["ratio_prepared"] = round(per_second["ours_prepared"] / per_second["torchvision"], 3)
+        result["prepared_bytes_per_image"] = round(sum(map(len, prepared)) / len(prepared))
+        result["original_bytes_per_image"] = round(sum(map(len, files)) / len(files))
+        result["crop_statistics"] = {
+            "originals": crop_statistics(files, ours),
+            "prepared": crop_statistics(prepared, ours),
+        }
     print(f"{options.size} JPEG -> {options.image_size} px, one core, median of {options.rounds} rounds:")
     for name, value in per_second.items():
         print(f"  {name:12s} {value:8.1f} images/s   {1000 / value:6.2f} ms/image")
     print(f"  ratio        {result['ratio']:.2f}x")
+    if options.prepared is not None:
+        print(f"  ratio, ours on prepared files (shorter side <= {options.prepared}) vs reference on originals: "
+              f"{result['ratio_prepared']:.2f}x")  # fmt: skip
+        for name, stats in result["crop_statistics"].items():
+            print(f"  crops from {name:9s}: {stats['upsampled_fraction']:.0%} upsampled, median scale "
+                  f"{stats['median_scale']:.2f}x, sharpness {stats['sharpness']:.2f}")  # fmt: skip
     for name, stats in statistics_of.items():
         print(f"  {name:12s} mean {np.round(stats['mean'], 3).tolist()} std {np.round(stats['std'], 3).tolist()}")
     if options.output:

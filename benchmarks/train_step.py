@@ -1,10 +1,14 @@
 """Training-step throughput of SupMAEForPreTraining (with labels) vs Transformers' ViTMAEForPreTraining.
 
-A step is forward, backward, AdamW step and zero_grad(set_to_none=True), the same for both models. Two comparisons:
+A step is forward, backward, AdamW step and zero_grad(set_to_none=True), the same for both models. AdamW is the fused
+kernel, as in the training scripts (`--optimizer default` gives torch's default implementation, foreach on CUDA and
+the for-loop on a CPU, which records without an "optimizer" argument used). Comparisons:
 
 - same architecture: both models with the preset's encoder and decoder (default ViT-B/16, 8-block 512-wide decoder),
   LayerNorm eps 1e-6 and norm_pix_loss; SupMAE also computes its supervised head;
-- released recipes: SupMAE's 1-block decoder vs ViTMAE's (MAE's) 8-block decoder.
+- released recipes: SupMAE's 1-block decoder vs ViTMAE's (MAE's) 8-block decoder;
+- optimizer (`--comparison optimizer`): SupMAE's 1-block recipe with fused AdamW vs torch's default AdamW;
+- `--comparison supmae`: SupMAE's 1-block recipe alone (its baseline is another run, e.g. another compile mode).
 
 The models run interleaved in one process, one step each per round, after warm-up; the table gives medians, the
 ratio ViTMAE time / SupMAE time (> 1: SupMAE is faster), MFU against a square matmul measured in the same run, and
@@ -12,6 +16,7 @@ peak memory. Examples:
 
     python benchmarks/train_step.py --device cuda --dtype bf16 --batch_size 64 --output results.json
     python benchmarks/train_step.py --device cuda --dtype bf16 --sweep batch=32,64,128
+    python benchmarks/train_step.py --device cuda --dtype bf16 --compile --comparison optimizer --sweep batch=512,1024
     python benchmarks/train_step.py --tiny --rounds 2 --warmup 1          # a seconds-long smoke run on a CPU
 """
 
@@ -42,9 +47,17 @@ def parse_args(argv):
     common.add_arguments(parser, default_preset="vit-base-patch16-dec8")
     parser.add_argument(
         "--comparison",
-        choices=("both", "same", "recipe"),
+        choices=("both", "same", "recipe", "optimizer", "supmae"),
         default="both",
-        help="same: identical architecture; recipe: SupMAE 1-block decoder vs ViTMAE 8-block; both (default).",
+        help="same: identical architecture; recipe: SupMAE 1-block decoder vs ViTMAE 8-block; both (default); "
+        "optimizer: SupMAE 1-block with fused AdamW vs torch's default AdamW; supmae: SupMAE 1-block alone.",
+    )
+    parser.add_argument(
+        "--optimizer",
+        choices=("fused", "default"),
+        default="fused",
+        help="AdamW implementation of every model: fused (the training scripts' default), or torch's default "
+        "(foreach on CUDA, for-loop on a CPU).",
     )
     args = parser.parse_args(argv)
     common.finish_arguments(args)
@@ -55,6 +68,11 @@ def plan(args):
     """Models to build, keyed `<kind>_dec<decoder depth>`, and the (title, ours, theirs) comparisons between them."""
     depth = common.supmae_config(args).decoder_num_hidden_layers
     comparisons = []
+    if args.comparison == "supmae":
+        return [f"supmae_dec{SUPMAE_DECODER_LAYERS}"], []
+    if args.comparison == "optimizer":
+        ours, theirs = f"supmae_dec{SUPMAE_DECODER_LAYERS}_fused", f"supmae_dec{SUPMAE_DECODER_LAYERS}_default"
+        return [ours, theirs], [("optimizer (fused AdamW vs torch's default AdamW)", ours, theirs)]
     if args.comparison in ("both", "same"):
         comparisons.append((f"same architecture ({depth}-block decoders)", f"supmae_dec{depth}", f"vitmae_dec{depth}"))
     if args.comparison in ("both", "recipe"):
@@ -70,11 +88,14 @@ def plan(args):
 
 
 def build_arm(args, key: str) -> common.Arm:
-    kind, depth = key.split("_dec")
+    kind, rest = key.split("_dec")
+    depth, _, optimizer = rest.partition("_")
+    optimizer = optimizer or args.optimizer
     config = common.supmae_config(args, decoder_num_hidden_layers=int(depth))
     if kind == "supmae":
         model = SupMAEForPreTraining(config)
         label = f"SupMAEForPreTraining, {depth}-block dec, labels"
+        label = f"SupMAE, {depth}-block dec, {optimizer} AdamW" if args.comparison == "optimizer" else label
         flops_config, count = config, pretraining_flops
     else:
         flops_config = common.transformers_config(ViTMAEConfig, config, mae=True, attn_implementation=args.attn)
@@ -83,7 +104,11 @@ def build_arm(args, key: str) -> common.Arm:
         count = vitmae_pretraining_flops
     model.to(args.device).train()
     optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05
+        [p for p in model.parameters() if p.requires_grad],
+        lr=1.5e-4,
+        betas=(0.9, 0.95),
+        weight_decay=0.05,
+        fused=True if optimizer == "fused" else None,
     )
     runner = common.prepare(model, args)
 
@@ -95,6 +120,7 @@ def build_arm(args, key: str) -> common.Arm:
             inputs["labels"] = torch.randint(0, config.num_labels, (batch_size,), device=args.device)
 
         def step():
+            common.mark_step(args)
             with common.autocast(args):
                 loss = runner(pixels, **inputs).loss
             loss.backward()

@@ -5,6 +5,7 @@ the pretraining augmentation and batching."""
 import functools
 import hashlib
 import io
+import json
 import logging
 import math
 import os
@@ -35,7 +36,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_COLUMN_NAMES = ("image", "img", "jpg", "jpeg", "png", "webp", "pixel_values")
 LABEL_COLUMN_NAMES = ("label", "labels", "cls", "class", "target")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+DATA_FILE_EXTENSIONS = (".parquet", ".arrow")  # a local dataset directory (e.g. prepared shards) holds these
 DIGITS = "digits"  # the name of the built-in dataset: scikit-learn's 8x8 digits, no download
+PREPARE_MANIFEST = ".prepare_dataset.json"  # supmae.prepare_dataset's record; "complete" once its shards are in place
 # What reading a broken image file raises: PIL (UnidentifiedImageError is an OSError; truncated files, broken
 # streams), torchvision's JPEG decoder (RuntimeError), zlib and struct inside PIL's plugins, and PIL's guard against
 # decompression bombs (more than 2 x PIL.Image.MAX_IMAGE_PIXELS pixels).
@@ -62,6 +65,7 @@ def load_image_datasets(
     """
     if dataset_name is not None and (train_dir or validation_dir):
         raise ValueError("Give either `dataset_name` or `train_dir`/`validation_dir`, not both.")
+    check_prepared(dataset_name)
     if dataset_name == DIGITS:
         splits = digits_datasets()
         return splits.to_iterable_dataset() if streaming else splits
@@ -74,7 +78,7 @@ def load_image_datasets(
                 continue
             if not os.path.isdir(directory):
                 raise FileNotFoundError(f"The {split} folder {directory!r} does not exist or is not a directory.")
-            if not _holds_images(directory):
+            if not _holds_files(directory):
                 raise ValueError(
                     f"The {split} folder {directory!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})."
                 )
@@ -100,9 +104,10 @@ def load_image_datasets(
 def load_image_split(source: str, split: str | None = None, config_name: str | None = None, cache_dir=None):
     """One split of a Hub dataset, a local dataset directory or image folder, or `"digits"`, loading only that split.
     Without `split`: "validation" if the source has one, else its only split."""
+    check_prepared(source)
     if source == DIGITS:
         splits = digits_datasets()
-    elif os.path.isdir(source) and not _holds_images(source):
+    elif os.path.isdir(source) and not _holds_files(source) and not _holds_files(source, DATA_FILE_EXTENSIONS):
         raise ValueError(f"{source!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)}).")
     else:
         names = datasets.get_dataset_split_names(source, config_name)
@@ -117,11 +122,25 @@ def load_image_split(source: str, split: str | None = None, config_name: str | N
     return splits[split]
 
 
-def _holds_images(directory: str) -> bool:
+def check_prepared(path: str | None) -> None:
+    """Refuse a directory that `python -m supmae.prepare_dataset` has not finished writing, naming the command that
+    finishes it (the finished shards are kept)."""
+    manifest = os.path.join(path, PREPARE_MANIFEST) if path and os.path.isdir(path) else None
+    if manifest is None or not os.path.isfile(manifest):
+        return
+    with open(manifest) as file:
+        plan = json.load(file)
+    if not plan.get("complete"):
+        raise ValueError(
+            f"{path} is a dataset whose preparation has not finished. Run the same command again to finish it: "
+            f"python -m supmae.prepare_dataset --source {plan.get('source')} --output {path} --max_side "
+            f"{plan.get('max_side')} --quality {plan.get('quality')} --shard_size {plan.get('shard_size')}"
+        )
+
+
+def _holds_files(directory: str, extensions=IMAGE_EXTENSIONS) -> bool:
     return any(
-        name.lower().endswith(IMAGE_EXTENSIONS)
-        for _, _, names in os.walk(directory, followlinks=True)
-        for name in names
+        name.lower().endswith(extensions) for _, _, names in os.walk(directory, followlinks=True) for name in names
     )
 
 
@@ -544,6 +563,10 @@ class ImageCollator:
 
     def __call__(self, items: list[dict]) -> dict:
         batch = {"pixel_values": torch.stack([torch.as_tensor(item["pixel_values"]) for item in items])}
+        return self.add_labels(batch, items)
+
+    def add_labels(self, batch: dict, items: list[dict]) -> dict:
+        """`batch` with the items' labels `(B,)`, checked, when they have any."""
         if "labels" in items[0]:
             labels = torch.tensor([-100 if item["labels"] is None else int(item["labels"]) for item in items])
             bad = labels[(labels != -100) & ((labels < 0) | (labels >= (self.num_labels or math.inf)))]

@@ -1,12 +1,23 @@
-"""The input-pipeline benchmark runs and records its result (timings are reported, never asserted)."""
+"""The benchmarks run and record their results (timings are reported, never asserted): the input pipeline, the
+train step's optimizer comparison, the GPU-decode check, the profile, end to end through run_pretraining.py, the
+summary, and run_gpu.sh's every command line on a CPU."""
 
 import json
 import os
+import subprocess
 import sys
 
+import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import end_to_end  # noqa: E402
+import gpu_decode_check  # noqa: E402
 import input_pipeline  # noqa: E402
+import profile_step  # noqa: E402
+import summarize  # noqa: E402
+import train_step  # noqa: E402
 
 
 def test_input_pipeline_benchmark_records_both_pipelines(tmp_path):
@@ -16,3 +27,106 @@ def test_input_pipeline_benchmark_records_both_pipelines(tmp_path):
     for stats in result["output_statistics"].values():
         assert len(stats["mean"]) == 3 and all(s > 0 for s in stats["std"])
     assert json.loads(output.read_text())[-1]["jpeg_size"] == "320x240"
+
+
+def test_input_pipeline_times_prepared_files_and_records_what_the_cap_changes(tmp_path):
+    result = input_pipeline.main(["--images", "4", "--rounds", "1", "--size", "320x240", "--prepared", "120"])
+    assert set(result["images_per_second_per_core"]) == {"ours", "torchvision", "ours_prepared"}
+    assert result["ratio_prepared"] > 0 and result["prepared_max_side"] == 120
+    assert result["prepared_bytes_per_image"] < result["original_bytes_per_image"]
+    originals, prepared = result["crop_statistics"]["originals"], result["crop_statistics"]["prepared"]
+    # Capping 240 -> 120 pixels halves every crop's pixels: crops are upsampled twice as much, and come out softer.
+    assert prepared["median_scale"] == pytest.approx(2 * originals["median_scale"], rel=0.05)
+    assert prepared["upsampled_fraction"] > originals["upsampled_fraction"]
+    assert prepared["sharpness"] < originals["sharpness"]
+
+
+def test_train_step_compares_fused_with_default_adamw(tmp_path):
+    output = tmp_path / "steps.json"
+    record = train_step.main(["--tiny", "--comparison", "optimizer", "--rounds", "1", "--warmup", "1",
+                              "--batch_size", "4", "--output", str(output)])  # fmt: skip
+    arms = record["results"][0]["arms"]
+    assert set(arms) == {"supmae_dec1_fused", "supmae_dec1_default"}
+    assert "fused AdamW" in arms["supmae_dec1_fused"]["label"] and record["args"]["optimizer"] == "fused"
+    assert json.loads(output.read_text())[-1]["results"][0]["comparisons"][0]["ours"] == "supmae_dec1_fused"
+
+
+def test_summary_picks_the_best_batch_and_tabulates_the_suite(tmp_path):
+    def step(batch, optimizer, images_per_s, mode="default"):
+        arm = {"images_per_s": images_per_s, "achieved_flops": 4e14, "mfu": 0.5}
+        return {"script": "train_step.py", "machine": {"device": "cuda"},
+                "args": {"compile": True, "compile_mode": mode, "optimizer": "fused"},
+                "results": [{"batch_size": batch, "arms": {f"supmae_dec1_{optimizer}": arm}}]}  # fmt: skip
+
+    records = [step(512, "fused", 9000), step(1024, "fused", 9900), step(2048, "fused", 10100),
+               step(1024, "default", 9990), step(1024, "fused", 11000, mode="reduce-overhead")]  # fmt: skip
+    assert summarize.best_batch(records, None, 512) == 2048
+    assert summarize.best_batch(records, 1024, 512) == 1024  # the default AdamW and CUDA-graph rows do not count
+    assert summarize.best_batch([], None, 512) == 512
+    e2e = {"benchmark": "end_to_end", "run": "folder:cuda", "batch_size": 1024, "workers": 15,
+           "images_per_second": 9000.0, "step_only_images_per_second": 9900.0, "end_to_end_vs_step_only": 0.91,
+           "data_wait_fraction": 0.05, "mfu_spec": 0.4}  # fmt: skip
+    failed = {"benchmark": "end_to_end", "run": "folder:cpu", "batch_size": 1024, "error": "OSError: no shm"}
+    text = summarize.table(records + [e2e, failed], 989.0)
+    assert "40.4%" in text  # 4e14 FLOP/s of 989 TFLOP/s
+    assert "folder:cuda" in text and "91%" in text and "FAILED: OSError: no shm" in text
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(records))
+    assert summarize.main([str(path), "--best_batch", "--at_most", "1024"]) == 0
+
+
+def test_gpu_decode_check_exits_nonzero_when_the_paths_disagree(capsys):
+    arguments = ["--device", "cpu", "--images", "3", "--batch_size", "4", "--rounds", "1"]
+    assert gpu_decode_check.main(arguments) == 0
+    assert "AGREES" in capsys.readouterr().out
+    assert gpu_decode_check.main([*arguments, "--max_tolerance", "0.5"]) == 1  # a single gray level now disagrees
+    assert "DISAGREES: photo" in capsys.readouterr().out
+
+
+def test_profile_names_where_the_step_time_goes(tmp_path):
+    record = profile_step.main(["--tiny", "--steps", "1", "--rounds", "1", "--warmup", "1", "--batch_size", "4",
+                                "--profile_dir", str(tmp_path)])  # fmt: skip
+    categories = record["categories_s_per_step"]
+    assert "GEMM (matmuls, patch convolution)" in categories and "AdamW" in categories
+    assert sum(categories.values()) == pytest.approx(record["busy_s_per_step"])
+    assert "LayerNorm" in (tmp_path / "profile-cpu-tiny-b4.txt").read_text()
+    assert profile_step.category("sm90_xmma_gemm_bf16bf16_bf16f32") == "GEMM (matmuls, patch convolution)"
+    assert profile_step.category("pytorch_flash::flash_bwd_kernel") == "attention"
+    assert profile_step.category("triton_per_fused_native_layer_norm_backward_3") == "LayerNorm"
+
+
+@pytest.mark.slow
+def test_end_to_end_runs_the_training_script_and_records_each_run(tmp_path):
+    output = tmp_path / "e2e.json"
+    records = end_to_end.main(["--tiny", "--batch_size", "4", "--steps", "2", "--skip", "2", "--workers", "1",
+                               "--step_only_steps", "1", "--runs", "prepared:cpu,shards:cuda,folder:cpu",
+                               "--max_side", "128", "--data_dir", str(tmp_path / "data"), "--json", str(output)])  # fmt: skip
+    prepared, on_gpu, folder = records
+    for record in (prepared, folder):
+        assert "error" not in record, record.get("error")
+        assert record["images_per_second"] > 0 and record["step_only_images_per_second"] > 0
+        assert 0 <= record["data_wait_fraction"] <= 1 and record["workers"] == 1
+        assert record["argv"][:2] == ["python", "run_pretraining.py"] and "--max_steps" in record["argv"]
+        assert record["images"] == (2 + 2 + 1) * 4 and record["optimizer"] == "adamw_torch_fused"
+    assert "--dataset_name" in prepared["argv"] and "--train_dir" in folder["argv"]
+    assert "--decode_device cuda decodes images on the training process's GPU" in on_gpu["error"]  # no GPU here
+    assert [r["run"] for r in json.loads(output.read_text())] == ["prepared:cpu", "shards:cuda", "folder:cpu"]
+
+
+@pytest.mark.slow
+def test_run_gpu_sh_runs_every_part_on_a_cpu(tmp_path):
+    """The GPU suite's command lines, at tiny sizes on the CPU (compilation switched off): a typo in any of them
+    fails here rather than in the one GPU run."""
+    out = tmp_path / "gpu.json"
+    environment = {**os.environ, "SUPMAE_BENCH_SMOKE": "1", "TORCHDYNAMO_DISABLE": "1", "TMPDIR": str(tmp_path),
+                   "PYTHONPATH": ROOT}  # fmt: skip
+    done = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "run_gpu.sh"), str(out)], env=environment,
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    for trouble in ("did not finish", "failed (exit status", "the suite's"):
+        assert trouble not in done.stdout, done.stdout[-3000:]
+    kinds = [r.get("script") or r.get("benchmark") for r in json.loads(out.read_text())]
+    assert kinds == ["gpu_decode_check", "input_pipeline", "train_step.py", "end_to_end", "end_to_end",
+                     "profile_step.py", "train_step.py"]  # fmt: skip
+    assert "end to end (run_pretraining.py, Trainer):" in done.stdout
+    assert (tmp_path / "gpu-summary.txt").read_text().strip() in done.stdout
