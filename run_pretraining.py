@@ -13,6 +13,7 @@ recipe: lr = base_lr x effective batch / 256, AdamW (0.9, 0.95), weight decay 0.
 per-step warmup then cosine, RandomResizedCrop(0.2-1) + flip, mask ratio 0.75, normalized-pixel loss.
 """
 
+import gc
 import json
 import logging
 import os
@@ -297,5 +298,17 @@ def check_replicas_identical(trainer: SupMAETrainer) -> None:
     logger.info(f"Parameters identical across the {len(digests)} processes.")
 
 
+def end_distributed() -> None:
+    """Destroy the process group, if any, before the interpreter exits. Left to exit, gloo's worker threads could still
+    be releasing the last collective's tensors while Python finalizes; the thread then dies inside a C++ destructor and
+    the process aborts ("terminate called without an active exception"). The process group's destructor joins those
+    threads, and it runs once nothing else holds the group: call this after main() returned, when its DDP wrapper is
+    gone."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        gc.collect()  # in case the Trainer and its DDP wrapper were left in reference cycles
+        torch.distributed.destroy_process_group()
+
+
 if __name__ == "__main__":
     main()
+    end_distributed()
