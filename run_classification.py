@@ -18,7 +18,7 @@ import sys
 
 import transformers
 
-from supmae.arguments import command_of, configure_logging, demo_arguments, main_with_clear_errors, prepare_data
+from supmae.arguments import command_of, configure_logging, demo_arguments, prepare_data, run_script
 from supmae.classification import (
     check_classification_arguments,
     logger,
@@ -81,4 +81,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main_with_clear_errors(main)
+    run_script(main)

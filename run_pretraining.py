@@ -32,13 +32,14 @@ from supmae.arguments import (
     check_output_dir,
     command_of,
     configure_logging,
+    configure_streaming,
     demo_arguments,
     finished_run,
-    main_with_clear_errors,
     parse_arguments,
     prepare_data,
     record_finished_run,
     resume_checkpoint,
+    run_script,
     script_parser,
 )
 from supmae.configuration_supmae import SUPMAE_PRESETS
@@ -230,6 +231,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     skipped_images = os.path.join(training_args.output_dir, SKIPPED_IMAGES)
     bad_images = BadImagePolicy(data_args.bad_images, skipped_images)
     if data_args.streaming:
+        configure_streaming(training_args, train_split)
         train_split = train_split.shuffle(seed=training_args.seed, buffer_size=data_args.shuffle_buffer_size)
         train_dataset = transform_streaming_dataset(
             train_split, image_column, label_column, train_transform, bad_images
@@ -345,10 +347,10 @@ def check_replicas_identical(trainer: SupMAETrainer) -> None:
     if trainer.accelerator.num_processes == 1:
         return
     digests = trainer.accelerator.gather(parameters_digest(trainer.model).to(trainer.args.device).unsqueeze(0))
-    if not torch.allclose(digests, digests[:1].expand_as(digests), rtol=1e-6, atol=0):
+    if not torch.equal(digests, digests[:1].expand_as(digests)):  # the same weights sum to the same bits
         raise RuntimeError(f"The {len(digests)} processes ended with different weights: {digests.tolist()}")
     logger.info(f"Parameters identical across the {len(digests)} processes.")
 
 
 if __name__ == "__main__":
-    main_with_clear_errors(main)
+    run_script(main)

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import difflib
 import errno
+import gc
 import importlib.util
 import json
 import logging
@@ -215,10 +216,15 @@ def parse_arguments(parser: HfArgumentParser, argv: list[str]) -> tuple[tuple, s
     return parser.parse_args_into_dataclasses(args=argv), given
 
 
-def main_with_clear_errors(main: Callable, argv: list[str] | None = None):
-    """Run a script's `main`: a mistake (a bad argument, path or value, an unreadable image with --bad_images error,
-    a non-finite loss) ends with its one-paragraph message on stderr, without a traceback, and exit status 2
-    (1 for failures while training). `SUPMAE_TRACEBACK=1` shows the traceback instead."""
+def run_script(main: Callable, argv: list[str] | None = None):
+    """Run a script's `main` from the command line:
+    - a mistake (a bad argument, path or value, an unreadable image with --bad_images error, a non-finite loss) ends
+      with its one-paragraph message on stderr, without a traceback, and exit status 2 (1 for failures while
+      training); `SUPMAE_TRACEBACK=1` shows the traceback instead;
+    - a multi-process run then destroys its process group before the interpreter exits. Left to exit, gloo's worker
+      threads could still be releasing the last collective's tensors while Python finalizes; the thread then dies
+      inside a C++ destructor and the process aborts ("terminate called without an active exception"). Destroying
+      the group joins those threads once nothing else holds it (main's DDP wrapper is gone by then)."""
     try:
         return main(argv)
     except (ValueError, OSError, RuntimeError) as error:
@@ -227,6 +233,10 @@ def main_with_clear_errors(main: Callable, argv: list[str] | None = None):
             raise
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         raise SystemExit(2 if isinstance(error, (ValueError, FileNotFoundError, FileExistsError)) else 1) from None
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gc.collect()  # the Trainer and its DDP wrapper may be left in reference cycles
+            torch.distributed.destroy_process_group()
 
 
 def apply_config_overrides(config, overrides: str) -> list[str]:
@@ -380,6 +390,22 @@ def resume_checkpoint(training_args) -> str | None:
                 logger.warning(f"Renaming the incomplete {path} to {os.path.basename(target)}: {problem}.")
                 os.replace(path, target)
     return resume
+
+
+def configure_streaming(training_args, stream) -> None:
+    """How a streamed training set reaches the processes. accelerate's default for streams is that process 0 reads and
+    decodes every image and sends each process its batches. With at least as many shards as processes, each process
+    reads and decodes its own shards instead (accelerate splits a `datasets` stream by shard when it does not
+    dispatch); with fewer, process 0 keeps decoding for all, and the log says so."""
+    processes, shards = training_args.world_size, getattr(stream, "n_shards", 1)
+    if processes > 1 and shards < processes:
+        logger.warning(
+            f"The stream has {shards} shard(s) for {processes} processes: process 0 reads and decodes every image and "
+            f"sends the others their batches. Stream a dataset of at least {processes} Parquet shards (python -m "
+            "supmae.prepare_dataset writes them) for each process to decode its own."
+        )
+        return
+    training_args.accelerator_config.dispatch_batches = False
 
 
 def check_output_dir(training_args, model=None) -> None:

@@ -19,6 +19,7 @@ from .arguments import (
     apply_config_overrides,
     check_labels,
     check_output_dir,
+    configure_streaming,
     finished_run,
     parse_arguments,
     record_finished_run,
@@ -360,6 +361,7 @@ def make_trainer(model, args, data, train_split, validation, trainer_kwargs, bad
             train_split, data.image_column, data.label_column, transform, args.seed, bad_images
         )
     else:  # streamed
+        configure_streaming(args, train_split)
         train_split = train_split.shuffle(seed=args.seed, buffer_size=shuffle_buffer_size)
         train = transform_streaming_dataset(train_split, data.image_column, data.label_column, transform, bad_images)
     trainer = SupMAEClassificationTrainer(

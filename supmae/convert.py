@@ -490,9 +490,9 @@ def main(argv: list[str] | None = None) -> ConversionReport:
 
 def cli() -> None:
     """The `supmae-convert` command: `main`, with a mistake reported in one paragraph instead of a traceback."""
-    from .arguments import main_with_clear_errors
+    from .arguments import run_script
 
-    main_with_clear_errors(main)
+    run_script(main)
 
 
 if __name__ == "__main__":

@@ -222,7 +222,8 @@ def eager_attention_forward(module, query, key, value, attention_mask, scaling, 
     weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
     if attention_mask is not None:
         weights = weights + attention_mask
-    weights = F.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    # Softmax in at least float32 (half precision would lose the small weights), in float64 when that is the dtype.
+    weights = F.softmax(weights, dim=-1, dtype=torch.promote_types(query.dtype, torch.float32)).to(query.dtype)
     weights = F.dropout(weights, p=dropout, training=module.training)
     return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 
@@ -687,7 +688,9 @@ class SupMAEForPreTraining(SupMAEPreTrainedModel):
             classification_logits = self.supervised_head(self.pool(latent))
         if labels is not None:
             # Mean over the labeled images; a batch with none of them adds 0 rather than NaN.
-            scaled_logits = classification_logits.float() / self.config.supervised_temperature
+            # At least float32 (half-precision logits would round the loss), float64 when the model runs in it.
+            logits = classification_logits.to(torch.promote_types(classification_logits.dtype, torch.float32))
+            scaled_logits = logits / self.config.supervised_temperature
             summed = F.cross_entropy(scaled_logits, labels, ignore_index=-100, reduction="sum")
             classification_loss = summed / (labels != -100).sum().clamp(min=1)
             loss = reconstruction_loss + self.config.supervised_loss_weight * classification_loss

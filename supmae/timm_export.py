@@ -5,9 +5,10 @@ SupMAE's classifier is MAE's fine-tuning ViT, which timm's `VisionTransformer` i
 fused qkv projection, exact GELU, the position table covering the cls position too and added to the cls token
 (`class_token=True, no_embed_class=False`), and either mean pooling of the patch tokens followed by `fc_norm`
 (`global_pool="avg", fc_norm=True`) or the final-normed cls token (`global_pool="token"`). The export is exact in
-eval mode for all three heads (logits within 1e-5, tests/test_timm_export.py), the linear-probe one included: its
-BatchNorm1d without affine parameters has no place in timm's ViT, so its running statistics are folded into the
-classifier, `W (x - mu) / sqrt(var + eps) + b = W' x + b'` with `W' = W / sqrt(var + eps)`, `b' = b - W' mu`.
+eval mode for all three heads (logits within 1e-12 in float64, 3e-6 in float32, tests/test_timm_export.py), the
+linear-probe one included: its BatchNorm1d without affine parameters has no place in timm's ViT, so its running
+statistics are folded into the classifier, `W (x - mu) / sqrt(var + eps) + b = W' x + b'` with
+`W' = W / sqrt(var + eps)`, `b' = b - W' mu`.
 
     from supmae.timm_export import export_to_timm, save_timm
 
@@ -160,11 +161,12 @@ def export_to_timm(model: SupMAEForImageClassification):
     from timm.models.vision_transformer import VisionTransformer
 
     _check_model(model)
-    vit = VisionTransformer(**timm_kwargs(model.config))
+    weight = model.classifier.weight
+    # In the model's dtype before loading: a float64 model's weights (the folded head too) are not rounded to float32.
+    vit = VisionTransformer(**timm_kwargs(model.config)).to(dtype=weight.dtype)
     vit.load_state_dict(to_timm_state_dict(model), strict=True)
     vit.pretrained_cfg = _pretrained_cfg(model.config)  # what timm.data.resolve_data_config reads
-    weight = model.classifier.weight
-    return vit.to(device=weight.device, dtype=weight.dtype).eval()
+    return vit.to(device=weight.device).eval()
 
 
 def _architecture(config: SupMAEConfig) -> str:

@@ -3,6 +3,7 @@
 logs SupMAE's two losses and the supervised branch's accuracy, evaluates with fixed masks and checks resumes."""
 
 import errno
+import functools
 import json
 import math
 import os
@@ -11,6 +12,7 @@ import shutil
 import numpy as np
 import safetensors
 import torch
+import transformers.trainer as trainer_module
 from torch import nn
 from transformers import Trainer
 from transformers.integrations.integration_utils import TensorBoardCallback, default_logdir
@@ -124,10 +126,16 @@ class SupMAEBaseTrainer(Trainer):
         self.args.dataloader_drop_last = drop_last and is_training
         if not is_training and self.eval_data_collator is not None:
             self.data_collator = self.eval_data_collator
+        # Trainer gives only map-style data `drop_last`; a stream's last batch of one would break the supervised head's
+        # BatchNorm. (accelerate carries the flag into the loader it makes of this one.)
+        streamed = is_training and drop_last and isinstance(dataset, torch.utils.data.IterableDataset)
+        if streamed:
+            trainer_module.DataLoader = functools.partial(torch.utils.data.DataLoader, drop_last=True)
         try:
             return super()._get_dataloader(dataset, description, *args, is_training=is_training, **kwargs)
         finally:
             self.args.dataloader_drop_last, self.data_collator = drop_last, collator
+            trainer_module.DataLoader = torch.utils.data.DataLoader
 
     def create_model_card(self, *args, **kwargs):
         """Keep the card the scripts write (supmae.model_card) instead of Trainer's generic one."""

@@ -278,6 +278,6 @@ def main(argv: Sequence[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    from .arguments import main_with_clear_errors
+    from .arguments import run_script
 
-    main_with_clear_errors(main)
+    run_script(main)

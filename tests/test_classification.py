@@ -125,15 +125,32 @@ def test_mixup_collator_gives_soft_targets():
 
 
 def test_randaugment_survives_pillow_13_posterize():
-    """timm's increasing posterize asks for 0 bits at top magnitudes; Pillow 13 raises there, Pillow <= 12 gave black."""
+    """timm's increasing posterize asks for 0 bits at its top magnitude; Pillow 13 raises there, Pillow <= 12 gave a
+    black image, which the transform keeps. Deterministically: the transform's own posterize op, always applied, at
+    the magnitude that gives 0 bits."""
+    from timm.data.auto_augment import RandAugment
+
+    from supmae.data import IMAGENET_MEAN, IMAGENET_STD
+
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8))
-    assert np.asarray(_posterize(image, 0)).max() == 0 and _posterize(image, 8) is image
-    np.testing.assert_array_equal(np.asarray(_posterize(image, 2)), np.asarray(image) & 0b11000000)
-    transform = TimmTrainTransform(32)
-    np.random.seed(0)
-    torch.manual_seed(0)
-    for _ in range(300):  # enough draws to hit posterize at high magnitudes
-        assert transform(image).shape == (3, 32, 32)
+    transform = TimmTrainTransform(32, reprob=0.0)  # no random erasing: the output is a function of the ops alone
+    [randaugment] = [step for step in transform.transform.transforms if isinstance(step, RandAugment)]
+    [posterize] = [op for op in randaugment.ops if op.name == "PosterizeIncreasing"]
+    posterize.prob, posterize.magnitude_std = 1.0, 0.0  # always applied, at exactly its magnitude
+    assert posterize.level_fn(10, posterize.hparams) == (0,)  # timm's top magnitude keeps 0 bits
+    posterize.magnitude = 10
+    black = posterize(image)
+    assert (black.size, black.mode) == (image.size, image.mode) and np.asarray(black).max() == 0
+    posterize.magnitude = 5  # 4 - int(5 / 10 * 4) = 2 bits
+    np.testing.assert_array_equal(np.asarray(posterize(image)), np.asarray(image) & 0b11000000)
+    assert _posterize(image, 8) is image
+
+    # The whole transform with posterize as RandAugment's only op (drawn for each of its layers): a black crop,
+    # normalized, whatever the crop and the flip.
+    randaugment.ops = [posterize]
+    posterize.magnitude = 10
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    torch.testing.assert_close(transform(image), (-mean / std).expand(3, 32, 32))
 
 
 # --------------------------------------------------------------------------------------------------- end to end

@@ -1,8 +1,10 @@
-"""Self-checks of tests/reference_supmae.py against facts that do not depend on it."""
+"""Self-checks of tests/reference_supmae.py against facts that do not depend on it: hand computations, PyTorch's own
+operators, and timm's ViT (an outside implementation of the same blocks, with random weights copied in)."""
 
 import math
 import os
 import sys
+from functools import partial
 
 import pytest
 import torch
@@ -140,8 +142,9 @@ def test_batchnorm_head_matches_torch_batch_norm():
         num_labels=5,
         seed=4,
     )
+    sd = {k: v.double() if v.is_floating_point() else v for k, v in sd.items()}
     before = {k: v.clone() for k, v in sd.items()}
-    latent = torch.randn(4, 3, 8, generator=torch.Generator().manual_seed(5))
+    latent = torch.randn(4, 3, 8, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     feat = latent[:, 1:].mean(1)
     for training in (False, True):
         got = ref.supervised_logits(sd, latent, training=training)
@@ -149,7 +152,8 @@ def test_batchnorm_head_matches_torch_batch_norm():
         rm, rv = sd["cls_head.1.running_mean"].clone(), sd["cls_head.1.running_var"].clone()
         y = F.batch_norm(y, rm, rv, sd["cls_head.1.weight"], sd["cls_head.1.bias"], training=training, eps=1e-5)
         expect = F.linear(F.relu(y), sd["cls_head.3.weight"], sd["cls_head.3.bias"])
-        assert (got - expect).abs().max().item() < 1e-5
+        # float64, 1e-12: an eps of 1e-6 instead of BatchNorm1d's 1e-5 moves these logits by ~1e-5
+        torch.testing.assert_close(got, expect, atol=1e-12, rtol=0)
     for k in sd:  # running stats untouched
         assert torch.equal(sd[k], before[k])
 
@@ -210,3 +214,93 @@ def test_smoke_pretraining_and_finetuned():
         )
         logits = ref.finetuned_forward(fsd, imgs, num_heads=4, pooling=pooling)
         assert logits.shape == (3, 5) and torch.isfinite(logits).all()
+
+
+# ------------------------------------------------------------------------------------- against timm's implementation
+# timm's ViT is an outside implementation of what the reference re-implements, with the official parameter names. The
+# comparisons run in float64, where 1e-12 leaves room for summation order only: MAE's LayerNorm eps (1e-6) against
+# PyTorch's default (1e-5), a tanh GELU, or a transposed qkv layout each move the outputs by 1e-6 or more.
+timm_vit = pytest.importorskip("timm.models.vision_transformer")
+FLOAT64 = dict(atol=1e-12, rtol=0)
+
+
+def randomized(module: torch.nn.Module, seed: int) -> dict:
+    """Fill every parameter of `module` (float64) with random values, LayerNorm weights around 1; its state dict."""
+    generator = torch.Generator().manual_seed(seed)
+    module.double()
+    with torch.no_grad():
+        for name, parameter in module.named_parameters():
+            noise = torch.randn(parameter.shape, generator=generator, dtype=torch.float64)
+            is_norm_weight = name.endswith("weight") and parameter.ndim == 1
+            parameter.copy_(1 + 0.1 * noise if is_norm_weight else noise / math.sqrt(parameter.shape[-1]))
+    return module.state_dict()
+
+
+@pytest.mark.parametrize("dim, heads, mlp_ratio", [(32, 4, 4.0), (16, 2, 2.0)])
+def test_transformer_block_matches_timm(dim, heads, mlp_ratio):
+    block = timm_vit.Block(
+        dim, heads, mlp_ratio=mlp_ratio, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6)
+    )
+    state_dict = {f"blocks.3.{k}": v for k, v in randomized(block.eval(), seed=10).items()}
+    x = torch.randn(2, 7, dim, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    with torch.no_grad():
+        expected = block(x)
+    torch.testing.assert_close(ref.transformer_block(state_dict, "blocks.3", x, heads), expected, **FLOAT64)
+
+
+def test_patch_embedding_matches_timm():
+    embed = timm_vit.PatchEmbed(img_size=(16, 24), patch_size=8, in_chans=3, embed_dim=12)
+    state_dict = {f"patch_embed.{k}": v for k, v in randomized(embed, seed=12).items()}
+    images = torch.randn(2, 3, 16, 24, generator=torch.Generator().manual_seed(13), dtype=torch.float64)
+    with torch.no_grad():
+        expected = embed(images)  # (B, L, D), row-major patches
+    assert expected.shape == (2, 6, 12)
+    torch.testing.assert_close(ref._patch_embed(state_dict, images, ""), expected, **FLOAT64)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_finetuned_forward_matches_timm_vision_transformer(pooling):
+    """The whole fine-tuned classifier: timm's VisionTransformer loads the reference's official fine-tuned layout
+    strictly (the names are the same), and computes the same logits."""
+    kwargs = dict(
+        hidden_size=32, depth=2, num_heads=4, patch_size=8, num_channels=3, image_size=(16, 24), num_labels=5
+    )
+    state_dict = ref.random_official_finetuned_state_dict(**kwargs, seed=14, pooling=pooling)
+    state_dict = {k: v.double() for k, v in state_dict.items()}
+    head = dict(global_pool="avg", fc_norm=True) if pooling == "mean" else dict(global_pool="token", fc_norm=False)
+    vit = timm_vit.VisionTransformer(
+        img_size=(16, 24),
+        patch_size=8,
+        num_classes=5,
+        embed_dim=32,
+        depth=2,
+        num_heads=4,
+        qkv_bias=True,
+        class_token=True,
+        no_embed_class=False,  # MAE's layout: the table has a cls row, added to the cls token
+        **head,
+    )
+    vit = vit.double().eval()
+    vit.load_state_dict(state_dict, strict=True)
+    images = torch.randn(3, 3, 16, 24, generator=torch.Generator().manual_seed(15), dtype=torch.float64)
+    with torch.no_grad():
+        expected = vit(images)
+    torch.testing.assert_close(
+        ref.finetuned_forward(state_dict, images, num_heads=4, pooling=pooling), expected, **FLOAT64
+    )
+
+
+@pytest.mark.parametrize("grid_h, grid_w, dim", [(3, 5, 16), (14, 14, 64)])
+def test_sincos_matches_timm(grid_h, grid_w, dim):
+    """timm's 2-D sin-cos table, with its coordinates reversed (x first, as in MAE's table) and sin/cos interleaved
+    per axis, is [sin(x w), cos(x w), sin(y w), cos(y w)], x the column, over patches listed column-major (MAE's are
+    row-major). timm computes in float32: its angles (up to 13 rad here) carry a relative error of up to ~1.2e-7 (the
+    frequency and the product each rounded), so up to 1.6e-6; measured 2e-7. Swapping the halves, the axes' order or
+    sin and cos changes entries by ~1."""
+    from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
+
+    table = build_sincos2d_pos_embed([grid_h, grid_w], dim=dim, reverse_coord=True, interleave_sin_cos=True)
+    row_major = table.reshape(grid_w, grid_h, dim).transpose(0, 1).reshape(grid_h * grid_w, dim)
+    reference = ref.sincos_pos_embed(dim, grid_h, grid_w)
+    assert torch.all(reference[0] == 0)  # the cls row, which timm's table does not have
+    torch.testing.assert_close(reference[1:], row_major, atol=2e-6, rtol=0)
