@@ -255,9 +255,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         * training_args.gradient_accumulation_steps
         * training_args.world_size
     )
-    training_args.learning_rate, line = peak_learning_rate(
-        training_args.learning_rate, training_args.base_learning_rate, effective_batch
-    )
+    explicit = training_args.learning_rate if "learning_rate" in given else None
+    training_args.learning_rate, line = peak_learning_rate(explicit, training_args.base_learning_rate, effective_batch)
     logger.info(line)
 
     trainer_class, collator, extra = SupMAETrainer, ImageCollator(config.num_labels if label_column else None), {}

@@ -13,27 +13,24 @@ run_classification.py training option works too (`--help`).
 
 import sys
 
-from transformers import HfArgumentParser
-
-from supmae.arguments import DataArguments, configure_logging
-from supmae.classification import ClassificationArguments, ModelArguments, parse_classification_arguments
+from supmae.arguments import configure_logging, given_names, run_script
+from supmae.classification import parse_classification_arguments
 from supmae.transfer import TransferArguments, check_transfer_arguments, load_suite, logger, run_suite
 
 
-def parse(argv: list[str]):
-    if {"-h", "--help"} & set(argv):
-        HfArgumentParser((TransferArguments, ModelArguments, DataArguments, ClassificationArguments)).print_help()
-        sys.exit(0)
-    transfer_args, rest = HfArgumentParser(TransferArguments).parse_args_into_dataclasses(
-        argv, return_remaining_strings=True
-    )
-    return (transfer_args, *parse_classification_arguments(rest))
+DESCRIPTION = """Few-shot transfer of a pretrained SupMAE over a suite of datasets, with ELEVATER's protocol: K images
+per class drawn by each seed, 20% of them held out to pick the learning rate and weight decay from the suite's grid,
+then training on all K with the choice and scoring the test split with each dataset's metric. Every
+run_classification.py option works too, but those the grid owns."""
 
 
 def main(argv: list[str] | None = None) -> dict:
-    transfer_args, model_args, data_args, args = parse(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    transfer_args, model_args, data_args, args = parse_classification_arguments(
+        argv, "run_transfer.py", DESCRIPTION, before=(TransferArguments,), first=("suite", "shots", "seeds")
+    )
     configure_logging(args, logger)
-    shots, seeds = check_transfer_arguments(transfer_args, model_args, data_args, args)
+    shots, seeds = check_transfer_arguments(transfer_args, model_args, data_args, args, given_names(argv))
     suite = load_suite(transfer_args.suite)
     summary = run_suite(suite, model_args, args, shots, seeds, data_args.cache_dir, data_args.bad_images)
     print(f"Written to {args.output_dir}: results/, summary.json, summary.md, scores.png")
@@ -41,7 +38,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError) as error:  # a mistake in the command or the suite: one paragraph
-        sys.exit(f"run_transfer.py: {error}")
+    run_script(main)

@@ -2,7 +2,7 @@
 # Copyright 2026 The supmae authors. Licensed under the Apache License, Version 2.0.
 """
 End-to-end pretraining throughput: `run_pretraining.py` itself (our Trainer, its dataloader defaults, the transform,
-the collator, the model, fused AdamW, gradient clipping, the lr schedule) for N steps on a generated ImageNet-like
+the collator, the model, fused AdamW, gradient clipping if max_grad_norm > 0, the lr schedule) for N steps on a generated ImageNet-like
 set, next to the same model and batch fed from memory, in the same process.
 
     python benchmarks/end_to_end.py --device cuda --dtype bf16 --compile --batch_size 512 \\
@@ -27,7 +27,7 @@ the timed steps see the pipeline's steady state. The device is synchronized at t
   images_per_second              batch x timed steps / wall time of the timed steps
   data_wait_fraction             time in get_batch_samples / that wall time (on CUDA, the GPU idles for at least
                                  that time minus the few ms of queued optimizer work)
-  step_only_images_per_second    the same trainer's training_step + gradient clipping + AdamW + lr schedule on one
+  step_only_images_per_second    the same trainer's training_step + clipping (if any) + AdamW + lr schedule on one
                                  batch kept on the device, timed after the run
   mfu_spec (CUDA)                model FLOPs (benchmarks/flops.py) per second / --spec_tflops (989: H100/H200 bf16)
 """

@@ -91,10 +91,6 @@ class DataArguments:
 class SupMAETrainingArguments(TrainingArguments):
     """TrainingArguments with both scripts' defaults, and what to do when the loss stops being finite."""
 
-    learning_rate: float | None = field(
-        default=None,
-        metadata={"help": "Peak learning rate. Unset: --base_learning_rate x effective batch / 256 (MAE's rule)."},
-    )
     max_grad_norm: float = field(
         default=0.0, metadata={"help": "Clip gradients to this norm; 0 clips nothing (MAE and SupMAE do not clip)."}
     )
@@ -157,6 +153,7 @@ def script_parser(
         description=description,
         usage=f"python {prog} [options]   (or: python {prog} ARGS.json)",
         formatter_class=_HelpFormatter,
+        allow_abbrev=False,  # the scripts tell given options from defaults by their full names
     )
     defaults = defaults or {}
     trainer_defaults = {
@@ -206,14 +203,22 @@ def _shown_default(action: argparse.Action) -> str | None:
     return str(value.value if hasattr(value, "value") else value)
 
 
+def given_names(argv: list[str]) -> set[str]:
+    """The options named on a command line (`--max_steps 3` -> "max_steps"), as their dataclass fields."""
+    return {argument[2:].split("=")[0].replace("-", "_") for argument in argv if argument.startswith("--")}
+
+
 def parse_arguments(parser: HfArgumentParser, argv: list[str]) -> tuple[tuple, set[str]]:
     """Flags, or one JSON file holding them all, into the parser's dataclasses; also the names that were given."""
     if len(argv) == 1 and argv[0].endswith(".json"):
         with open(argv[0]) as file:
             given = set(json.load(file))
         return parser.parse_json_file(os.path.abspath(argv[0])), given
-    given = {argument[2:].split("=")[0].replace("-", "_") for argument in argv if argument.startswith("--")}
-    return parser.parse_args_into_dataclasses(args=argv), given
+    given = given_names(argv)
+    *parsed, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")  # with the usage line; exit status 2
+    return tuple(parsed), given
 
 
 def run_script(main: Callable, argv: list[str] | None = None):

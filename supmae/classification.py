@@ -37,9 +37,7 @@ from .data import (
     TransformedImageDataset,
     class_names,
     eval_image_processor,
-    find_image_column,
-    find_label_column,
-    load_image_split,
+    load_labelled_split,
     transform_streaming_dataset,
 )
 from .evaluation import few_shot_indices, labels_to_model_space, load_class_subset, summarize_runs, write_report
@@ -178,10 +176,15 @@ def recipe_defaults() -> dict[str, str]:
     return shown
 
 
-def parse_classification_arguments(argv: list[str], prog: str = "run_classification.py"):
-    parser = script_parser((ModelArguments, DataArguments, ClassificationArguments), prog, DESCRIPTION,
-                           recipe_defaults(), first=("mode", "model_name_or_path"))  # fmt: skip
-    (model_args, data_args, args), given = parse_arguments(parser, argv)
+def parse_classification_arguments(
+    argv: list[str], prog: str = "run_classification.py", description: str = DESCRIPTION, before=(), first=()
+):
+    """The arguments of run_classification.py (and of scripts built on it: `before` are their own dataclasses,
+    parsed first and returned first): the recipe of `--mode` fills in what was not given, and combinations that
+    would silently ignore an option are refused."""
+    parser = script_parser((*before, ModelArguments, DataArguments, ClassificationArguments), prog, description,
+                           recipe_defaults(), first=(*first, "mode", "model_name_or_path"))  # fmt: skip
+    (*own, model_args, data_args, args), given = parse_arguments(parser, argv)
     ignored = sorted(name for name in FINETUNE_ONLY if name in given) if args.mode != "finetune" else []
     if ignored:
         raise ValueError(f"--{', --'.join(ignored)}: used only by --mode finetune, not --mode {args.mode}; remove it.")
@@ -206,7 +209,9 @@ def parse_classification_arguments(argv: list[str], prog: str = "run_classificat
             setattr(target, name, value)
     if "warmup_steps" in given:
         args.warmup_epochs = None
-    return model_args, data_args, args
+    if "learning_rate" not in given:
+        args.learning_rate = None  # run() computes it: base_learning_rate x effective batch / 256
+    return (*own, model_args, data_args, args)
 
 
 def parse_eval_spec(spec: str) -> dict:
@@ -319,13 +324,10 @@ def evaluation_sets(
         )
         sets.append(("validation", dataset, subset))
     for spec in map(parse_eval_spec, args.eval_datasets):
-        dataset = load_image_split(spec["source"], spec.get("split"), spec.get("config"), data_args.cache_dir)
-        image_column = find_image_column(dataset, spec.get("image_column"))
-        label_column = find_label_column(dataset, spec.get("label_column"))
-        if label_column is None:
-            raise ValueError(
-                f"The evaluation set {spec['name']!r} has no label column (columns: {dataset.column_names})."
-            )
+        dataset, image_column, label_column = load_labelled_split(
+            spec["source"], spec.get("split"), spec.get("config"), data_args.cache_dir, spec.get("image_column"),
+            spec.get("label_column"), what=f"The evaluation set {spec['name']!r}",
+        )  # fmt: skip
         subset = load_class_subset(spec["subset"], config.num_labels) if spec.get("subset") else None
         label_map = label_map_for(dataset, label_column, config, subset, spec.get("labels_in_subset", False))
         sets.append(
@@ -394,6 +396,14 @@ def training_schedule(args, effective_batch: int) -> tuple[dict, list[str]]:
     return values, lines
 
 
+def optimizer_for(args, effective_batch: int) -> tuple[str, str | None]:
+    """The trainer's optimizer for `--mode` (MAE's AdamW to fine-tune; LARS or momentum SGD to probe, by
+    `--linprobe_optimizer` and the batch) and, for a probe, a log line saying which."""
+    if args.mode != "linprobe":
+        return "adamw", None
+    return linear_probe_optimizer(args.linprobe_optimizer, effective_batch)
+
+
 def run(model_args, data_args, args, data, train_indices=None, command=None) -> dict[str, dict]:
     """Train (unless --mode eval) and evaluate; returns {evaluation set name: metrics}. A finished run of the same
     `command` in `args.output_dir` is reported again instead (`finished_run`)."""
@@ -418,10 +428,8 @@ def run(model_args, data_args, args, data, train_indices=None, command=None) -> 
     sets += robustness.robustness_sets(args, config, image_processor, bad_images, data_args.cache_dir)
     effective_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     schedule, log_lines = training_schedule(args, effective_batch)
-    optimizer_name = "adamw"
-    if args.mode == "linprobe":
-        optimizer_name, line = linear_probe_optimizer(args.linprobe_optimizer, effective_batch)
-        log_lines.append(line)
+    optimizer_name, line = optimizer_for(args, effective_batch)
+    log_lines += [line] if line else []
     train_args = dataclasses.replace(args, **schedule)
     trainer_kwargs = dict(
         optimizer_name=optimizer_name,
@@ -497,6 +505,11 @@ def check_classification_arguments(model_args: ModelArguments, data_args: DataAr
                          "or the robustness sets (--imagenet_c, --imagenet_val, --imagenet_a, ...).")  # fmt: skip
     if args.few_shot is not None and data_args.streaming:
         raise ValueError("--few_shot samples images per class and needs a map-style dataset, not --streaming.")
+    if args.few_shot is not None and (robustness or args.corrupt):
+        raise ValueError(
+            "--few_shot with the robustness evaluation (--imagenet_*, --corrupt): evaluate each few-shot model with "
+            "--mode eval instead (its mean over seeds is not defined for the mCE's tables)."
+        )
 
 
 def run_few_shot(model_args, data_args, args, data, command=None) -> dict[str, dict]:

@@ -44,6 +44,7 @@ PREPARE_MANIFEST = ".prepare_dataset.json"  # supmae.prepare_dataset's record; "
 # decompression bombs (more than 2 x PIL.Image.MAX_IMAGE_PIXELS pixels).
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, RuntimeError, EOFError, struct.error, zlib.error,
                 PIL.Image.DecompressionBombError)  # fmt: skip
+SKIPPED_IMAGES = "skipped_images.tsv"  # the unreadable images a run skipped, in its output directory
 MAX_BAD_IMAGES_IN_A_ROW = 50  # more in a row than this is a broken dataset, not a few broken files
 
 logger = logging.getLogger(__name__)
@@ -206,6 +207,24 @@ def class_names(dataset, label_column: str | None) -> list[str] | None:
     """The class names of a ClassLabel column, else None."""
     feature = (dataset.features or {}).get(label_column) if label_column else None
     return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+
+
+def load_labelled_split(
+    source: str,
+    split=None,
+    config_name=None,
+    cache_dir=None,
+    image_column=None,
+    label_column=None,
+    what: str | None = None,
+):
+    """One split (`load_image_split`) with its image and label columns (detected unless named): `(dataset,
+    image_column, label_column)`. A split without labels is an error naming `what` (default: the source)."""  # fmt: skip
+    dataset = load_image_split(source, split, config_name, cache_dir)
+    found = find_label_column(dataset, label_column)
+    if found is None:
+        raise ValueError(f"{what or source}: no label column (columns: {dataset.column_names}); name it.")
+    return dataset, find_image_column(dataset, image_column), found
 
 
 def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
@@ -400,6 +419,22 @@ def _exif_orientation(image: PIL.Image.Image) -> int | None:
     """The EXIF orientation when it asks for a rotation or flip (2..8), else None."""
     orientation = image.getexif().get(PIL.Image.ExifTags.Base.Orientation)
     return orientation if orientation in range(2, 9) else None
+
+
+JPEG_END = b"\xff\xd9"
+
+
+def plain_jpeg(header: PIL.Image.Image, data: bytes) -> bool:
+    """Whether `data` (opened as `header`, not decoded) is a baseline RGB or grayscale JPEG, upright (no EXIF
+    rotation) and complete (it ends with the end-of-image marker): the files that GPU decoding takes as they are,
+    and that prepare_dataset keeps byte for byte."""
+    return (
+        header.format == "JPEG"
+        and header.mode in ("RGB", "L")
+        and not header.info.get("progressive")
+        and not _exif_orientation(header)
+        and data.rstrip(b"\x00\r\n ").endswith(JPEG_END)
+    )
 
 
 def apply_transform(transform, value, rng: random.Random | None):

@@ -279,26 +279,30 @@ def write_report(path: str | os.PathLike, name: str, metrics: dict, **info) -> d
 
 def write_json(path: str | os.PathLike, value) -> object:
     """
-    Write `value` as JSON atomically: a temporary file in the same folder replaces `path` only once complete, so an
-    interrupted run leaves the old file or none, never a half-written one. Parent folders are created.
+    Write `value` as JSON atomically (`write_text`).
 
     Returns:
         the value as written (plain Python values).
     """
     value = _to_builtin(value)
+    write_text(path, json.dumps(value, indent=2) + "\n")
+    return value
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` atomically: a temporary file in the same folder, synced, replaces `path` only once complete, so
+    an interrupted run leaves the old file or none, never a half-written one. Parent folders are created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         with open(tmp, "x") as f:  # created with the usual permissions (umask), unlike mkstemp's 0600
-            json.dump(value, f, indent=2)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return value
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -416,7 +420,9 @@ def eleven_point_average_precision(targets, scores) -> float:
     PASCAL VOC 2007's 11-point interpolated mean average precision over classes. For each class, rank the samples by
     score; at each recall level r in {0, 0.1, ..., 1} take the highest precision reached at any recall >= r (0 if
     none); the class's AP is the mean of the 11 values. Samples with equal scores enter the ranking together (the
-    precision-recall curve has one point per distinct score). Classes without a positive sample are left out.
+    precision-recall curve has one point per distinct score, as scikit-learn's; the VOC devkit ranks tied samples
+    one by one in sort order, which makes its AP depend on that order). Without ties the two agree. Classes without
+    a positive sample are left out.
 
     Args:
         targets: (N, C) multi-hot {0, 1} targets (or (N,) for one class).

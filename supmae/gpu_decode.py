@@ -39,17 +39,14 @@ from .data import (
     BadImagePolicy,
     ImageCollator,
     PretrainingTransform,
-    _exif_orientation,
     encoded_bytes,
     image_name,
     open_image,
+    plain_jpeg,
     random_resized_crop_box,
     to_rgb,
 )
 from .training import SupMAETrainer
-
-
-JPEG_END = b"\xff\xd9"
 
 
 @dataclass
@@ -61,17 +58,6 @@ class EncodedCrop:
     box: tuple[int, int, int, int]
     flip: bool
     path: str | None = None
-
-
-def device_decodable(header: PIL.Image.Image, data: bytes) -> bool:
-    """Whether the GPU decoder should get this file: a baseline RGB or grayscale JPEG, not EXIF-rotated, complete."""
-    return (
-        header.format == "JPEG"
-        and header.mode in ("RGB", "L")
-        and not header.info.get("progressive")
-        and not _exif_orientation(header)
-        and data.rstrip(b"\x00\r\n ").endswith(JPEG_END)
-    )
 
 
 class DeviceDecodeTransform:
@@ -88,7 +74,7 @@ class DeviceDecodeTransform:
         if data is None:  # a decoded (PIL) image
             return self.cpu_transform(image, rng)
         header = PIL.Image.open(io.BytesIO(data))  # the header only; an unreadable one raises, as on the CPU path
-        if not device_decodable(header, data):
+        if not plain_jpeg(header, data):
             return self.cpu_transform(data, rng)
         t = self.cpu_transform
         left, top, right, bottom = random_resized_crop_box(*header.size, t.scale, t.ratio, rng)
@@ -251,8 +237,13 @@ class BatchDecoder:
             return out, source
         images = self.decode(batch)
         readable = [i for i, image in enumerate(images) if image is not None]
-        if not readable:
-            raise BadImageError(f"All {len(images)} JPEG files of a batch are unreadable.")
+        if not readable:  # their places go to the images the workers decoded, if any
+            donors, positions = batch.decoded_positions.tolist(), batch.positions.tolist()
+            if not donors:
+                raise BadImageError(f"All {len(images)} images of a batch are unreadable.")
+            for k, position in enumerate(positions):
+                out[position], source[position] = out[donors[k % len(donors)]], donors[k % len(donors)]
+            return out, source
         boxes = batch.boxes.tolist()
         crops = [
             images[i][:, b[1] : b[3], b[0] : b[2]] if images[i] is not None else None for i, b in enumerate(boxes)

@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 from .data import (
     IMAGE_ERRORS,
     PREPARE_MANIFEST,
+    SKIPPED_IMAGES,
     BadImagePolicy,
     _exif_orientation,
     class_names,
@@ -54,12 +55,13 @@ from .data import (
     find_label_column,
     image_name,
     load_image_datasets,
+    plain_jpeg,
     to_rgb,
+    undecoded,
 )
 
 
 STAGING = ".shards"  # hidden: datasets ignores it, so an unfinished preparation never loads as a smaller dataset
-SKIPPED_IMAGES = "skipped_images.tsv"
 
 
 @dataclass
@@ -107,13 +109,11 @@ def reencode(data: bytes, max_side: int, quality: int = 90) -> bytes:
     image = PIL.Image.open(io.BytesIO(data))
     size = shrunk_size(*image.size, max_side)
     rotated = _exif_orientation(image)
-    if (
-        image.format == "JPEG"
-        and image.mode in ("RGB", "L")
-        and not image.info.get("progressive")
-        and not rotated
-        and size == image.size
-    ):
+    if plain_jpeg(image, data) and size == image.size:
+        # Kept as it is, once it decodes: at 1/8 scale (libjpeg's DCT scaling), which still reads all of its
+        # entropy-coded data, so that a damaged file is listed here rather than in training.
+        image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
+        image.load()
         return data
     if image.format == "JPEG" and not rotated and size != image.size:
         image.draft(image.mode if image.mode in ("RGB", "L") else "RGB", size)  # DCT scaling, never below `size`
@@ -271,7 +271,7 @@ def prepare(
             os.remove(os.path.join(output, STAGING, name))
 
     _SPLITS.clear()
-    _SPLITS.update({name: _undecoded(split, plan.image_column) for name, split in selected.items()})
+    _SPLITS.update({name: undecoded(split, plan.image_column) for name, split in selected.items()})
     total = sum(end - start for _, _, start, end, _ in shards)
     bar = tqdm(total=total, initial=total - sum(end - start for _, _, start, end, _ in todo), unit="img",
                desc=f"Preparing {os.path.basename(os.path.abspath(output))}", disable=not progress)  # fmt: skip
@@ -303,13 +303,6 @@ def prepare(
     plan.complete = True
     _write_manifest(output, plan)
     return plan
-
-
-def _undecoded(split, image_column):
-    feature = split.features.get(image_column)
-    if isinstance(feature, datasets.Image) and feature.decode:
-        return split.cast_column(image_column, datasets.Image(decode=False))
-    return split
 
 
 def _write_card(output: str, plan: Plan) -> None:

@@ -21,9 +21,7 @@ from .data import (
     IMAGE_EXTENSIONS,
     class_names,
     eval_image_processor,
-    find_image_column,
-    find_label_column,
-    load_image_split,
+    load_labelled_split,
     normalize_uint8,
 )
 from .evaluation import (
@@ -36,6 +34,7 @@ from .evaluation import (
     mean_corruption_error,
     topk_accuracy,
     write_report,
+    write_text,
 )
 from .image_processing_supmae import SupMAEImageProcessor
 
@@ -133,11 +132,10 @@ def robustness_sets(args, config, image_processor, bad_images, cache_dir=None) -
             continue
         check_imagenet_classes(config, f"--{argument}")
         spec = parse_eval_spec(f"{name}={spec}")
-        dataset = load_image_split(spec["source"], spec.get("split"), spec.get("config"), cache_dir)
-        image_column = find_image_column(dataset, spec.get("image_column"))
-        label_column = find_label_column(dataset, spec.get("label_column"))
-        if label_column is None:
-            raise ValueError(f"--{argument} {spec['source']}: no label column (columns: {dataset.column_names}).")
+        dataset, image_column, label_column = load_labelled_split(
+            spec["source"], spec.get("split"), spec.get("config"), cache_dir, spec.get("image_column"),
+            spec.get("label_column"), what=f"--{argument} {spec['source']}",
+        )  # fmt: skip
         subset_spec = spec.get("subset") or DEFAULT_SUBSETS.get(name)
         subset = load_class_subset(subset_spec, config.num_labels) if subset_spec else None
         label_map = imagenet_label_map(dataset, label_column, config, subset, spec.get("labels_in_subset", False))
@@ -236,13 +234,12 @@ def templated_imagenet_c(template: str, cache_dir=None) -> dict[tuple[str, int],
             if _looks_local(spec["source"]) and not os.path.exists(spec["source"]):
                 continue
             try:
-                dataset = load_image_split(spec["source"], spec.get("split"), spec.get("config"), cache_dir)
+                sets[corruption, severity] = load_labelled_split(
+                    spec["source"], spec.get("split"), spec.get("config"), cache_dir, spec.get("image_column"),
+                    spec.get("label_column"),
+                )  # fmt: skip
             except FileNotFoundError:  # datasets' DatasetNotFoundError: no such Hub dataset
                 continue
-            label_column = find_label_column(dataset, spec.get("label_column"))
-            if label_column is None:
-                raise ValueError(f"{spec['source']}: no label column (columns: {dataset.column_names}).")
-            sets[corruption, severity] = (dataset, find_image_column(dataset, spec.get("image_column")), label_column)
     if not sets:
         raise ValueError(f"--imagenet_c {template!r}: no dataset found for any corruption and severity.")
     return sets
@@ -477,10 +474,7 @@ def write_robustness_table(output_dir: str, reports: dict[str, dict], model: str
     """Write `robustness.json` and `robustness.md` (each atomically) in `output_dir`; returns the table."""
     table = robustness_table(reports, model)
     write_report(os.path.join(output_dir, "robustness.json"), "robustness", table["ours"], table=table)
-    path = os.path.join(output_dir, "robustness.md")
-    with open(path + ".tmp", "w") as file:
-        file.write(robustness_markdown(table))
-    os.replace(path + ".tmp", path)
+    write_text(os.path.join(output_dir, "robustness.md"), robustness_markdown(table))
     return table
 
 

@@ -20,7 +20,7 @@ from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.trainer_utils import rotate_checkpoints
 from transformers.utils import logging
 
-from .data import count_skipped_images
+from .data import SKIPPED_IMAGES, count_skipped_images
 from .evaluation import topk_accuracy, topk_logits_preprocessor
 
 
@@ -87,7 +87,6 @@ def parameters_digest(model: nn.Module) -> torch.Tensor:
 
 
 CHECKPOINT_COMPLETE = "checkpoint_complete.json"  # written last, after every file of a checkpoint is on disk
-SKIPPED_IMAGES = "skipped_images.tsv"  # the unreadable images a run skipped, in its output directory
 
 
 class NonFiniteLossError(RuntimeError):

@@ -29,7 +29,7 @@ import yaml
 from torch import nn
 from transformers import default_data_collator
 
-from .classification import build_model, evaluation_set, train_transform, training_schedule
+from .classification import RECIPES, build_model, evaluation_set, optimizer_for, train_transform, training_schedule
 from .data import (
     BadImagePolicy,
     ImageCollator,
@@ -37,18 +37,15 @@ from .data import (
     TransformedImageDataset,
     class_names,
     eval_image_processor,
-    find_image_column,
-    find_label_column,
-    load_image_split,
+    load_labelled_split,
 )
-from .evaluation import TRANSFER_METRICS, few_shot_indices, summarize_runs, transfer_score, write_report
+from .evaluation import TRANSFER_METRICS, few_shot_indices, summarize_runs, transfer_score, write_report, write_text
 from .training import (
     SKIPPED_IMAGES,
     FeatureDataset,
     FeatureProbe,
     SupMAEClassificationTrainer,
     extract_features,
-    linear_probe_optimizer,
 )
 
 
@@ -82,13 +79,8 @@ class DataSource:
 
     def load(self, cache_dir=None):
         """The split, its image column and its label column."""
-        dataset = load_image_split(self.source, self.split, self.config, cache_dir)
-        image_column = find_image_column(dataset, self.image_column)
-        label_column = find_label_column(dataset, self.label_column)
-        if label_column is None:
-            raise ValueError(f"{self.source} has no label column (columns: {dataset.column_names}); name it with "
-                             "label_column.")  # fmt: skip
-        return dataset, image_column, label_column
+        return load_labelled_split(self.source, self.split, self.config, cache_dir, self.image_column,
+                                   self.label_column)  # fmt: skip
 
 
 @dataclass
@@ -397,9 +389,7 @@ class FewShotRunner:
         transformers.set_seed(seed)
         self.model.load_state_dict(self.initial, strict=False)
         args = run_arguments(self.args, self.work_dir, point, len(indices))
-        effective_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-        optimizer = linear_probe_optimizer(args.linprobe_optimizer, effective_batch)[0] if args.mode == "linprobe" else (
-            "adamw")  # fmt: skip
+        optimizer = optimizer_for(args, args.per_device_train_batch_size * args.gradient_accumulation_steps)[0]
         options = dict(optimizer_name=optimizer, layer_decay=args.layer_decay,
                        label_smoothing=0.0 if self.multi_label else args.label_smoothing,
                        multi_label=self.multi_label)  # fmt: skip
@@ -427,9 +417,11 @@ class FewShotRunner:
         data = self.data
         if self.args.mode == "linprobe":
             features = self.test_features if indices is None else torch.stack([self.features[i] for i in indices])
+            device = next(model.parameters()).device  # the features are on the CPU, the model where Trainer put it
             model.eval()
             with torch.no_grad():
-                return torch.cat([model.classify(chunk) for chunk in features.split(1024)]).float().numpy()
+                logits = [model.classify(chunk.to(device)).float().cpu() for chunk in features.split(1024)]
+            return torch.cat(logits).numpy()
         images = (self._images(data.test, data.test_image_column, data.test_label_column) if indices is None
                   else self._images(data.train, data.image_column, data.label_column, indices))  # fmt: skip
         evaluator = TransferTrainer(model=model, args=dataclasses.replace(self.args, output_dir=self.work_dir),
@@ -482,6 +474,14 @@ def run_settings(suite: Suite, entry: SuiteDataset, model_args, args) -> dict:
         "num_train_epochs": args.num_train_epochs,
         "max_steps": args.max_steps,
         "per_device_train_batch_size": args.per_device_train_batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "recipe": {
+            name: getattr(model_args if hasattr(model_args, name) else args, name) for name in RECIPES[args.mode]
+        },
+        "warmup_steps": args.warmup_steps if args.warmup_epochs is None else None,
+        "linprobe_optimizer": args.linprobe_optimizer,
+        "linprobe_augment": args.linprobe_augment,
+        "config_overrides": model_args.config_overrides,
     }
 
 
@@ -650,9 +650,7 @@ def write_summary(output_dir: str, summary: dict, model: str, mode: str) -> None
     """`summary.json`, `summary.md` and `scores.png` in `output_dir`, each written whole or not at all."""
     write_report(os.path.join(output_dir, "summary.json"), "few-shot transfer", summary, model=model, mode=mode)
     markdown = summary_markdown(summary, model, mode)
-    with open(os.path.join(output_dir, "summary.md.tmp"), "w") as file:
-        file.write(markdown)
-    os.replace(os.path.join(output_dir, "summary.md.tmp"), os.path.join(output_dir, "summary.md"))
+    write_text(os.path.join(output_dir, "summary.md"), markdown)
     plot_scores(summary, os.path.join(output_dir, "scores.png"))
     logger.info("\n" + markdown)
 
@@ -676,8 +674,24 @@ def parse_integers(text: str, flag: str, minimum: int) -> list[int]:
     return values
 
 
-def check_transfer_arguments(transfer_args, model_args, data_args, args) -> tuple[list[int], list[int]]:
-    """Mistakes refused before any data is read; returns (shots, seeds)."""
+# What the suite's grid or protocol decides: given on the command line, they would be silently replaced.
+GRID_OWNED = ("learning_rate", "base_learning_rate", "weight_decay", "save_strategy", "eval_strategy")
+
+
+def check_transfer_arguments(transfer_args, model_args, data_args, args, given=()) -> tuple[list[int], list[int]]:
+    """Mistakes refused before any data is read (`given`: the options named on the command line); returns (shots,
+    seeds)."""
+    owned = [name for name in GRID_OWNED if name in given]
+    if owned:
+        raise ValueError(
+            f"--{', --'.join(owned)}: a transfer suite picks the learning rate and weight decay for each run from the "
+            "suite file's grid (grid: in the YAML), and runs without checkpoints or evaluation during training."
+        )
+    if args.world_size > 1:
+        raise ValueError(
+            "run_transfer.py runs in one process: a few-shot set is smaller than a batch per process. Start it "
+            "with python, not torchrun or accelerate launch."
+        )
     if transfer_args.suite is None:
         raise ValueError("--suite is required: a suite file listing the datasets (e.g. suites/elevater.yaml).")
     if model_args.model_name_or_path is None:

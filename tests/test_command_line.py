@@ -137,6 +137,14 @@ def test_conflicting_or_ignored_flags_are_refused(folders, tmp_path):
     assert "warmup_steps" not in values  # left as given
 
 
+def test_abbreviated_options_are_refused_not_overwritten(tmp_path, capsys):
+    """argparse would take --num_train for --num_train_epochs, and the recipe, which fills what was not given by its
+    full name, would then overwrite it without a word."""
+    with pytest.raises(SystemExit):
+        classification.parse_classification_arguments(["--num_train", "5", "--output_dir", str(tmp_path)])
+    assert "unrecognized arguments: --num_train 5" in capsys.readouterr().err
+
+
 def test_a_mistyped_config_field_names_the_closest_ones():
     config = tiny_config()
     with pytest.raises(ValueError, match=r"'hiden_size' is not a field of SupMAEConfig\. Did you mean hidden_size"):

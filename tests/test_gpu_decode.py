@@ -226,8 +226,16 @@ def test_an_unreadable_file_takes_the_next_readable_image_of_the_batch(files, tm
     with pytest.raises(BadImageError, match="broken.jpg"):
         strict(batch)
     items[0]["pixel_values"].data = items[2]["pixel_values"].data = unreadable_jpeg()
-    with pytest.raises(BadImageError, match="All 3 JPEG files of a batch are unreadable"):
+    with pytest.raises(BadImageError, match="All 3 images of a batch are unreadable"):
         decoder(EncodedImageCollator(32)(items)["pixel_values"])
+    # Every JPEG unreadable, but a PNG the workers decoded on the CPU: its image takes their places.
+    png = io.BytesIO()
+    PIL.Image.new("RGB", (40, 30), "red").save(png, format="PNG")
+    mixed = [{"pixel_values": worker(png.getvalue(), _sample_rng(0, 0, 0)), "labels": 0},
+             {"pixel_values": worker(unreadable_jpeg(), _sample_rng(0, 0, 1)), "labels": 1}]  # fmt: skip
+    decoded = decoder.decode_batch(EncodedImageCollator(32)(mixed))
+    assert torch.equal(decoded["pixel_values"][0], decoded["pixel_values"][1])
+    assert decoded["labels"].tolist() == [0, 0]
 
 
 def test_decoding_ahead_keeps_order_and_hands_errors_to_the_loop():

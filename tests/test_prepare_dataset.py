@@ -12,7 +12,7 @@ import PIL.Image
 import pytest
 
 import supmae.prepare_dataset as prepare_dataset
-from supmae.data import PREPARE_MANIFEST, load_image_datasets, load_image_split
+from supmae.data import IMAGE_ERRORS, PREPARE_MANIFEST, load_image_datasets, load_image_split
 from supmae.prepare_dataset import prepare, reencode, shrunk_size
 
 
@@ -92,6 +92,13 @@ def test_files_are_kept_when_they_need_nothing_and_re_encoded_otherwise():
         out = PIL.Image.open(io.BytesIO(reencode(data, 45 if size == (45, 60) else 0)))
         assert (out.size, out.mode, out.format) == (size, mode, "JPEG")
         assert not out.info.get("progressive") and out.getexif().get(PIL.Image.ExifTags.Base.Orientation) is None
+    # A file that would be kept must decode: a truncated JPEG (no end marker) or one with damaged data is refused
+    # here, where prepare() lists and skips it, not in training.
+    damaged = bytearray(baseline)
+    damaged[len(damaged) // 2 : len(damaged) // 2 + 200] = b"\xff" * 200
+    for broken in (baseline[: len(baseline) // 2], bytes(damaged)):
+        with pytest.raises(IMAGE_ERRORS):
+            reencode(broken, 0)
 
 
 def test_an_interrupted_preparation_resumes_and_loses_nothing(tmp_path, monkeypatch):

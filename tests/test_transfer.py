@@ -201,6 +201,7 @@ def test_a_result_made_with_other_settings_is_not_mixed_in(tmp_path):
         (["--dataset_name", "digits"], "--dataset_name: the suite file names the data"),
         (["--shots", "1,5"], "--shots takes distinct integers of at least 2"),
         (["--seeds", "a"], "--seeds takes comma-separated integers"),
+        (["--learning_rate", "0.1", "--weight_decay", "0"], "--learning_rate, --weight_decay: a transfer suite picks"),
     ],
 )
 def test_command_line_mistakes_are_named(tmp_path, arguments, message):
@@ -214,8 +215,8 @@ def test_a_command_line_mistake_is_one_paragraph_not_a_traceback(tmp_path):
     result = subprocess.run([sys.executable, os.path.join(ROOT, "run_transfer.py"), "--suite", "missing.yaml",
                              "--model_name_or_path", "m", "--output_dir", str(tmp_path), "--mode", "linprobe"],
                             capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == "run_transfer.py: The suite file missing.yaml does not exist."
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "error: The suite file missing.yaml does not exist."
 
 
 # ------------------------------------------------------------------------------------------------- end to end
