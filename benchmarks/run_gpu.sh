@@ -10,6 +10,7 @@
 #
 # end-to-end, cheap parts first (expected on an H200 with a cold compiler cache, about 8 minutes in all):
 #   1 nvJPEG decoding vs the CPU path, and its speed (gpu_decode_check.py; exits 1 on disagreement)     ~25 s
+#   1b the segmentation step, UperNet on our backbone vs on Transformers' BEiT (issue 13)              ~30 s
 #   2 the CPU input pipeline on this machine, originals and prepared files (input_pipeline.py)       ~20 s
 #   3 the compiled 1-block step: fused vs default AdamW at batch 512, 1024, 2048 (train_step.py)     ~160 s
 #   4 end to end at the best batch of 3 (at most 1024), 15 workers: the image folder with GPU decoding,
@@ -35,7 +36,7 @@ if [ -n "${SUPMAE_BENCH_SMOKE:-}" ]; then  # the same command lines, on the CPU 
   pipeline="--images 4 --rounds 1 --size 320x240 --prepared 128"
   sweep="batch=4" rounds="--rounds 1 --warmup 1" at_most=8 default_batch=4
   e2e="--steps 2 --step_only_steps 1 --skip 2 --runs prepared:cpu,folder:cpu --max_side 128"
-  profile_steps=1
+  profile_steps=1 seg_batch=2 seg_rounds="--rounds 1 --warmup 1"
 else
   "$python" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name())" || exit 1
   dev=cuda dtype=bf16 tiny= workers=$(( $(nproc) > 1 ? $(nproc) - 1 : 1 ))
@@ -43,7 +44,7 @@ else
   pipeline="--rounds 5 --prepared 256"
   sweep="batch=512,1024,2048" rounds="--rounds 8 --warmup 3" at_most=1024 default_batch=512
   e2e="--steps 20 --runs folder:cuda,prepared:cpu,folder:cpu --max_side 256"
-  profile_steps=5
+  profile_steps=5 seg_batch=16 seg_rounds="--rounds 10 --warmup 3"
 fi
 
 part() {  # part SECONDS DESCRIPTION SCRIPT ARGS...
@@ -68,6 +69,8 @@ part() {  # part SECONDS DESCRIPTION SCRIPT ARGS...
 
 if [ "$suite" = end-to-end ] || [ "$suite" = all ]; then
   part 60 "GPU decode (nvJPEG) vs the CPU path" benchmarks/gpu_decode_check.py --device $dev $decode_check
+  part 60 "segmentation train step: UperNet on SupMAEBackbone vs BeitBackbone (ViT-B/16, 512 px, batch $seg_batch)" \
+    benchmarks/segmentation_step.py --device $dev --dtype $dtype --batch_size $seg_batch $seg_rounds $tiny
   part 40 "input pipeline per core, originals and prepared files" benchmarks/input_pipeline.py $pipeline
   part 170 "compiled 1-block step, fused vs default AdamW, batch sweep" benchmarks/train_step.py --device $dev \
     --dtype $dtype --compile --comparison optimizer --sweep $sweep $rounds $tiny
