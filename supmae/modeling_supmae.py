@@ -831,7 +831,7 @@ class SupMAEBackbone(BackboneMixin, SupMAEPreTrainedModel):
     # Parts of a pretraining or classification checkpoint the backbone does not use.
     _dropped_on_transfer = {
         **SupMAEPreTrainedModel._dropped_on_transfer,
-        "supmae.layernorm.": "the encoder's final LayerNorm (the stages are taken before it)",
+        "supmae.layernorm.": "the encoder's final LayerNorm",  # the stages are taken before it
         "fc_norm.": "the classification head",
         "classifier.": "the classification head",
     }

@@ -143,6 +143,7 @@ def load_encoder_weights(backbone: SupMAEBackbone, source: str, encoder_config: 
         raise ValueError(f"The encoder of {source} does not fit the backbone's shapes: {wrong[:5]}.")
     backbone.supmae.load_state_dict(reused, strict=True)
 
+    order = [part for part in dict.fromkeys(backbone._dropped_on_transfer.values()) if part in dropped]
     kind = _CHECKPOINT_KINDS.get((encoder_config.architectures or [""])[0], "the SupMAE checkpoint")
     resized = f"; position table resized from {old_grid[0]}x{old_grid[1]} to {new_grid[0]}x{new_grid[1]} patches"
     report = (
@@ -150,7 +151,7 @@ def load_encoder_weights(backbone: SupMAEBackbone, source: str, encoder_config: 
         f"embeddings and {backbone.config.num_hidden_layers} blocks"
         + (resized if old_grid != new_grid else "")
         + ")"
-        + ("; dropped " + ", ".join(f"{part} ({count} tensors)" for part, count in dropped.items()) if dropped else "")
+        + ("; dropped " + ", ".join(f"{part} ({dropped[part]} tensors)" for part in order) if order else "")
         + "; newly initialized: the feature pyramid (neck), the decode head, the auxiliary head."
     )
     logger.warning(report)

@@ -362,6 +362,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
             )
 
     def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self.dataset):  # also ends `for item in dataset`
+            raise IndexError(f"item {index} of {len(self.dataset)}")
         for offset in range(MAX_BAD_IMAGES_IN_A_ROW):
             position = (int(index) + offset) % len(self.dataset)
             try:
