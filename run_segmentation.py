@@ -114,6 +114,9 @@ class SegmentationDataArguments:
     dataset_revision: str | None = field(
         default=None, metadata={"help": "The dataset's revision (scene_parse_150: refs/convert/parquet)."}
     )
+    dataset_data_dir: str | None = field(
+        default=None, metadata={"help": "The dataset's folder to read (scene_parse_150's Parquet: scene_parsing)."}
+    )
     train_dir: str | None = field(
         default=None,
         metadata={
@@ -228,7 +231,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Data
     splits = load_segmentation_datasets(data_args.dataset_name, data_args.dataset_config_name, data_args.train_dir,
-                                        data_args.dataset_revision, data_args.cache_dir)  # fmt: skip
+                                        data_args.dataset_revision, data_args.cache_dir,
+                                        data_args.dataset_data_dir)  # fmt: skip
     train, validation = splits["train"], splits.get("validation")
     if validation is None and data_args.train_val_split > 0:
         held_out = train.train_test_split(data_args.train_val_split, seed=args.seed)

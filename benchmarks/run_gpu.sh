@@ -33,6 +33,10 @@ part 35 "train step vs batch size" benchmarks/train_step.py --device cuda --dtyp
   --sweep batch=64,128,256 --rounds 5 --warmup 2
 part 40 "train step vs image size" benchmarks/train_step.py --device cuda --dtype bf16 --comparison both \
   --batch_size 64 --sweep image_size=224,384 --rounds 5 --warmup 2
+# Segmentation training step: UperNet on SupMAEBackbone vs on BeitBackbone, ViT-B/16 at 512 px, batch 16 (mmseg's MAE
+# ADE20K recipe; expect about 30 s: two UperNets built, a counted step each, 2 x 13 steps).
+part 60 "segmentation train step, eager" benchmarks/segmentation_step.py --device cuda --dtype bf16 --batch_size 16 \
+  --rounds 10 --warmup 3
 # The CPU input pipeline of the same machine, images/s per core.
 part 25 "input pipeline" benchmarks/input_pipeline.py --rounds 5
 # Compiled (on an H200 with a cold compiler cache the three training models took over 170 s to compile).

@@ -56,9 +56,10 @@ def parse_args(argv):
 
 
 def backbone_configs(args):
-    """Our backbone config and BEiT's, same architecture; --tiny gets 4 blocks (the pyramid needs four stages)."""
-    ours = common.supmae_config(args, image_size=args.image_size, add_fpn=True, drop_path_rate=0.1,
-                                **({"num_hidden_layers": 4} if args.tiny else {}))  # fmt: skip
+    """Our backbone config and BEiT's, same architecture. --tiny gets 4 blocks (the pyramid needs four stages) and
+    16 px patches (BEiT's pyramid is built for them; ours would rescale 8 px patches less)."""
+    tiny = {"num_hidden_layers": 4, "patch_size": 16} if args.tiny else {}
+    ours = common.supmae_config(args, image_size=args.image_size, add_fpn=True, drop_path_rate=0.1, **tiny)
     beit = BeitConfig(
         **{name: getattr(ours, name) for name in ("hidden_size", "num_hidden_layers", "num_attention_heads",
                                                   "intermediate_size", "hidden_act", "layer_norm_eps", "patch_size",

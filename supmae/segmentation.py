@@ -71,7 +71,8 @@ def upernet_config(backbone_config: SupMAEConfig, id2label: dict[int, str], deco
 def backbone_config_from(encoder_config: SupMAEConfig, image_size: int, drop_path_rate: float = 0.1) -> SupMAEConfig:
     """The backbone of `encoder_config`'s architecture for `image_size` crops, with MAE's feature pyramid."""
     fields = {name: getattr(encoder_config, name) for name in ENCODER_FIELDS}
-    return SupMAEConfig(**fields, image_size=image_size, drop_path_rate=drop_path_rate, add_fpn=True,
+    # num_labels=1: the backbone classifies nothing, and 1000 label names would fill UperNet's config.json.
+    return SupMAEConfig(**fields, image_size=image_size, drop_path_rate=drop_path_rate, add_fpn=True, num_labels=1,
                         attn_implementation=encoder_config._attn_implementation)  # fmt: skip
 
 
@@ -173,6 +174,8 @@ def segmentation_model(source: str | None, id2label: dict[int, str], crop_size: 
     if source is not None:
         checkpoint, _ = PreTrainedConfig.get_config_dict(source, **hub_kwargs)
         model_type = checkpoint.get("model_type")
+        if model_type == UperNetConfig.model_type and random_init:
+            raise ValueError(f"{source} is a segmentation checkpoint; random weights start from a SupMAE one.")
         if model_type == UperNetConfig.model_type:
             labels = {int(k): v for k, v in (checkpoint.get("id2label") or {}).items()}
             model = UperNetForSemanticSegmentation.from_pretrained(

@@ -95,17 +95,20 @@ def load_segmentation_datasets(
     train_dir: str | None = None,
     revision: str | None = None,
     cache_dir: str | None = None,
+    data_dir: str | None = None,
 ) -> datasets.DatasetDict:
     """The splits of the ADEChallengeData2016 folder `train_dir`, of a Hub or local dataset `dataset_name` (at
-    `revision`: ADE20K from the Hub is `zhoubolei/scene_parse_150` at `refs/convert/parquet`, its Parquet export), or
-    of the built-in `"digits"` canvases."""
+    `revision`, from its folder `data_dir`: ADE20K from the Hub is `zhoubolei/scene_parse_150` at
+    `refs/convert/parquet`, folder `scene_parsing`, its Parquet export), or of the built-in `"digits"` canvases."""
     if (dataset_name is None) == (train_dir is None):
         raise ValueError("Give one source: --dataset_name (a Hub or local dataset, or 'digits') or --train_dir.")
     if dataset_name == DIGITS:
         return digits_segmentation_datasets()
     if train_dir is not None:
         return ade20k_folder_datasets(train_dir)
-    loaded = datasets.load_dataset(dataset_name, dataset_config_name, revision=revision, cache_dir=cache_dir)
+    loaded = datasets.load_dataset(
+        dataset_name, dataset_config_name, revision=revision, data_dir=data_dir, cache_dir=cache_dir
+    )
     if "train" not in loaded:
         raise ValueError(f"The dataset {dataset_name!r} has no 'train' split; it has {list(loaded)}.")
     return loaded

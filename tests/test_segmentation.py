@@ -672,3 +672,25 @@ def test_a_command_line_mistake_is_one_line_not_a_traceback(tmp_path):
     )  # fmt: skip
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("run_segmentation.py: error: Give --model_name_or_path")
+
+
+# --------------------------------------------------------------------------------------------------- benchmark
+@pytest.mark.slow  # a tiny model, but the memory child imports torch and transformers again
+def test_segmentation_benchmark_compares_the_same_architecture(tmp_path, monkeypatch):
+    """benchmarks/segmentation_step.py on a tiny ViT: both arms run and are recorded, and they do the same work (the
+    same FLOPs per step: same blocks, same pyramid, same heads). Timings are not asserted."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    monkeypatch.setenv("PYTHONPATH", ROOT)  # the memory child imports this checkout's package
+    import segmentation_step
+
+    output = tmp_path / "results.json"
+    record = segmentation_step.main(["--tiny", "--device", "cpu", "--rounds", "1", "--warmup", "0",
+                                     "--output", str(output)])  # fmt: skip
+    (point,) = record["results"]
+    ours, beit = point["arms"]["supmae"], point["arms"]["beit"]
+    assert ours["label"] == "UperNet + SupMAEBackbone" and beit["label"] == "UperNet + BeitBackbone"
+    assert ours["flops_per_step"] == pytest.approx(beit["flops_per_step"], rel=0.01) and ours["flops_per_step"] > 0
+    for arm in (ours, beit):
+        assert arm["images_per_s"] > 0 and arm["memory"]["peak_bytes"] > 0
+    assert point["comparisons"][0]["ratio"] > 0 and (point["batch_size"], point["image_size"]) == (2, 64)
+    assert json.loads(output.read_text())[-1]["script"] == "segmentation_step.py"
