@@ -39,7 +39,7 @@ setup(
     # model_cards/ ships inside the package as supmae.model_cards (the converter renders its templates).
     packages=[*find_packages(include=["supmae", "supmae.*"]), "supmae.model_cards"],
     package_dir={"supmae.model_cards": "model_cards"},
-    package_data={"supmae.model_cards": ["*.md"]},
+    package_data={"supmae.model_cards": ["*.md"], "supmae": ["ade20k_classes.txt"]},
     entry_points={"console_scripts": ["supmae-convert = supmae.convert:cli"]},
     python_requires=">=3.10",
     install_requires=install_requires,

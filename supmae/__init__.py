@@ -5,6 +5,7 @@ Importing the package registers "supmae" with the Auto classes and pipelines.
 """
 
 from transformers import (
+    AutoBackbone,
     AutoConfig,
     AutoImageProcessor,
     AutoModel,
@@ -16,6 +17,7 @@ from transformers import (
 from .configuration_supmae import SUPMAE_PRESETS, SupMAEConfig
 from .image_processing_supmae import SupMAEImageProcessor
 from .modeling_supmae import (
+    SupMAEBackbone,
     SupMAEForImageClassification,
     SupMAEForPreTraining,
     SupMAEModel,
@@ -29,6 +31,8 @@ AutoConfig.register("supmae", SupMAEConfig, exist_ok=True)
 AutoModel.register(SupMAEConfig, SupMAEModel, exist_ok=True)
 AutoModelForPreTraining.register(SupMAEConfig, SupMAEForPreTraining, exist_ok=True)
 AutoModelForImageClassification.register(SupMAEConfig, SupMAEForImageClassification, exist_ok=True)
+# `UperNetForSemanticSegmentation(UperNetConfig(backbone_config=SupMAEConfig(...)))` builds its backbone through this.
+AutoBackbone.register(SupMAEConfig, SupMAEBackbone, exist_ok=True)
 AutoImageProcessor.register(SupMAEConfig, image_processor_classes={"torchvision": SupMAEImageProcessor}, exist_ok=True)
 # A saved image processor names its class and ships its file, so it loads as remote code too.
 SupMAEImageProcessor.register_for_auto_class("AutoImageProcessor")
@@ -38,6 +42,7 @@ AutoVideoProcessor.register(SupMAEConfig, video_processor_classes={}, exist_ok=T
 
 __all__ = [
     "SUPMAE_PRESETS",
+    "SupMAEBackbone",
     "SupMAEConfig",
     "SupMAEForImageClassification",
     "SupMAEForPreTraining",

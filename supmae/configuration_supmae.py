@@ -2,8 +2,9 @@
 """SupMAE model configuration."""
 
 from huggingface_hub.dataclasses import strict
-from transformers import PreTrainedConfig
+from transformers import PreTrainedConfig, UperNetConfig
 from transformers.activations import ACT2FN
+from transformers.backbone_utils import BackboneConfigMixin
 
 
 POOLING_CHOICES = ("mean", "cls")
@@ -62,7 +63,7 @@ SUPMAE_PRESETS = {
 
 
 @strict
-class SupMAEConfig(PreTrainedConfig):
+class SupMAEConfig(BackboneConfigMixin, PreTrainedConfig):
     r"""
     Configuration of a SupMAE model: a ViT encoder that sees the visible patches, MAE's pixel decoder, and a small
     supervised head that classifies the image from the visible patches alone. Field names follow `ViTMAEConfig`; the
@@ -96,6 +97,13 @@ class SupMAEConfig(PreTrainedConfig):
             otherwise with std 2e-5 (fine-tuning).
         drop_path_rate (`float`, defaults to 0.0): stochastic depth of the last encoder block; block i gets
             `drop_path_rate * i / (num_hidden_layers - 1)`. The fine-tuning recipe uses 0.1.
+        out_features (`list[str]`, *optional*), out_indices (`list[int]`, *optional*): what `SupMAEBackbone`
+            returns, from `stage_names` = `["stem", "stage1", ..., "stageN"]`, where `stem` is the embeddings and
+            `stage{i}` the output of encoder block i (1-based). Default: MAE's and BEiT's four blocks for dense
+            prediction, `["stage4", "stage6", "stage8", "stage12"]` for 12 blocks (0-based blocks 3, 5, 7, 11), and
+            blocks N/3, N/2, 2N/3 and N (rounded) for N >= 4 blocks (ViT-L: 8, 12, 16, 24); every block for fewer.
+        add_fpn (`bool`, defaults to `False`): end `SupMAEBackbone` with MAE's feature pyramid, which turns four
+            stages into maps at strides 4, 8, 16 and 32 (for 16 px patches; the nearest powers of two otherwise).
 
     Example:
 
@@ -132,12 +140,49 @@ class SupMAEConfig(PreTrainedConfig):
     classifier_pooling: str = "mean"
     classifier_batch_norm: bool = False
     drop_path_rate: float | int = 0.0
+    _out_features: list[str] | None = None
+    _out_indices: list[int] | None = None
+    add_fpn: bool = False
 
     def __post_init__(self, **kwargs):
         # Transformers' configs default to 2 labels; SupMAE is an ImageNet-1k model.
         if self.id2label is None and kwargs.get("num_labels") is None:
             kwargs["num_labels"] = 1000
+        kwargs.pop("stage_names", None)  # derived from num_hidden_layers
+        self.set_output_features_output_indices(kwargs.pop("out_features", None), kwargs.pop("out_indices", None))
         super().__post_init__(**kwargs)
+
+    # The backbone's stages follow the depth: `stage_names`, and `out_features` unless given, are derived from
+    # `num_hidden_layers` (stored as None), so that a config whose depth is changed later stays consistent.
+    @property
+    def stage_names(self) -> list[str]:
+        return ["stem"] + [f"stage{i}" for i in range(1, self.num_hidden_layers + 1)]
+
+    @stage_names.setter
+    def stage_names(self, value):
+        pass  # older configs and the backbone mixin may assign it; it is always derived
+
+    def set_output_features_output_indices(self, out_features: list | None, out_indices: list | None):
+        if out_features is None and out_indices is None:  # the default, derived from the depth
+            self._out_features = self._out_indices = None
+        else:
+            super().set_output_features_output_indices(out_features, out_indices)
+
+    @property
+    def out_features(self) -> list[str]:
+        return self._out_features if self._out_features is not None else default_out_features(self.num_hidden_layers)
+
+    @out_features.setter
+    def out_features(self, out_features: list[str] | None):
+        self.set_output_features_output_indices(out_features, None)
+
+    @property
+    def out_indices(self) -> list[int]:
+        return [self.stage_names.index(name) for name in self.out_features]
+
+    @out_indices.setter
+    def out_indices(self, out_indices: list[int] | None):
+        self.set_output_features_output_indices(None, None if out_indices is None else list(out_indices))
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "SupMAEConfig":
@@ -215,10 +260,40 @@ class SupMAEConfig(PreTrainedConfig):
             raise ValueError(f"`drop_path_rate` must be in [0, 1), got {self.drop_path_rate}.")
         if self.num_labels < 1:
             raise ValueError(f"`num_labels` must be >= 1, got {self.num_labels}.")
+        if self.add_fpn and len(self.out_features) != 4:
+            raise ValueError(
+                f"`add_fpn` needs exactly 4 `out_features` (the pyramid's strides 4, 8, 16, 32), got "
+                f"{self.out_features}; e.g. {default_out_features(max(self.num_hidden_layers, 4))} for "
+                f"{max(self.num_hidden_layers, 4)} blocks."
+            )
+
+
+def default_out_features(num_hidden_layers: int) -> list[str]:
+    """MAE's and BEiT's stages for dense prediction: blocks N/3, N/2, 2N/3 and N (1-based, rounded); for 12 blocks
+    `stage4, stage6, stage8, stage12` (the 0-based out_indices 3, 5, 7, 11 of their code). Every block for N < 4."""
+    if num_hidden_layers < 4:
+        return [f"stage{i}" for i in range(1, num_hidden_layers + 1)]
+    return [f"stage{round(num_hidden_layers * fraction)}" for fraction in (1 / 3, 1 / 2, 2 / 3, 1)]
 
 
 def _pair(size: int | list[int] | tuple[int, int]) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else tuple(size)
 
 
-__all__ = ["SUPMAE_PRESETS", "SupMAEConfig"]
+class SupMAEUperNetConfig(UperNetConfig):
+    """
+    `UperNetConfig` that reads a SupMAE `backbone_config` without the Auto registry that `import supmae` fills: how a
+    saved segmentation directory's config loads as remote code (`trust_remote_code=True`). With the package installed,
+    the same config.json loads as a plain `UperNetConfig`.
+    """
+
+    def __post_init__(self, **kwargs):
+        if (
+            isinstance(self.backbone_config, dict)
+            and self.backbone_config.get("model_type") == SupMAEConfig.model_type
+        ):
+            self.backbone_config = SupMAEConfig.from_dict(self.backbone_config)
+        super().__post_init__(**kwargs)
+
+
+__all__ = ["SUPMAE_PRESETS", "SupMAEConfig", "SupMAEUperNetConfig"]

@@ -504,3 +504,90 @@ def transfer_score(metric: str, logits, labels) -> float:
             raise ValueError(f"roc_auc scores binary problems; the model has {logits.shape[-1]} classes.")
         return binary_roc_auc(labels, logits[:, 1] - logits[:, 0])
     raise ValueError(f"Unknown metric {metric!r}; choose one of {list(TRANSFER_METRICS)}.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Semantic segmentation (mmsegmentation's mIoU / mAcc / aAcc, `evaluate`'s mean_iou key names)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def segmentation_confusion_matrix(
+    predictions: torch.Tensor, references: torch.Tensor, num_labels: int, ignore_index: int = 255
+) -> torch.Tensor:
+    """
+    Pixel counts of (reference class, predicted class) pairs, on the tensors' device.
+
+    Args:
+        predictions: integer class map of any shape (e.g. `(H, W)` or `(B, H, W)`).
+        references: the true classes, same shape; pixels equal to `ignore_index` are left out.
+        num_labels: K, the number of classes.
+
+    Returns:
+        (K, K) int64 counts, rows = reference class, columns = predicted class.
+    """
+    if predictions.shape != references.shape:
+        raise ValueError(f"A prediction of shape {tuple(predictions.shape)} for a reference of shape "
+                         f"{tuple(references.shape)}: resize the prediction to the annotation first.")  # fmt: skip
+    references, predictions = references.reshape(-1).long(), predictions.reshape(-1).long()
+    labelled = references != ignore_index
+    references, predictions = references[labelled], predictions[labelled]
+    for name, values in (("reference", references), ("prediction", predictions)):
+        bad = values[(values < 0) | (values >= num_labels)]
+        if len(bad):
+            raise ValueError(
+                f"A {name} holds class {bad[0].item()}, outside the {num_labels} classes (0..{num_labels - 1}) and not "
+                f"the ignore index {ignore_index}; are the labels reduced (ADE20K's 0 = 'other' ignored)?"
+            )
+    counts = torch.bincount(references * num_labels + predictions, minlength=num_labels * num_labels)
+    return counts.reshape(num_labels, num_labels)
+
+
+def metrics_from_confusion_matrix(confusion) -> dict:
+    """
+    mmsegmentation's metrics from a (K, K) confusion matrix accumulated over a whole set (rows = reference):
+
+    - `per_category_iou`: TP / (TP + FP + FN), NaN for a class absent from both predictions and references;
+    - `per_category_accuracy`: TP / (TP + FN), NaN for a class absent from the references;
+    - `mean_iou` (mIoU), `mean_accuracy` (mAcc): their means over the classes that are not NaN;
+    - `overall_accuracy` (aAcc): correctly classified pixels / labelled pixels.
+    """
+    confusion = np.asarray(torch.as_tensor(confusion).cpu(), dtype=np.float64)
+    true_positives = np.diag(confusion)
+    references, predictions = confusion.sum(axis=1), confusion.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = true_positives / (references + predictions - true_positives)
+        accuracy = true_positives / references
+        overall = true_positives.sum() / confusion.sum()
+    return {
+        "mean_iou": float(np.nanmean(iou)) if not np.isnan(iou).all() else float("nan"),
+        "mean_accuracy": float(np.nanmean(accuracy)) if not np.isnan(accuracy).all() else float("nan"),
+        "overall_accuracy": float(overall),
+        "per_category_iou": iou.tolist(),
+        "per_category_accuracy": accuracy.tolist(),
+    }
+
+
+def segmentation_metrics(predictions, references, num_labels: int, ignore_index: int = 255) -> dict:
+    """
+    mIoU, mAcc and aAcc as mmsegmentation computes them: from ONE confusion matrix accumulated over the whole set,
+    not averaged per image. Offline (`evaluate.load("mean_iou")` fetches its code from the Hub).
+
+    Args:
+        predictions: an iterable of 2-D integer class maps (numpy arrays or tensors), any sizes.
+        references: the matching annotations, each the size of its prediction; `ignore_index` pixels are skipped.
+        num_labels: the number of classes.
+
+    Returns:
+        `mean_iou`, `mean_accuracy`, `overall_accuracy` (floats in [0, 1]) and `per_category_iou`,
+        `per_category_accuracy` (lists of K floats, NaN where a class cannot be scored: see
+        `metrics_from_confusion_matrix`). The key names are those of `evaluate`'s mean_iou.
+    """
+    confusion = torch.zeros(num_labels, num_labels, dtype=torch.int64)
+    count = 0
+    for prediction, reference in zip(predictions, references, strict=True):
+        prediction, reference = torch.as_tensor(np.asarray(prediction)), torch.as_tensor(np.asarray(reference))
+        confusion += segmentation_confusion_matrix(prediction, reference, num_labels, ignore_index)
+        count += 1
+    if count == 0 or confusion.sum() == 0:
+        raise ValueError("No labelled pixel to score: no images, or every reference pixel is the ignore index.")
+    return metrics_from_confusion_matrix(confusion)

@@ -160,3 +160,66 @@ classify("cat.jpg")
 ```
 """
     )
+
+
+def segmentation_model_card(
+    config,
+    *,
+    dataset: str | None,
+    metrics: dict,
+    report: str,
+    training: dict[str, object],
+    base_model: str | None = None,
+    command: list[str] | None = None,
+) -> str:
+    """README.md for an `UperNetForSemanticSegmentation` directory with a SupMAE backbone (run_segmentation.py)."""
+    command = shlex.join(command if command is not None else [os.path.basename(sys.argv[0]), *sys.argv[1:]])
+    backbone = config.backbone_config
+    settings = "\n".join(f"- {name}: {value}" for name, value in training.items())
+    classes = ", ".join(list(config.id2label.values())[:20]) + (", ..." if config.num_labels > 20 else "")
+    scalars = {k.removeprefix("eval_"): v for k, v in metrics.items() if isinstance(v, float | int)}
+    return (
+        _metadata(["supmae", "vision", "image-segmentation", "upernet"], "image-segmentation", dataset, base_model)
+        + f"""
+# UperNet with a SupMAE backbone
+
+UperNet on a SupMAE ([Supervised Masked Autoencoders](https://arxiv.org/abs/2205.14540)) ViT, trained for semantic
+segmentation on `{dataset}` with the `supmae` package.
+
+- Backbone: {backbone.num_hidden_layers} layers, {backbone.hidden_size} wide, patch {backbone.patch_size}, stages
+  {", ".join(backbone.out_features)} with MAE's feature pyramid; {backbone.image_size} px crops.
+- Heads: UperNet decode head ({config.hidden_size} wide) and auxiliary FCN head; {config.num_labels} classes
+  ({classes}).
+- Weights: {report}
+
+## Results (validation, sliding-window evaluation, fractions)
+
+mIoU, mAcc and aAcc from one confusion matrix over the whole set, predictions resized to the original annotations.
+
+{_metrics_table(scalars)}
+
+## Training
+
+{settings}
+
+Command: `{command}`
+
+## Use
+
+```python
+from transformers import pipeline
+
+segment = pipeline("image-segmentation", model="<this directory or repo>", trust_remote_code=True)
+segment("street.jpg")  # one mask per class found; resizes the image to the crop size (no sliding window)
+```
+
+`trust_remote_code=True` is needed only where the `supmae` package is not installed. The scores above come from the
+sliding-window evaluation of `supmae.segmentation`, which the pipeline does not do.
+
+## Citation
+
+```bibtex
+{CITATION}
+```
+"""
+    )

@@ -8,6 +8,7 @@ Shapes: B images, L = (H/P)(W/P) patches, K visible patches, D encoder width, Dd
 """
 
 import json
+import math
 import os
 import shutil
 from collections.abc import Callable
@@ -16,17 +17,19 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, UperNetForSemanticSegmentation
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.backbone_utils import BackboneMixin, filter_output_hidden_states
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.modeling_outputs import BackboneOutput, ImageClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.upernet.modeling_upernet import UperNetFCNHead, UperNetHead, UperNetPreTrainedModel
 from transformers.utils import ModelOutput, logging
 from transformers.utils.generic import can_return_tuple
 from transformers.utils.output_capturing import capture_outputs
 
-from .configuration_supmae import SupMAEConfig, _pair
+from .configuration_supmae import SupMAEConfig, SupMAEUperNetConfig, _pair
 
 
 logger = logging.get_logger(__name__)
@@ -38,7 +41,13 @@ REMOTE_CODE_AUTO_MAP = {
     "AutoModel": "modeling_supmae.SupMAEModel",
     "AutoModelForPreTraining": "modeling_supmae.SupMAEForPreTraining",
     "AutoModelForImageClassification": "modeling_supmae.SupMAEForImageClassification",
+    "AutoBackbone": "modeling_supmae.SupMAEBackbone",
     "AutoImageProcessor": "image_processing_supmae.SupMAEImageProcessor",
+}
+# The same for a saved UperNet with a SupMAE backbone (its config.json is UperNet's, its image processor Segformer's).
+SEGMENTATION_REMOTE_CODE_AUTO_MAP = {
+    "AutoConfig": "configuration_supmae.SupMAEUperNetConfig",
+    "AutoModelForSemanticSegmentation": "modeling_supmae.SupMAEUperNetForSemanticSegmentation",
 }
 
 
@@ -394,11 +403,16 @@ class SupMAEPreTrainedModel(PreTrainedModel):
                 nn.init.xavier_uniform_(module.weight.view(module.weight.shape[0], -1))
             bound = module.weight[0].numel() ** -0.5  # PyTorch's default bias init
             init.uniform_(module.bias, -bound, bound)
-        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d)):
+        elif isinstance(module, nn.ConvTranspose2d):
+            # The feature pyramid keeps PyTorch's default initialization, as MAE's and BEiT's necks do.
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            bound = module.weight[0].numel() ** -0.5  # fan_in of a transposed convolution: out_channels * k * k
+            init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, (nn.LayerNorm, nn.modules.batchnorm._BatchNorm)):
             if module.weight is not None:
                 init.ones_(module.weight)
                 init.zeros_(module.bias)
-            if isinstance(module, nn.BatchNorm1d):
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 init.zeros_(module.running_mean)
                 init.ones_(module.running_var)
                 init.zeros_(module.num_batches_tracked)
@@ -779,4 +793,134 @@ class SupMAEForImageClassification(SupMAEPreTrainedModel):
         )
 
 
-__all__ = ["SupMAEForImageClassification", "SupMAEForPreTraining", "SupMAEModel", "SupMAEPreTrainedModel"]
+class SupMAEFeaturePyramid(nn.Module):
+    """
+    MAE's and BEiT's neck for a plain ViT: four stage maps, all at the patch stride P, become maps at strides 4, 8,
+    16 and 32. Level j is rescaled by `2**k`, `k = round(log2(P / stride_j))`: k 2x transposed convolutions with a
+    BatchNorm and a GELU between consecutive ones, the identity for k = 0, a `2**-k` max-pool for k < 0. For 16 px
+    patches that is MAE's x4 (ConvT, BN, GELU, ConvT), x2 (ConvT), x1 and x0.5 (max-pool); for 8 px patches x2, x1,
+    x0.5, x0.25; for 14 px patches the strides become 3.5, 7, 14 and 28.
+    """
+
+    target_strides = (4, 8, 16, 32)
+
+    def __init__(self, config: SupMAEConfig):
+        super().__init__()
+        self.scales = [2.0 ** round(math.log2(config.patch_size / stride)) for stride in self.target_strides]
+        self.levels = nn.ModuleList(self._rescaling(config.hidden_size, scale) for scale in self.scales)
+
+    @staticmethod
+    def _rescaling(width: int, scale: float) -> nn.Module:
+        if scale == 1:
+            return nn.Identity()
+        if scale < 1:
+            return nn.MaxPool2d(kernel_size=round(1 / scale), stride=round(1 / scale))
+        layers = [nn.ConvTranspose2d(width, width, kernel_size=2, stride=2)]
+        for _ in range(round(math.log2(scale)) - 1):
+            layers += [nn.BatchNorm2d(width), nn.GELU(), nn.ConvTranspose2d(width, width, kernel_size=2, stride=2)]
+        return nn.Sequential(*layers)
+
+    def forward(self, feature_maps: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """Four `(B, D, H/P, W/P)` maps -> `(B, D, H/P * scale_j, W/P * scale_j)`, j = 0..3."""
+        return tuple(level(feature_map) for level, feature_map in zip(self.levels, feature_maps, strict=True))
+
+
+class SupMAEBackbone(BackboneMixin, SupMAEPreTrainedModel):
+    """
+    The SupMAE encoder as a Transformers backbone (for `UperNetForSemanticSegmentation` and other dense heads). Stage
+    `stem` is the embeddings and `stage{i}` the output of encoder block i (1-based), without the cls token and reshaped
+    to `(B, D, H/P, W/P)`. By default a 12-block encoder returns `stage4, stage6, stage8, stage12`: the 0-based blocks
+    3, 5, 7 and 11 that MAE and BEiT take for segmentation (Transformers' `BeitBackbone` and
+    `BeitForSemanticSegmentation` take blocks one and two earlier for the same indices). With `config.add_fpn`, MAE's
+    feature pyramid turns the four stages into maps at strides 4, 8, 16 and 32.
+
+    The whole image is encoded (no masking) at any size divisible by the patch size: the position table, trainable
+    here as in MAE's fine-tuning, is resized bicubically to the input's patch grid. The final LayerNorm is not used.
+    """
+
+    # Parts of a pretraining or classification checkpoint the backbone does not use.
+    _dropped_on_transfer = {
+        **SupMAEPreTrainedModel._dropped_on_transfer,
+        "supmae.layernorm.": "the encoder's final LayerNorm",  # the stages are taken before it
+        "fc_norm.": "the classification head",
+        "classifier.": "the classification head",
+    }
+
+    def __init__(self, config: SupMAEConfig):
+        super().__init__(config)
+        self.supmae = SupMAEModel(config, add_final_layernorm=False)
+        self.supmae.embeddings.position_embeddings.requires_grad_(True)
+        self.num_features = [config.hidden_size] * (config.num_hidden_layers + 1)
+        self.fpn = SupMAEFeaturePyramid(config) if config.add_fpn else None
+        self.post_init()
+
+    # The config derives its default stages from the depth; read them through it (BackboneMixin reads the field).
+    @property
+    def out_features(self) -> list[str]:
+        return self.config.out_features
+
+    @out_features.setter
+    def out_features(self, out_features: list[str]):
+        self.config.out_features = out_features
+
+    @property
+    def out_indices(self) -> list[int]:
+        return self.config.out_indices
+
+    @out_indices.setter
+    def out_indices(self, out_indices: list[int]):
+        self.config.out_indices = out_indices
+
+    @can_return_tuple
+    @filter_output_hidden_states
+    def forward(self, pixel_values: torch.Tensor, **kwargs) -> BackboneOutput:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(B, C, H, W)`):
+            Normalized images, H and W divisible by the patch size.
+
+        Returns `feature_maps`: one `(B, D, H/P, W/P)` map per `out_features` stage, or with `add_fpn` the pyramid's
+        four maps; `hidden_states` (embeddings, then each block's output, `(B, 1 + L, D)`) and `attentions` on
+        request.
+        """
+        batch_size, _, height, width = pixel_values.shape
+        grid = (height // self.config.patch_size, width // self.config.patch_size)
+        outputs = self.supmae(pixel_values, interpolate_pos_encoding=True, **kwargs)
+        feature_maps = tuple(
+            outputs.hidden_states[index][:, 1:].transpose(1, 2).reshape(batch_size, -1, *grid)
+            for index in self.out_indices
+        )
+        if self.fpn is not None:
+            feature_maps = self.fpn(feature_maps)
+        return BackboneOutput(
+            feature_maps=feature_maps, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class SupMAEUperNetForSemanticSegmentation(UperNetForSemanticSegmentation):
+    """
+    `UperNetForSemanticSegmentation` with its `SupMAEBackbone` built directly instead of through `AutoBackbone`: what a
+    saved segmentation directory loads as with `trust_remote_code=True`, where the supmae package (whose import
+    registers the backbone) is not installed. Same modules, same weight names, same outputs.
+    """
+
+    config: SupMAEUperNetConfig
+
+    def __init__(self, config: SupMAEUperNetConfig):
+        UperNetPreTrainedModel.__init__(self, config)
+        self.backbone = SupMAEBackbone(config.backbone_config)
+        self.decode_head = UperNetHead(config, in_channels=self.backbone.channels)
+        self.auxiliary_head = (
+            UperNetFCNHead(config, in_channels=self.backbone.channels) if config.use_auxiliary_head else None
+        )
+        self.post_init()
+
+
+__all__ = [
+    "SupMAEBackbone",
+    "SupMAEFeaturePyramid",
+    "SupMAEForImageClassification",
+    "SupMAEForPreTraining",
+    "SupMAEModel",
+    "SupMAEPreTrainedModel",
+    "SupMAEUperNetForSemanticSegmentation",
+]

@@ -467,8 +467,10 @@ def pretraining_metrics(prediction) -> dict[str, float]:
 
 
 def layer_id(name: str, num_layers: int) -> int:
-    """MAE's layer-wise lr-decay groups for a classifier's parameter `name`: the embeddings are layer 0, block i is
-    layer i + 1, everything after the blocks (fc_norm, the head) is layer `num_layers + 1`."""
+    """MAE's layer-wise lr-decay groups for a classifier's parameter `name` (or, under `backbone.`, UperNet's SupMAE
+    backbone's): the embeddings are layer 0, block i is layer i + 1, everything after the blocks (fc_norm and the head;
+    the feature pyramid and UperNet's heads) is layer `num_layers + 1`."""
+    name = name.removeprefix("backbone.")
     if name.startswith("supmae.embeddings."):
         return 0
     if name.startswith("supmae.layers."):
@@ -479,7 +481,7 @@ def layer_id(name: str, num_layers: int) -> int:
 def layer_decay_parameter_groups(model: nn.Module, weight_decay: float, layer_decay: float) -> list[dict]:
     """AdamW groups of MAE's fine-tuning: lr scale `layer_decay ** (num_layers + 1 - layer_id)` and no weight decay on
     biases, 1-D parameters, the cls token and the position table (ViT-B: 13 lr scales, 0.65**13 ... 1)."""
-    num_layers = model.config.num_hidden_layers
+    num_layers = (getattr(model.config, "backbone_config", None) or model.config).num_hidden_layers
     groups = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:

@@ -85,6 +85,7 @@ def test_saved_directory_is_remote_code(pretraining_dir):
         "AutoModel": "modeling_supmae.SupMAEModel",
         "AutoModelForPreTraining": "modeling_supmae.SupMAEForPreTraining",
         "AutoModelForImageClassification": "modeling_supmae.SupMAEForImageClassification",
+        "AutoBackbone": "modeling_supmae.SupMAEBackbone",
         "AutoImageProcessor": "image_processing_supmae.SupMAEImageProcessor",
     }
     processor_config = json.loads((directory / "preprocessor_config.json").read_text())

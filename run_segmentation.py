@@ -1,0 +1,359 @@
+#!/usr/bin/env python
+# Copyright 2026 The supmae authors. Licensed under the Apache License, Version 2.0.
+"""
+Semantic segmentation with UperNet on a SupMAE backbone, on the Hugging Face Trainer, with mmsegmentation's MAE
+ADE20K recipe as defaults and its evaluation protocol (sliding windows, one confusion matrix over the set).
+
+    python run_segmentation.py                   # the offline demo: digits pasted on canvases (run_pretraining.py first)
+    python run_segmentation.py --demo --random_init true --output_dir outputs/digits-segmentation-scratch
+    python run_segmentation.py --model_name_or_path PRETRAINED --train_dir ADEChallengeData2016 --bf16 true ...
+
+Defaults: 512x512 crops, batch 16, AdamW lr 1e-4, betas (0.9, 0.999), weight decay 0.05, layer-wise lr decay 0.65,
+1500 warmup steps then a linear (poly, power 1) decay to 0 over 160k steps, drop path 0.1, auxiliary FCN head (weight
+0.4); evaluation by 512x512 windows with stride 341 on images rescaled to fit (2048, 512). Every TrainingArguments
+option works too (`--help`); `--demo` takes the demo's arguments and lets the flags after it override them.
+"""
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import transformers
+
+from supmae.arguments import (
+    SupMAETrainingArguments,
+    apply_config_overrides,
+    check_output_dir,
+    command_of,
+    configure_logging,
+    demo_arguments,
+    finished_run,
+    parse_arguments,
+    record_finished_run,
+    run_script,
+    script_parser,
+)
+from supmae.arguments import resume_checkpoint as find_resume_checkpoint
+from supmae.configuration_supmae import SUPMAE_PRESETS, SupMAEConfig
+from supmae.data import DIGITS, BadImagePolicy, find_image_column
+from supmae.evaluation import write_report
+from supmae.model_card import segmentation_model_card
+from supmae.segmentation import (
+    SupMAESegmentationTrainer,
+    predict_segmentation,
+    save_segmentation_model,
+    segmentation_figure,
+    segmentation_image_processor,
+    segmentation_model,
+)
+from supmae.segmentation_data import (
+    SegmentationDataset,
+    SegmentationEvalTransform,
+    SegmentationTrainTransform,
+    find_mask_column,
+    load_segmentation_datasets,
+    segmentation_class_names,
+)
+from supmae.training import SKIPPED_IMAGES, convert_to_sync_batch_norm
+
+
+logger = logging.getLogger("run_segmentation")
+
+PRETRAINED_DEMO = "outputs/digits-pretrained"
+# The pretraining demo's architecture (run_pretraining.py), for the demo without its checkpoint.
+DEMO_ARCHITECTURE = (
+    "image_size=32,patch_size=4,hidden_size=96,num_hidden_layers=4,num_attention_heads=4,intermediate_size=384"
+)
+# `python run_segmentation.py`: UperNet on the pretraining demo's encoder, on 64x64 canvases of digits; a few minutes
+# on 2 CPU cores. The recipe is lightened for the tiny set: fewer steps, a higher lr, milder rescaling.
+DEMO_ARGUMENTS = [
+    "--dataset_name", DIGITS,
+    "--output_dir", "outputs/digits-segmentation",
+    "--crop_size", "64", "--stride", "32", "--scale", "256", "64", "--ratio_range", "0.75", "1.5",
+    "--decode_channels", "64", "--auxiliary_channels", "32",
+    "--per_device_train_batch_size", "16",
+    "--max_steps", "400", "--warmup_steps", "40",
+    "--learning_rate", "1e-3", "--layer_decay", "0.75",
+    "--eval_strategy", "no", "--save_strategy", "no",
+    "--logging_steps", "20",
+    "--seed", "0",
+    "--dataloader_num_workers", "0",
+]  # fmt: skip
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "A SupMAE checkpoint whose encoder starts the backbone (pretraining, fine-tuned classifier, "
+            "converted official MAE / SupMAE; a Hub name or a local directory), or a saved segmentation directory."
+        },
+    )
+    config_name: str | None = field(
+        default=None,
+        metadata={
+            "help": f"Train from scratch with this architecture: a preset ({', '.join(SUPMAE_PRESETS)}) or a "
+            "config file or directory."
+        },  # fmt: skip
+    )
+    config_overrides: str | None = field(
+        default=None, metadata={"help": 'Encoder fields to override, e.g. "num_hidden_layers=6" (from scratch).'}
+    )
+    random_init: bool = field(
+        default=False,
+        metadata={"help": "Use only the architecture of --model_name_or_path, with random weights (a baseline)."},
+    )
+    drop_path_rate: float = field(default=0.1, metadata={"help": "Stochastic depth of the backbone's last block."})
+    decode_channels: int = field(default=768, metadata={"help": "Width of UperNet's decode head (mmseg MAE: 768)."})
+    auxiliary_channels: int = field(default=256, metadata={"help": "Width of the auxiliary FCN head."})
+
+
+@dataclass
+class SegmentationDataArguments:
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": f"A Hub dataset or local dataset directory with an image and an annotation column, or "
+            f"'{DIGITS}' (built in, no download)."
+        },  # fmt: skip
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset's configuration name."})
+    dataset_revision: str | None = field(
+        default=None, metadata={"help": "The dataset's revision (scene_parse_150: refs/convert/parquet)."}
+    )
+    dataset_data_dir: str | None = field(
+        default=None, metadata={"help": "The dataset's folder to read (scene_parse_150's Parquet: scene_parsing)."}
+    )
+    train_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "An ADEChallengeData2016 folder (images/ and annotations/, training and validation)."
+        },  # fmt: skip
+    )
+    image_column_name: str | None = field(default=None, metadata={"help": "Image column (default: detected)."})
+    mask_column_name: str | None = field(default=None, metadata={"help": "Annotation column (default: detected)."})
+    reduce_zero_label: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Ignore label 0 and shift the others down by one (ADE20K's 'other'). Default: on for "
+            "ADE20K (--train_dir, scene_parse_150), off otherwise."
+        },  # fmt: skip
+    )
+    id2label: str | None = field(default=None, metadata={"help": 'A JSON file of class names, {"0": "wall", ...}.'})
+    num_labels: int | None = field(default=None, metadata={"help": "Number of classes, when no names are known."})
+    train_val_split: float = field(
+        default=0.05, metadata={"help": "Fraction of train held out for validation when there is no validation split."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only this many training images."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only this many validation images."})
+    scale: list[int] = field(
+        default_factory=lambda: [2048, 512], metadata={"help": "Image scale (long side, short side) before rescaling."}
+    )
+    ratio_range: list[float] = field(
+        default_factory=lambda: [0.5, 2.0], metadata={"help": "Random rescale of the scale in training."}
+    )
+    cat_max_ratio: float = field(
+        default=0.75, metadata={"help": "A training crop's largest class covers less than this (10 tries)."}
+    )
+    photometric_distortion: bool = field(default=True, metadata={"help": "mmseg's brightness/contrast/HSV jitter."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Where to cache downloaded models and datasets."})
+    bad_images: str = field(
+        default="skip", metadata={"help": "An unreadable image or annotation: 'skip' (logged) or 'error'."}
+    )
+
+
+@dataclass
+class SegmentationTrainingArguments(SupMAETrainingArguments):
+    """TrainingArguments with mmsegmentation's MAE ADE20K recipe as defaults."""
+
+    crop_size: int = field(default=512, metadata={"help": "Training crop and evaluation window (pixels)."})
+    stride: int = field(default=341, metadata={"help": "Step of the evaluation's sliding window (pixels)."})
+    windows_per_batch: int = field(default=8, metadata={"help": "Evaluation windows run through the model at once."})
+    layer_decay: float = field(default=0.65, metadata={"help": "Layer-wise lr decay (MAE / BEiT: 0.65)."})
+    sync_batch_norm: bool = field(
+        default=True, metadata={"help": "SyncBatchNorm in the neck and heads with several CUDA processes (mmseg)."}
+    )
+    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate of the heads (mmseg MAE)."})
+    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay (none on biases and norms)."})
+    max_steps: int = field(default=160_000, metadata={"help": "Training iterations (160k)."})
+    warmup_steps: float = field(default=1500, metadata={"help": "Linear warmup iterations."})
+    lr_scheduler_type: str = field(default="polynomial", metadata={"help": "Poly decay after the warmup."})
+    lr_scheduler_kwargs: dict | str = field(
+        default_factory=lambda: {"lr_end": 0.0, "power": 1.0}, metadata={"help": "Poly power 1, down to 0."}
+    )
+    per_device_train_batch_size: int = field(
+        default=16, metadata={"help": "Crops per process and step (mmseg: 16 in all, 2 on each of 8 GPUs)."}
+    )
+    eval_strategy: str = field(default="steps", metadata={"help": "Evaluate every --eval_steps (16k)."})
+    eval_steps: float = field(default=16_000, metadata={"help": "Steps between evaluations."})
+    save_steps: float = field(default=16_000, metadata={"help": "Steps between checkpoints."})
+    logging_steps: float = field(default=50, metadata={"help": "Steps between training logs."})
+
+
+DESCRIPTION = """Semantic segmentation with UperNet on a SupMAE backbone, with mmsegmentation's MAE ADE20K recipe as
+defaults and its evaluation (sliding windows, one confusion matrix over the set). With no arguments: the offline demo
+(digits pasted on canvases), starting from outputs/digits-pretrained when `python run_pretraining.py` wrote it."""
+
+
+def parse_segmentation_arguments(argv: list[str]):
+    parser = script_parser((ModelArguments, SegmentationDataArguments, SegmentationTrainingArguments),
+                           "run_segmentation.py", DESCRIPTION, first=("model_name_or_path",))  # fmt: skip
+    (model_args, data_args, args), _ = parse_arguments(parser, argv)
+    if model_args.model_name_or_path and model_args.config_name:
+        raise ValueError("--model_name_or_path and --config_name both give the architecture: pass one.")
+    if not (model_args.model_name_or_path or model_args.config_name or model_args.config_overrides):
+        raise ValueError("Give --model_name_or_path (a SupMAE checkpoint) or, to train from scratch, --config_name.")
+    if len(data_args.scale) != 2 or len(data_args.ratio_range) != 2:
+        raise ValueError(f"--scale and --ratio_range take two numbers each, got {data_args.scale} and "
+                         f"{data_args.ratio_range}.")  # fmt: skip
+    if data_args.bad_images not in ("skip", "error"):
+        raise ValueError(f"--bad_images must be 'skip' or 'error', got {data_args.bad_images!r}.")
+    return model_args, data_args, args
+
+
+def encoder_config(model_args: ModelArguments) -> SupMAEConfig | None:
+    """The architecture to train from scratch (None when it comes from --model_name_or_path)."""
+    if model_args.model_name_or_path:
+        return None
+    name = model_args.config_name or "vit-base-patch16"
+    if name in SUPMAE_PRESETS:
+        config = SupMAEConfig.from_preset(name)
+    elif os.path.exists(name):
+        config = SupMAEConfig.from_pretrained(name)
+    else:
+        raise ValueError(f"--config_name {name!r} is neither a preset ({', '.join(SUPMAE_PRESETS)}) nor a config.")
+    if model_args.config_overrides:
+        apply_config_overrides(config, model_args.config_overrides)
+    return SupMAEConfig.from_dict(config.to_dict())  # validates the overridden values
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    demo = not argv or argv[0] == "--demo"
+    if demo:
+        pretrained = os.path.isfile(os.path.join(PRETRAINED_DEMO, "model.safetensors"))  # a finished run
+        source = ["--model_name_or_path", PRETRAINED_DEMO] if pretrained else ["--config_overrides", DEMO_ARCHITECTURE]
+        argv = demo_arguments(DEMO_ARGUMENTS + source + argv[1:])
+    model_args, data_args, args = parse_segmentation_arguments(argv)
+    configure_logging(args, logger)
+    if demo and not pretrained:
+        logger.warning(f"No {PRETRAINED_DEMO} (run `python run_pretraining.py` first): training from scratch.")
+    config = encoder_config(model_args)  # a wrong preset or field fails here, before any data is read
+    command = command_of(argv)
+    previous = finished_run(args.output_dir, command)
+    if previous is not None:
+        logger.warning(f"{args.output_dir} already holds a finished run of this command: reporting its results "
+                       "instead of training again (remove it, or choose another --output_dir, to train anew).")  # fmt: skip
+        report_results(args.output_dir, **previous["results"])
+        return previous["results"]["metrics"]
+    transformers.set_seed(args.seed)
+
+    # Data
+    splits = load_segmentation_datasets(data_args.dataset_name, data_args.dataset_config_name, data_args.train_dir,
+                                        data_args.dataset_revision, data_args.cache_dir,
+                                        data_args.dataset_data_dir)  # fmt: skip
+    train, validation = splits["train"], splits.get("validation")
+    if validation is None and data_args.train_val_split > 0:
+        held_out = train.train_test_split(data_args.train_val_split, seed=args.seed)
+        train, validation = held_out["train"], held_out["test"]
+    train = train.select(range(min(data_args.max_train_samples or len(train), len(train))))
+    if validation is not None and data_args.max_eval_samples:
+        validation = validation.select(range(min(data_args.max_eval_samples, len(validation))))
+    image_column = find_image_column(train, data_args.image_column_name)
+    mask_column = find_mask_column(train, data_args.mask_column_name, image_column)
+    id2label, reduce_labels = segmentation_class_names(
+        data_args.dataset_name, data_args.train_dir, data_args.id2label, data_args.num_labels,
+        data_args.reduce_zero_label, data_args.cache_dir,
+    )  # fmt: skip
+
+    # Model
+    resume = find_resume_checkpoint(args)
+    model, report = segmentation_model(
+        model_args.model_name_or_path, id2label, args.crop_size, config=config, random_init=model_args.random_init,
+        drop_path_rate=model_args.drop_path_rate, decode_channels=model_args.decode_channels,
+        auxiliary_channels=model_args.auxiliary_channels, cache_dir=data_args.cache_dir,
+    )  # fmt: skip
+    check_output_dir(args, model)
+    if args.sync_batch_norm and args.world_size > 1 and torch.cuda.is_available():
+        model = convert_to_sync_batch_norm(model)
+    image_processor = segmentation_image_processor(args.crop_size, reduce_labels)
+    bad_images = BadImagePolicy(data_args.bad_images, os.path.join(args.output_dir, SKIPPED_IMAGES))
+    train_transform = SegmentationTrainTransform(
+        (args.crop_size, args.crop_size), tuple(data_args.scale), tuple(data_args.ratio_range),
+        data_args.cat_max_ratio, data_args.photometric_distortion,
+    )  # fmt: skip
+    eval_transform = SegmentationEvalTransform(tuple(data_args.scale))
+    datasets = {
+        name: SegmentationDataset(
+            split, image_column, mask_column, transform, reduce_labels, args.seed, bad_images, num_labels=len(id2label)
+        )  # fmt: skip
+        for name, split, transform in (("train", train, train_transform), ("validation", validation, eval_transform))
+        if split is not None
+    }
+    if "validation" not in datasets:
+        args.eval_strategy = "no"
+    trainer = SupMAESegmentationTrainer(
+        model=model, args=args, train_dataset=datasets["train"], eval_dataset=datasets.get("validation"),
+        processing_class=image_processor, layer_decay=args.layer_decay, crop_size=args.crop_size,
+        stride=args.stride, windows_per_batch=args.windows_per_batch,
+    )  # fmt: skip
+
+    trainer.train(resume_from_checkpoint=resume)
+    metrics = trainer.evaluate() if "validation" in datasets else {}
+    if trainer.is_world_process_zero():
+        save_segmentation_model(trainer.accelerator.unwrap_model(model), args.output_dir, image_processor)
+        trainer.save_state()
+        write_report(os.path.join(args.output_dir, "eval_validation.json"), "validation", metrics,
+                     model=model_args.model_name_or_path, classes=[id2label[i] for i in range(len(id2label))],
+                     weights=report)  # fmt: skip
+        card = segmentation_model_card(
+            model.config, dataset=data_args.dataset_name or data_args.train_dir, metrics=metrics, report=report,
+            training={"iterations": args.max_steps, "batch per process": args.per_device_train_batch_size,
+                      "learning rate": args.learning_rate, "layer decay": args.layer_decay,
+                      "crop": args.crop_size, "evaluation stride": args.stride, "seed": args.seed},
+            base_model=None if model_args.random_init else model_args.model_name_or_path,
+        )  # fmt: skip
+        with open(os.path.join(args.output_dir, "README.md"), "w") as file:
+            file.write(card)
+        figure = None
+        if demo:
+            figure = os.path.join(args.output_dir, "predictions.png")
+            demo_figure(trainer.accelerator.unwrap_model(model), datasets["validation"], args).save(figure)
+        record_finished_run(args.output_dir, command, {"metrics": metrics, "figure": figure})
+        report_results(args.output_dir, metrics, figure)
+    return metrics
+
+
+def report_results(output_dir: str, metrics: dict, figure: str | None) -> None:
+    """What a finished run prints: the figure, the validation mIoU, mAcc and aAcc, and where everything went."""
+    if figure:
+        print(f"Figure (image | ground truth | prediction): {figure}")
+    if metrics:
+        print("validation: " + json.dumps({k.removeprefix("eval_"): round(v, 4) for k, v in metrics.items()
+                                           if k in ("eval_mean_iou", "eval_mean_accuracy", "eval_overall_accuracy")}))  # fmt: skip
+    print(f"Written to {os.path.abspath(output_dir)}")
+
+
+def demo_figure(model, dataset: SegmentationDataset, args, count: int = 6):
+    """The first `count` validation images with their annotations and the model's predictions."""
+    images, references, predictions = [], [], []
+    model.eval()
+    for index in range(min(count, len(dataset))):
+        image, _ = dataset.read(index)
+        item = dataset[index]
+        pixel_values = item["pixel_values"][None].to(args.device)
+        predictions.append(
+            predict_segmentation(model, pixel_values, item["labels"].shape, args.crop_size, args.stride)
+        )
+        images.append(image)
+        references.append(np.asarray(item["labels"]))
+    return segmentation_figure(images, references, predictions, model.config.num_labels, scale=4)
+
+
+if __name__ == "__main__":
+    run_script(main)
