@@ -6,7 +6,7 @@ The end-to-end suite's results as one table (the last thing `run_gpu.sh` prints)
     python benchmarks/summarize.py results.json
     python benchmarks/summarize.py results.json --best_batch [--at_most 1024] [--default 512]
 
-Reads the JSON list the benchmarks append to: gpu_decode_check, input_pipeline, train_step (fused vs default AdamW,
+Reads the JSON list the benchmarks append to: gpu_decode_check, segmentation_step, input_pipeline, train_step (fused vs default AdamW,
 compile modes), end_to_end and profile_step records. MFU "of spec" is model FLOPs per second over --spec_tflops (989,
 the H100/H200 dense bf16 figure); the train-step tables also give MFU of the matmul peak measured in the same run.
 """
@@ -72,6 +72,16 @@ def table(records: list[dict], spec_tflops: float) -> str:
                 f"(<= {record['prepared_max_side']}) {per_core['ours_prepared']:.0f}, torchvision "
                 f"{per_core['torchvision']:.0f} img/s: {record['ratio']:.2f}x and {record['ratio_prepared']:.2f}x"
             )
+        elif record.get("script") == "segmentation_step.py":
+            for point in record["results"]:
+                arms, ratio = point["arms"], point["comparisons"][0]["ratio"]
+                memory = [arm.get("memory", {}).get("peak_bytes") for arm in arms.values()]
+                lines.append(
+                    f"segmentation step (UperNet, {point['image_size']} px, batch {point['batch_size']}): "
+                    + ", ".join(f"{arm['label']} {arm['images_per_s']:.3g} img/s" for arm in arms.values())
+                    + f": {ratio:.2f}x"
+                    + (f"; peak {' vs '.join(f'{m / 2**30:.1f}' for m in memory)} GiB" if all(memory) else "")
+                )
     steps = step_points(records)
     if steps:
         lines += ["", "training step, SupMAE ViT-B/16 1-block recipe:",

@@ -126,7 +126,8 @@ def test_run_gpu_sh_runs_every_part_on_a_cpu(tmp_path):
     for trouble in ("did not finish", "failed (exit status", "the suite's"):
         assert trouble not in done.stdout, done.stdout[-3000:]
     kinds = [r.get("script") or r.get("benchmark") for r in json.loads(out.read_text())]
-    assert kinds == ["gpu_decode_check", "input_pipeline", "train_step.py", "end_to_end", "end_to_end",
+    assert kinds == ["gpu_decode_check", "segmentation_step.py", "input_pipeline", "train_step.py", "end_to_end", "end_to_end",
                      "profile_step.py", "train_step.py"]  # fmt: skip
     assert "end to end (run_pretraining.py, Trainer):" in done.stdout
+    assert "segmentation step (UperNet" in done.stdout
     assert (tmp_path / "gpu-summary.txt").read_text().strip() in done.stdout
