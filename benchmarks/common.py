@@ -326,8 +326,12 @@ def memory_method(args, what: str) -> str:
     )
 
 
-def run(args, argv: list[str], script: str, arms: dict[str, Arm], comparisons, what: str) -> dict:
-    """Measure every arm at every sweep point; print a table per point; append the record to `--output`."""
+def run(args, argv: list[str], script: str, build_arm: Callable, keys, comparisons, what: str) -> dict:
+    """Measure the arm `build_arm(args, key)` of every key at every sweep point; print a table per point; append the
+    record to `--output`. Under `--memory_child` (the CPU memory measurement's child) measure memory only."""
+    if args.memory_child:
+        return run_memory_children(lambda key: build_arm(args, key), args.memory_child.split(","), args)
+    arms = {key: build_arm(args, key) for key in keys}
     cuda = torch.device(args.device).type == "cuda"
     peak_flops = measure_matmul_peak(args.device, args.dtype, args.matmul_size)
     record = {

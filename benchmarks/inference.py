@@ -71,10 +71,7 @@ def build_arm(args, key: str) -> common.Arm:
 def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    if args.memory_child:
-        return common.run_memory_children(lambda key: build_arm(args, key), args.memory_child.split(","), args)
-    arms = {key: build_arm(args, key) for key in ARMS}
-    return common.run(args, argv, os.path.abspath(__file__), arms, COMPARISONS, "no-grad forward")
+    return common.run(args, argv, os.path.abspath(__file__), build_arm, ARMS, COMPARISONS, "no-grad forward")
 
 
 if __name__ == "__main__":

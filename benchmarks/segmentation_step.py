@@ -115,11 +115,8 @@ def build_arm(args, key: str) -> common.Arm:
 def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    if args.memory_child:
-        return common.run_memory_children(lambda key: build_arm(args, key), args.memory_child.split(","), args)
-    arms = {key: build_arm(args, key) for key in ARMS}
     what = "UperNet training step (forward, loss, backward, AdamW step)"
-    return common.run(args, argv, os.path.abspath(__file__), arms, COMPARISONS, what)
+    return common.run(args, argv, os.path.abspath(__file__), build_arm, ARMS, COMPARISONS, what)
 
 
 if __name__ == "__main__":

@@ -136,11 +136,8 @@ def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     keys, comparisons = plan(args)
-    if args.memory_child:
-        return common.run_memory_children(lambda key: build_arm(args, key), args.memory_child.split(","), args)
-    arms = {key: build_arm(args, key) for key in keys}
     what = "training step (forward, backward, AdamW step)"
-    return common.run(args, argv, os.path.abspath(__file__), arms, comparisons, what)
+    return common.run(args, argv, os.path.abspath(__file__), build_arm, keys, comparisons, what)
 
 
 if __name__ == "__main__":
