@@ -63,6 +63,7 @@ from supmae.training import SKIPPED_IMAGES, convert_to_sync_batch_norm
 
 logger = logging.getLogger("run_segmentation")
 
+RECIPE_BATCH = 16  # mmsegmentation's MAE ADE20K recipe: 8 GPUs x 2 crops
 PRETRAINED_DEMO = "outputs/digits-pretrained"
 # The pretraining demo's architecture (run_pretraining.py), for the demo without its checkpoint.
 DEMO_ARCHITECTURE = (
@@ -187,7 +188,7 @@ class SegmentationTrainingArguments(SupMAETrainingArguments):
         default_factory=lambda: {"lr_end": 0.0, "power": 1.0}, metadata={"help": "Poly power 1, down to 0."}
     )
     per_device_train_batch_size: int = field(
-        default=16, metadata={"help": "Crops per process and step (mmseg: 16 in all, 2 on each of 8 GPUs)."}
+        default=RECIPE_BATCH, metadata={"help": "Crops per process and step (mmseg: 16 in all, 2 on each of 8 GPUs)."}
     )
     eval_strategy: str = field(default="steps", metadata={"help": "Evaluate every --eval_steps (16k)."})
     eval_steps: float = field(default=16_000, metadata={"help": "Steps between evaluations."})
@@ -213,6 +214,11 @@ def parse_segmentation_arguments(argv: list[str]):
                          f"{data_args.ratio_range}.")  # fmt: skip
     if data_args.bad_images not in ("skip", "error"):
         raise ValueError(f"--bad_images must be 'skip' or 'error', got {data_args.bad_images!r}.")
+    if not 0 < args.stride <= args.crop_size:
+        raise ValueError(f"--stride {args.stride} must be between 1 and --crop_size ({args.crop_size}): windows "
+                         "further apart than a crop leave pixels that no window sees.")  # fmt: skip
+    if args.windows_per_batch < 1:
+        raise ValueError(f"--windows_per_batch must be at least 1, got {args.windows_per_batch}.")
     return model_args, data_args, args
 
 
@@ -243,6 +249,10 @@ def main(argv: list[str] | None = None) -> dict:
     configure_logging(args, logger)
     if demo and not pretrained:
         logger.warning(f"No {PRETRAINED_DEMO} (run `python run_pretraining.py` first): training from scratch.")
+    batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    if batch != RECIPE_BATCH and not demo:
+        logger.warning(f"Effective batch {batch} (the recipe's is {RECIPE_BATCH}: 2 crops on each of 8 GPUs), at the "
+                       f"recipe's learning rate {args.learning_rate:g} unless --learning_rate says otherwise.")  # fmt: skip
     config = encoder_config(model_args)  # a wrong preset or field fails here, before any data is read
     command = command_of(argv)
     previous = finished_run(args.output_dir, command)
@@ -288,10 +298,10 @@ def main(argv: list[str] | None = None) -> dict:
         data_args.cat_max_ratio, data_args.photometric_distortion,
     )  # fmt: skip
     eval_transform = SegmentationEvalTransform(tuple(data_args.scale))
+    common = {"reduce_labels": reduce_labels, "seed": args.seed, "bad_images": bad_images, "num_labels": len(id2label)}
     datasets = {
-        name: SegmentationDataset(
-            split, image_column, mask_column, transform, reduce_labels, args.seed, bad_images, num_labels=len(id2label)
-        )  # fmt: skip
+        # An unreadable pair is replaced in training, left out in evaluation (which scores each readable image once).
+        name: SegmentationDataset(split, image_column, mask_column, transform, substitute=name == "train", **common)
         for name, split, transform in (("train", train, train_transform), ("validation", validation, eval_transform))
         if split is not None
     }

@@ -269,11 +269,15 @@ class SupMAEConfig(BackboneConfigMixin, PreTrainedConfig):
 
 
 def default_out_features(num_hidden_layers: int) -> list[str]:
-    """MAE's and BEiT's stages for dense prediction: blocks N/3, N/2, 2N/3 and N (1-based, rounded); for 12 blocks
-    `stage4, stage6, stage8, stage12` (the 0-based out_indices 3, 5, 7, 11 of their code). Every block for N < 4."""
+    """MAE's and BEiT's stages for dense prediction: blocks N/3, N/2, 2N/3 and N (1-based, rounded, each after the one
+    before: 2, 3, 4, 5 for N = 5); for 12 blocks `stage4, stage6, stage8, stage12` (the 0-based out_indices 3, 5, 7,
+    11 of their code). Every block for N < 4."""
     if num_hidden_layers < 4:
         return [f"stage{i}" for i in range(1, num_hidden_layers + 1)]
-    return [f"stage{round(num_hidden_layers * fraction)}" for fraction in (1 / 3, 1 / 2, 2 / 3, 1)]
+    blocks = []
+    for fraction in (1 / 3, 1 / 2, 2 / 3, 1):
+        blocks.append(max(round(num_hidden_layers * fraction), blocks[-1] + 1 if blocks else 1))
+    return [f"stage{block}" for block in blocks]
 
 
 def _pair(size: int | list[int] | tuple[int, int]) -> tuple[int, int]:

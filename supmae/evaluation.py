@@ -567,6 +567,10 @@ def metrics_from_confusion_matrix(confusion) -> dict:
     }
 
 
+def _cpu_tensor(values) -> torch.Tensor:
+    return values.cpu() if isinstance(values, torch.Tensor) else torch.as_tensor(np.asarray(values))
+
+
 def segmentation_metrics(predictions, references, num_labels: int, ignore_index: int = 255) -> dict:
     """
     mIoU, mAcc and aAcc as mmsegmentation computes them: from ONE confusion matrix accumulated over the whole set,
@@ -585,7 +589,7 @@ def segmentation_metrics(predictions, references, num_labels: int, ignore_index:
     confusion = torch.zeros(num_labels, num_labels, dtype=torch.int64)
     count = 0
     for prediction, reference in zip(predictions, references, strict=True):
-        prediction, reference = torch.as_tensor(np.asarray(prediction)), torch.as_tensor(np.asarray(reference))
+        prediction, reference = _cpu_tensor(prediction), _cpu_tensor(reference)
         confusion += segmentation_confusion_matrix(prediction, reference, num_labels, ignore_index)
         count += 1
     if count == 0 or confusion.sum() == 0:

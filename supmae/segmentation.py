@@ -70,6 +70,12 @@ def upernet_config(backbone_config: SupMAEConfig, id2label: dict[int, str], deco
 
 def backbone_config_from(encoder_config: SupMAEConfig, image_size: int, drop_path_rate: float = 0.1) -> SupMAEConfig:
     """The backbone of `encoder_config`'s architecture for `image_size` crops, with MAE's feature pyramid."""
+    if image_size % encoder_config.patch_size:
+        raise ValueError(
+            f"--crop_size {image_size} is not a multiple of the encoder's patch size ({encoder_config.patch_size}): "
+            f"crops of {image_size // encoder_config.patch_size * encoder_config.patch_size} or "
+            f"{(image_size // encoder_config.patch_size + 1) * encoder_config.patch_size} pixels would do."
+        )
     fields = {name: getattr(encoder_config, name) for name in ENCODER_FIELDS}
     # num_labels=1: the backbone classifies nothing, and 1000 label names would fill UperNet's config.json.
     return SupMAEConfig(**fields, image_size=image_size, drop_path_rate=drop_path_rate, add_fpn=True, num_labels=1,
@@ -268,6 +274,9 @@ def sliding_window_logits(model, pixel_values: torch.Tensor, crop_size, stride, 
         `(B, K, H, W)` float32 logits.
     """
     crop_size, stride = _pair(crop_size), _pair(stride)
+    if not all(0 < s <= c for s, c in zip(stride, crop_size, strict=True)) or windows_per_batch < 1:
+        raise ValueError(f"Sliding windows need 0 < stride <= crop size and windows_per_batch >= 1 (stride {stride}, "
+                         f"crop size {crop_size}, windows_per_batch {windows_per_batch}).")  # fmt: skip
     batch_size, _, height, width = pixel_values.shape
     pad_h, pad_w = max(crop_size[0] - height, 0), max(crop_size[1] - width, 0)
     padded = F.pad(pixel_values, (0, pad_w, 0, pad_h))
@@ -320,6 +329,9 @@ class SupMAESegmentationTrainer(SupMAEBaseTrainer):
         self.layer_decay, self.crop_size, self.stride = layer_decay, _pair(crop_size), _pair(stride)
         self.windows_per_batch = windows_per_batch
         self._auxiliary_logits, self._train_sums = None, None
+        # UperNet's forward takes **kwargs, from which Trainer would infer that the loss is already divided for
+        # gradient accumulation (and multiply it by the number of processes); compute_loss returns a plain mean.
+        self.model_accepts_loss_kwargs = False
         if self.model.auxiliary_head is not None:  # UperNet computes these logits but returns only the summed loss
             self.model.auxiliary_head.register_forward_hook(self._keep_auxiliary_logits)
 
@@ -393,6 +405,8 @@ class SupMAESegmentationTrainer(SupMAEBaseTrainer):
         model.eval()
         try:
             for batch in loader:
+                if batch is None:  # an unreadable image or annotation (skipped, listed in skipped_images.tsv)
+                    continue
                 pixel_values, labels = batch["pixel_values"].to(args.device), batch["labels"].to(args.device)
                 with self.accelerator.autocast():
                     logits = sliding_window_logits(model, pixel_values, self.crop_size, self.stride, num_labels,

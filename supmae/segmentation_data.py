@@ -15,6 +15,7 @@ Shapes: images `(3, H, W)`, annotations `(H, W)` of class indices, 255 = ignored
 import glob
 import importlib.resources
 import json
+import logging
 import os
 import random
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ from .data import (
     undecoded,
 )
 
+
+logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = 255  # mmsegmentation's and UperNet's: padding, ADE20K's "other", and unlabelled pixels
 MASK_COLUMN_NAMES = ("annotation", "label", "labels", "mask", "segmentation", "semantic_map", "seg", "gt")
@@ -76,6 +79,8 @@ def ade20k_folder_datasets(root: str) -> datasets.DatasetDict:
         if not images:
             if split == "train":
                 raise ValueError(f"{os.path.join(root, 'images', folder)} holds no .jpg images.")
+            logger.warning(f"{os.path.join(root, 'images', folder)} holds no .jpg images: validating on images held "
+                           "out of training (--train_val_split), not on ADE20K's validation set.")  # fmt: skip
             continue
         stems = [os.path.splitext(os.path.basename(path))[0] for path in images]
         annotations = [os.path.join(root, "annotations", folder, stem + ".png") for stem in stems]
@@ -134,8 +139,14 @@ def find_mask_column(dataset, name: str | None = None, image_column: str | None 
 
 def read_id2label(path: str) -> dict[int, str]:
     """An `id2label.json` file ({"0": "wall", ...}) as {0: "wall", ...}, checked to number the classes 0..K-1."""
-    with open(path) as file:
-        mapping = {int(key): str(value) for key, value in json.load(file).items()}
+    try:
+        with open(path) as file:
+            mapping = {int(key): str(value) for key, value in json.load(file).items()}
+    except (OSError, ValueError, AttributeError) as error:
+        raise ValueError(
+            f"--id2label {path}: cannot read it as a JSON object of class indices and names, "
+            f'{{"0": "wall", "1": "building", ...}} ({type(error).__name__}: {error}).'
+        ) from None
     if sorted(mapping) != list(range(len(mapping))):
         raise ValueError(f"{path} must number its classes 0..K-1 without gaps; it has {sorted(mapping)[:10]}...")
     return mapping
@@ -200,13 +211,13 @@ def read_mask(value) -> np.ndarray:
     image = open_image(value)
     if image.mode not in ("L", "P", "I", "I;16"):
         raise ValueError(
-            f"an annotation must hold one class index per pixel (a gray, palette or 16-bit PNG), not a {image.mode} "
-            "image"
+            f"is a {image.mode} image; an annotation holds one class index per pixel: a gray (L), palette (P) or "
+            "16-bit (I) PNG. Color-coded masks must be turned into class indices first."
         )
     mask = np.array(image)  # a writable copy (torch.from_numpy needs one)
     if mask.dtype != np.uint8:
         if mask.max() > 255:
-            raise ValueError(f"an annotation holds class {mask.max()}; at most 255 (the ignore index) is allowed")
+            raise ValueError(f"holds class {mask.max()}; at most 255 (the ignore index) is allowed.")
         mask = mask.astype(np.uint8)
     return mask
 
@@ -327,15 +338,17 @@ class SegmentationDataset(torch.utils.data.Dataset):
     A map-style dataset of image / annotation pairs as `{"pixel_values": (3, h, w), "labels": (H', W')}` items after
     `transform`. Item i of epoch e draws its augmentation from a generator seeded with (seed, e, i), so crops do not
     depend on the number of workers or processes, and are the same after resuming. An unreadable image or annotation
-    goes to `bad_images` (skipped and logged by default) and the next pair takes its place.
+    goes to `bad_images` (skipped and logged by default); in training the next pair takes its place, in evaluation
+    (`substitute=False`) the item is None, so that no image is scored twice (`segmentation_collator` drops it).
     """
 
     def __init__(self, dataset, image_column: str, mask_column: str, transform, reduce_labels: bool = False,
-                 seed: int = 0, bad_images: BadImagePolicy | None = None, num_labels: int | None = None):  # fmt: skip
+                 seed: int = 0, bad_images: BadImagePolicy | None = None, num_labels: int | None = None,
+                 substitute: bool = True):  # fmt: skip
         self.dataset = undecoded(undecoded(dataset, image_column), mask_column)
         self.image_column, self.mask_column = image_column, mask_column
         self.transform, self.reduce_labels, self.seed, self.epoch = transform, reduce_labels, seed, 0
-        self.bad_images, self.num_labels = bad_images or BadImagePolicy(), num_labels
+        self.bad_images, self.num_labels, self.substitute = bad_images or BadImagePolicy(), num_labels, substitute
 
     def set_epoch(self, epoch: int):
         self.epoch = int(epoch)
@@ -343,13 +356,29 @@ class SegmentationDataset(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.dataset)
 
-    def read(self, index: int) -> tuple[PIL.Image.Image, np.ndarray]:
-        """Item `index` as an RGB image and its (reduced) annotation, checked to be the same size."""
+    def read(self, index: int) -> tuple[PIL.Image.Image, np.ndarray] | None:
+        """Item `index` as an RGB image and its (reduced) annotation, or None when either file cannot be read (it goes
+        to `bad_images` under its own name). An annotation that is not one of class indices, or not the image's size,
+        is a mistake in the data: ValueError, naming both files."""
         example = self.dataset[index]
-        image, mask = to_rgb(open_image(example[self.image_column])), read_mask(example[self.mask_column])
+        image_file, mask_file = example[self.image_column], example[self.mask_column]
+        files = []
+        for value in (image_file, mask_file):
+            try:
+                files.append(open_image(value))
+            except IMAGE_ERRORS as error:
+                self.bad_images.handle(image_name(value, index), error)
+                return None
+        try:
+            mask = read_mask(files[1])
+        except ValueError as error:  # a file of the wrong kind: a mistake in the data, never skipped
+            raise ValueError(f"The annotation {image_name(mask_file, index)} {error}") from None
+        image = to_rgb(files[0])
         if mask.shape != (image.height, image.width):
             raise ValueError(
-                f"the annotation is {mask.shape[1]}x{mask.shape[0]}, the image {image.width}x{image.height}"
+                f"The annotation {image_name(mask_file, index)} is {mask.shape[1]}x{mask.shape[0]} pixels, its image "
+                f"{image_name(image_file, index)} {image.width}x{image.height}: an annotation labels each pixel of "
+                "its image."
             )
         return image, reduce_zero_label(mask) if self.reduce_labels else mask
 
@@ -369,11 +398,12 @@ class SegmentationDataset(torch.utils.data.Dataset):
             raise IndexError(f"item {index} of {len(self.dataset)}")
         for offset in range(MAX_BAD_IMAGES_IN_A_ROW):
             position = (int(index) + offset) % len(self.dataset)
-            try:
-                image, mask = self.read(position)
-            except IMAGE_ERRORS as error:
-                self.bad_images.handle(image_name(self.dataset[position][self.image_column], position), error)
+            pair = self.read(position)
+            if pair is None:
+                if not self.substitute:
+                    return None
                 continue
+            image, mask = pair
             self.check_classes(mask, position)
             # A generator of its own per (seed, epoch, item): string seeds are hashed the same in every process.
             pixels, labels = self.transform(image, mask, random.Random(f"{self.seed}/{self.epoch}/{int(index)}"))
@@ -384,8 +414,12 @@ class SegmentationDataset(torch.utils.data.Dataset):
         )
 
 
-def segmentation_collator(items: list[dict]) -> dict[str, torch.Tensor]:
-    """Stacks items of one size into `{"pixel_values": (B, 3, h, w), "labels": (B, H, W)}` (evaluation: B = 1)."""
+def segmentation_collator(items: list[dict | None]) -> dict[str, torch.Tensor] | None:
+    """Stacks items of one size into `{"pixel_values": (B, 3, h, w), "labels": (B, H, W)}` (evaluation: B = 1); the
+    unreadable items of an evaluation set (None) are left out, and a batch of only those is None."""
+    items = [item for item in items if item is not None]
+    if not items:
+        return None
     return {key: torch.stack([item[key] for item in items]) for key in ("pixel_values", "labels")}
 
 

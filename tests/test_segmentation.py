@@ -32,6 +32,7 @@ from transformers.utils import logging
 
 from supmae import SupMAEBackbone, SupMAEConfig, SupMAEForImageClassification, SupMAEForPreTraining
 from supmae.convert import convert, save_converted
+from supmae.data import BadImagePolicy
 from supmae.evaluation import segmentation_metrics
 from supmae.segmentation import (
     SupMAESegmentationTrainer,
@@ -51,8 +52,10 @@ from supmae.segmentation_data import (
     ade20k_folder_datasets,
     digits_segmentation_datasets,
     find_mask_column,
+    read_id2label,
     reduce_zero_label,
     segmentation_class_names,
+    segmentation_collator,
 )
 from supmae.training import layer_decay_parameter_groups, layer_id
 
@@ -110,6 +113,9 @@ def test_default_stages_are_mae_and_beits_blocks():
     torch.testing.assert_close(maps[3], captured["block11"][:, 1:].transpose(1, 2).reshape(1, 16, 4, 4))
     with pytest.raises(Exception, match="`add_fpn` needs exactly 4 `out_features`"):
         tiny_config(add_fpn=True)  # 2 blocks give 2 stages
+    # Four different blocks at every depth (5 blocks rounded N/3 and N/2 both to block 2).
+    assert [SupMAEConfig(num_hidden_layers=n).out_indices for n in (4, 5, 6, 7)] == [
+        [1, 2, 3, 4], [2, 3, 4, 5], [2, 3, 4, 6], [2, 4, 5, 7]]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -438,6 +444,35 @@ def test_classes_outside_the_model_are_named(tmp_path):
         dataset[0]
 
 
+def test_bad_annotations_are_named_and_no_image_is_scored_twice(tmp_path):
+    """An unreadable annotation is skipped under its own name; in evaluation its image is left out (not replaced by
+    the next one, which would count twice). An annotation of the wrong kind or size stops the run, naming the file."""
+    write_ade20k_folder(tmp_path / "ade", counts={"training": 1, "validation": 3})
+    annotations = tmp_path / "ade" / "annotations" / "validation"
+    (annotations / "ADE_1.png").write_bytes(b"not a png")
+    validation = ade20k_folder_datasets(str(tmp_path / "ade"))["validation"]
+    policy = BadImagePolicy("skip", str(tmp_path / "skipped.tsv"))
+    evaluation = SegmentationDataset(validation, "image", "annotation", SegmentationEvalTransform((24, 16)),
+                                     bad_images=policy, substitute=False)  # fmt: skip
+    items = [evaluation[i] for i in range(3)]
+    assert items[1] is None and items[0] is not None and items[2] is not None
+    assert segmentation_collator([items[1]]) is None and len(segmentation_collator(items)["labels"]) == 2
+    assert (tmp_path / "skipped.tsv").read_text().startswith(str(annotations / "ADE_1.png"))
+    training = SegmentationDataset(validation, "image", "annotation", SegmentationEvalTransform((24, 16)),
+                                   bad_images=policy)  # fmt: skip
+    assert torch.equal(training[1]["labels"], items[2]["labels"])  # in training the next pair takes its place
+    Image.new("RGB", (16, 24)).save(annotations / "ADE_1.png")
+    with pytest.raises(
+        ValueError, match=r"annotation .*ADE_1.png \(item 1\) is a RGB image; .* class index per pixel"
+    ):
+        evaluation[1]
+    Image.new("L", (17, 24)).save(annotations / "ADE_1.png")
+    with pytest.raises(
+        ValueError, match=r"ADE_1.png \(item 1\) is 17x24 pixels, its image .*ADE_1.jpg \(item 1\) 16x24"
+    ):
+        evaluation[1]
+
+
 def test_class_names_come_from_the_data_or_the_arguments(tmp_path):
     assert segmentation_class_names("digits", None)[0][1] == "0"
     (tmp_path / "data").mkdir()
@@ -448,6 +483,9 @@ def test_class_names_come_from_the_data_or_the_arguments(tmp_path):
         segmentation_class_names(str(tmp_path / "data"), None, num_labels=3)
     with pytest.raises(ValueError, match="No class names for the data: pass --id2label FILE"):
         segmentation_class_names(str(tmp_path), None)
+    (tmp_path / "names.json").write_text('["sky", "road"]')
+    with pytest.raises(ValueError, match=r"--id2label .*names.json: cannot read it as a JSON object"):
+        read_id2label(str(tmp_path / "names.json"))
 
 
 def test_digits_canvases_label_each_digit_with_its_class():
@@ -479,6 +517,40 @@ def test_the_trainer_loss_is_upernets_with_mmsegs_normalization(tmp_path):
     assert pixel_cross_entropy(torch.randn(1, 3, 4, 4), torch.full((1, 4, 4), IGNORE_INDEX)) == 0
     optimizer = trainer.create_optimizer()
     assert optimizer.param_groups[0]["lr"] == args.learning_rate  # the heads' group: what the logs show
+
+
+def test_gradient_accumulation_trains_and_logs_as_one_batch(tmp_path):
+    """4 crops in one step, or 2 x 2 with gradient accumulation: the same logged loss and gradient norm, and the same
+    weights after the step (AdamW's eps 1 makes its first step about -lr x gradient, so the weights show the gradients
+    too). (The 4 crops are equal: BatchNorm couples the crops of a batch, so batches of 2 and of 4
+    different crops give different gradients.) UperNet's forward takes **kwargs, from which Trainer would infer that
+    the loss is already divided by the accumulation steps: the loss and gradients were then twice as large."""
+    torch.manual_seed(0)
+    data = [{"pixel_values": torch.randn(3, 32, 32), "labels": torch.randint(0, 3, (32, 32))}] * 4
+    initial = tiny_upernet().state_dict()
+    runs = {}
+    for batch, accumulation in ((4, 1), (2, 2)):
+        model = tiny_upernet()
+        model.load_state_dict(initial)
+        args = TrainingArguments(output_dir=str(tmp_path / str(batch)), report_to="none", use_cpu=True, max_steps=1,
+                                 per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation,
+                                 logging_steps=1, save_strategy="no", max_grad_norm=0,
+                                 learning_rate=1.0, adam_epsilon=1.0)  # fmt: skip
+        trainer = SupMAESegmentationTrainer(model=model, args=args, train_dataset=data, crop_size=32, stride=16)
+        trainer.train()
+        runs[batch] = (trainer.state.log_history[0], model.state_dict())
+    (log_4, weights_4), (log_2, weights_2) = runs[4], runs[2]
+    for key in ("loss", "grad_norm", "decode_loss", "auxiliary_loss"):
+        assert log_2[key] == pytest.approx(log_4[key], rel=1e-4), key
+    # The backbone's: the heads' BatchNorms at the 1x1 stride-32 level see a variance of 0 over equal crops and
+    # normalize rounding noise.
+    parameters = [name for name, _ in tiny_upernet().named_parameters() if name.startswith("backbone.")]
+    moved = [k for k in parameters if not torch.equal(initial[k], weights_4[k])]
+    assert len(moved) > 20
+    for key in moved:
+        torch.testing.assert_close(
+            weights_2[key] - initial[key], weights_4[key] - initial[key], rtol=1e-4, atol=1e-6, msg=key
+        )
 
 
 def test_the_trainer_evaluates_by_sliding_windows_over_the_whole_set(tmp_path):
@@ -657,6 +729,13 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_weights(rectangles,
         (["--mask_column_name", "seg"], r"`mask_column_name` 'seg' is not a column.*\['image', 'annotation'\]"),
         (["--config_name", "vit-gigantic"], "neither a preset"),
         (["--num_labels", "3"], "--num_labels 3 disagrees with the 4 class names"),
+        (["--stride", "40"], r"--stride 40 must be between 1 and --crop_size \(32\)"),
+        (["--stride", "0"], r"--stride 0 must be between 1 and --crop_size"),
+        (["--windows_per_batch", "0"], "--windows_per_batch must be at least 1, got 0"),
+        (
+            ["--crop_size", "30", "--stride", "16"],
+            r"--crop_size 30 is not a multiple of the encoder's patch size \(8\)",
+        ),
     ],
 )
 def test_mistakes_fail_before_training(rectangles, tmp_path, arguments, message):
