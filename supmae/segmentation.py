@@ -31,7 +31,7 @@ from .data import IMAGENET_MEAN, IMAGENET_STD
 from .evaluation import metrics_from_confusion_matrix, segmentation_confusion_matrix
 from .modeling_supmae import SEGMENTATION_REMOTE_CODE_AUTO_MAP, SupMAEBackbone, interpolate_position_embeddings
 from .segmentation_data import IGNORE_INDEX, segmentation_collator
-from .training import SupMAEBaseTrainer, layer_decay_parameter_groups
+from .training import SupMAEBaseTrainer, layer_decay_adamw
 
 
 logger = logging.get_logger(__name__)
@@ -340,18 +340,7 @@ class SupMAESegmentationTrainer(SupMAEBaseTrainer):
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
-            groups = layer_decay_parameter_groups(self.model, self.args.weight_decay, self.layer_decay)
-            # The heads' group first: Trainer logs the first group's learning rate.
-            groups.sort(key=lambda group: -group["lr_scale"])
-            for group in groups:
-                group["lr"] = self.args.learning_rate * group["lr_scale"]
-            self.optimizer = torch.optim.AdamW(
-                groups,
-                lr=self.args.learning_rate,
-                betas=(self.args.adam_beta1, self.args.adam_beta2),
-                eps=self.args.adam_epsilon,
-                fused=self.args.optim == "adamw_torch_fused" or None,
-            )
+            self.optimizer = layer_decay_adamw(self.model, self.args, self.layer_decay)
         return self.optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

@@ -496,6 +496,22 @@ def layer_decay_parameter_groups(model: nn.Module, weight_decay: float, layer_de
     return list(groups.values())
 
 
+def layer_decay_adamw(model: nn.Module, args, layer_decay: float) -> torch.optim.AdamW:
+    """AdamW over `layer_decay_parameter_groups` at `args.learning_rate` x each group's lr scale, with the Trainer
+    arguments' betas, eps, weight decay and kernel (`--optim adamw_torch_fused`). The top layer's group (the head's
+    lr, the peak) comes first, since Trainer logs the first group's learning rate."""
+    groups = sorted(layer_decay_parameter_groups(model, args.weight_decay, layer_decay), key=lambda g: -g["lr_scale"])
+    for group in groups:
+        group["lr"] = args.learning_rate * group["lr_scale"]
+    return torch.optim.AdamW(
+        groups,
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        eps=args.adam_epsilon,
+        fused=args.optim == "adamw_torch_fused" or None,
+    )
+
+
 def lars_parameter_groups(model: nn.Module) -> list[dict]:
     """MAE's LARS: layer-wise adaptation for matrices only; biases and 1-D parameters get plain momentum SGD."""
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -544,16 +560,7 @@ class SupMAEClassificationTrainer(SupMAEBaseTrainer):
             )
         else:
             classifier = getattr(model, "classifier_model", model)  # FeatureProbe wraps the classifier
-            groups = layer_decay_parameter_groups(classifier, self.args.weight_decay, self.layer_decay)
-            for group in groups:
-                group["lr"] = learning_rate * group["lr_scale"]
-            self.optimizer = torch.optim.AdamW(
-                groups,
-                lr=learning_rate,
-                betas=(self.args.adam_beta1, self.args.adam_beta2),
-                eps=self.args.adam_epsilon,
-                fused=self.args.optim == "adamw_torch_fused" or None,
-            )
+            self.optimizer = layer_decay_adamw(classifier, self.args, self.layer_decay)
         return self.optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
