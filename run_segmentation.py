@@ -19,6 +19,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -163,8 +164,12 @@ class SegmentationDataArguments:
     )
     photometric_distortion: bool = field(default=True, metadata={"help": "mmseg's brightness/contrast/HSV jitter."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where to cache downloaded models and datasets."})
-    bad_images: str = field(
-        default="skip", metadata={"help": "An unreadable image or annotation: 'skip' (logged) or 'error'."}
+    bad_images: Literal["skip", "error"] = field(
+        default="skip",
+        metadata={
+            "help": "An unreadable image or annotation: 'skip' logs it, lists it in OUTPUT_DIR/skipped_images.tsv "
+            "and goes on; 'error' stops the run, naming it."
+        },
     )
 
 
@@ -212,8 +217,6 @@ def parse_segmentation_arguments(argv: list[str]):
     if len(data_args.scale) != 2 or len(data_args.ratio_range) != 2:
         raise ValueError(f"--scale and --ratio_range take two numbers each, got {data_args.scale} and "
                          f"{data_args.ratio_range}.")  # fmt: skip
-    if data_args.bad_images not in ("skip", "error"):
-        raise ValueError(f"--bad_images must be 'skip' or 'error', got {data_args.bad_images!r}.")
     if not 0 < args.stride <= args.crop_size:
         raise ValueError(f"--stride {args.stride} must be between 1 and --crop_size ({args.crop_size}): windows "
                          "further apart than a crop leave pixels that no window sees.")  # fmt: skip
