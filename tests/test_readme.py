@@ -54,7 +54,8 @@ def test_blocks_are_found_and_skips_give_a_reason():
 def test_readme_code_blocks_run(tmp_path):
     workdir = tmp_path / "reader"
     workdir.mkdir()
-    for name in ("Makefile", "run_pretraining.py", "run_classification.py", "examples", "benchmarks"):
+    scripts = ("run_pretraining.py", "run_classification.py", "run_segmentation.py", "run_transfer.py")
+    for name in ("Makefile", *scripts, "examples", "benchmarks"):
         (workdir / name).symlink_to(ROOT / name)
     shims = tmp_path / "bin"  # `python` and `python3` in the blocks are this interpreter
     shims.mkdir()
