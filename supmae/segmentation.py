@@ -452,3 +452,21 @@ def predict_segmentation(model, pixel_values: torch.Tensor, output_size, crop_si
     logits = sliding_window_logits(model, pixel_values, crop_size, stride, model.config.num_labels)
     logits = F.interpolate(logits, size=tuple(output_size), mode="bilinear", align_corners=False)
     return logits.argmax(1)[0].cpu().numpy()
+
+
+def prediction_figure(model, dataset, crop_size, stride, device, count: int = 6) -> PIL.Image.Image:
+    """`segmentation_figure` of the first `count` readable items of a `SegmentationDataset` (evaluation transform):
+    each image, its annotation and `model`'s sliding-window prediction, enlarged 4 times."""
+    images, references, predictions = [], [], []
+    model.eval()
+    for index in range(len(dataset)):
+        pair, item = dataset.read(index), dataset[index]
+        if pair is None or item is None:
+            continue
+        predictions.append(predict_segmentation(model, item["pixel_values"][None].to(device), item["labels"].shape,
+                                                crop_size, stride))  # fmt: skip
+        images.append(pair[0])
+        references.append(item["labels"].numpy())
+        if len(images) == count:
+            break
+    return segmentation_figure(images, references, predictions, model.config.num_labels, scale=4)
