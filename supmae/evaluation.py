@@ -203,7 +203,8 @@ def labels_to_model_space(labels, class_subset: Sequence[int], labels_in_subset:
 def few_shot_indices(labels: Sequence[int], shots: int, seed: int) -> list[int]:
     """
     A few-shot training subset: `shots` samples of every class in `labels` (-100 excluded), drawn uniformly without
-    replacement with `np.random.default_rng(seed)`, classes visited in increasing order.
+    replacement with `np.random.default_rng(seed)`, classes visited in increasing order. A class with fewer samples
+    gives all of them, as ELEVATER's sampler does (vision-datasets' `sample_few_shot_subset`).
 
     Args:
         labels: (N,) class labels.
@@ -211,17 +212,15 @@ def few_shot_indices(labels: Sequence[int], shots: int, seed: int) -> list[int]:
         seed: the draw's seed; the same seed gives the same subset.
 
     Returns:
-        sorted list of shots * num_classes sample indices into `labels`.
+        sorted list of sample indices into `labels`: min(shots, the class's samples) of each class.
     """
     if shots < 1:
         raise ValueError(f"shots must be at least 1, got {shots}.")
     labels = np.asarray(labels).reshape(-1)
     classes, counts = np.unique(labels[labels != IGNORE_INDEX], return_counts=True)
-    for cls, count in zip(classes, counts, strict=True):
-        if count < shots:
-            raise ValueError(f"Class {cls} has {count} images, fewer than shots={shots}.")
     rng = np.random.default_rng(seed)
-    chosen = [rng.choice(np.flatnonzero(labels == cls), size=shots, replace=False) for cls in classes]
+    chosen = [rng.choice(np.flatnonzero(labels == cls), size=min(shots, count), replace=False)
+              for cls, count in zip(classes, counts, strict=True)]  # fmt: skip
     return sorted(int(i) for i in np.concatenate(chosen)) if chosen else []
 
 

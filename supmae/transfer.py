@@ -184,8 +184,8 @@ def load_suite(path: str) -> Suite:
 def multilabel_few_shot_indices(label_sets: list[list[int]], shots: int, seed: int) -> list[int]:
     """
     A few-shot set of a multi-label dataset: classes visited in increasing order, each topped up to at least `shots`
-    chosen images containing it (images already chosen for earlier classes count), drawn with
-    `np.random.default_rng(seed)`.
+    chosen images containing it (images already chosen for earlier classes count; a class in fewer images gets all
+    of them), drawn with `np.random.default_rng(seed)`.
 
     Returns:
         sorted sample indices.
@@ -193,20 +193,24 @@ def multilabel_few_shot_indices(label_sets: list[list[int]], shots: int, seed: i
     rng, chosen = np.random.default_rng(seed), set()
     for cls in sorted({c for labels in label_sets for c in labels}):
         holders = [i for i, labels in enumerate(label_sets) if cls in labels]
-        needed = shots - sum(i in chosen for i in holders)
         candidates = [i for i in holders if i not in chosen]
-        if needed > len(candidates):
-            raise ValueError(f"Class {cls} is in {len(holders)} images, fewer than shots={shots}.")
+        needed = min(shots - sum(i in chosen for i in holders), len(candidates))
         if needed > 0:
             chosen.update(int(i) for i in rng.choice(candidates, size=needed, replace=False))
     return sorted(chosen)
 
 
+def held_out_count(count: int, fraction: float) -> int:
+    """ELEVATER's hold-out of `count` images: ceil(fraction x count), at most count - 1 (one is left to train on)."""
+    return min(math.ceil(fraction * count - 1e-9), count - 1)
+
+
 def few_shot_split(labels, shots: int, seed: int, holdout_fraction: float = 0.2) -> tuple[list[int], list[int]]:
     """
-    ELEVATER's few-shot set and its held-out part: `shots` images per class drawn by `seed`, then `holdout_fraction`
-    of them set aside to choose the hyper-parameters (per class for single-label data, so that every class is in
-    both parts: round(fraction x shots), at least 1; over the whole set for multi-label data).
+    ELEVATER's few-shot set and its held-out part: `shots` images per class drawn by `seed` (all of a class's images
+    where it has fewer), then `holdout_fraction` of them set aside to choose the hyper-parameters: per class for
+    single-label data, ceil(fraction x the class's images) as ELEVATER's `train_val_dataset` does, but always leaving
+    one to train on; over the whole set for multi-label data.
 
     Args:
         labels: (N,) class indices, or N lists of classes (multi-label).
@@ -222,14 +226,14 @@ def few_shot_split(labels, shots: int, seed: int, holdout_fraction: float = 0.2)
     multi_label = len(labels) > 0 and isinstance(labels[0], (list, tuple))
     if multi_label:
         chosen = np.array(multilabel_few_shot_indices(labels, shots, seed))
-        held = rng.choice(chosen, size=max(1, round(holdout_fraction * len(chosen))), replace=False)
+        held = rng.choice(chosen, size=held_out_count(len(chosen), holdout_fraction), replace=False)
     else:
         chosen = np.array(few_shot_indices(labels, shots, seed))
         by_class = {}
         for index in chosen:
             by_class.setdefault(int(labels[index]), []).append(index)
-        per_class = max(1, round(holdout_fraction * shots))
-        held = np.concatenate([rng.choice(members, size=per_class, replace=False) for members in by_class.values()])
+        held = np.concatenate([rng.choice(members, size=held_out_count(len(members), holdout_fraction), replace=False)
+                               for members in by_class.values()])  # fmt: skip
     held = set(int(i) for i in held)
     return sorted(int(i) for i in chosen if int(i) not in held), sorted(held)
 
@@ -437,19 +441,32 @@ class FewShotRunner:
     def run(self, shots: int, seed: int, grid: list[dict], holdout_fraction: float) -> dict:
         """One (shots, seed): the grid searched on the held-out part, then all K per class with the choice, scored on
         the test split."""
-        train, held_out = few_shot_split(self.data.labels(), shots, seed, holdout_fraction)
+        labels = self.data.labels()
+        train, held_out = few_shot_split(labels, shots, seed, holdout_fraction)
+        every = sorted(train + held_out)
+        short = {}  # the classes with fewer than `shots` images, which ELEVATER's draw gives all of theirs
+        if not isinstance(labels[0], (list, tuple)):
+            classes, counts = np.unique(np.asarray(labels)[every], return_counts=True)
+            short = {int(c): int(n) for c, n in zip(classes, counts, strict=True) if n < shots}
+            if short:
+                logger.warning(f"{self.data.entry.name} {shots}-shot: {len(short)} classes have fewer images and "
+                               f"give all they have ({min(short.values())} to {max(short.values())}).")  # fmt: skip
         searched = []
-        if len(grid) > 1:
+        if len(grid) > 1 and not held_out:
+            logger.warning(
+                f"{self.data.entry.name} {shots}-shot: no image to hold out; the grid's first point is used."
+            )
+        if len(grid) > 1 and held_out:
             for point in grid:
                 searched.append({**point, "holdout_score": self.score(self.train(train, point, seed), held_out)})
                 logger.info(f"{self.data.entry.name} {shots}-shot seed {seed}: {point} -> held-out "
                             f"{searched[-1]['holdout_score']:.4f}")  # fmt: skip
         chosen = max(searched, key=lambda s: s["holdout_score"]) if searched else {**grid[0]}  # first of equals
         chosen = {key: chosen[key] for key in ("learning_rate", "weight_decay")}
-        every = sorted(train + held_out)
         score = self.score(self.train(every, chosen, seed), None)
         return {"score": score, "chosen": chosen, "grid": searched, "num_few_shot": len(every),
-                "num_held_out": len(held_out), "num_test": len(self.data.test), "few_shot_indices": every}  # fmt: skip
+                "num_held_out": len(held_out), "num_test": len(self.data.test), "classes_with_fewer_images": short,
+                "few_shot_indices": every}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -186,9 +186,10 @@ def test_few_shot_indices_differ_across_seeds():
     assert len(draws) == 5
 
 
-def test_few_shot_indices_error_names_the_short_class():
-    with pytest.raises(ValueError, match="Class 1 has 5 images, fewer than shots=6"):
-        few_shot_indices(FEW_SHOT_LABELS, 6, seed=0)
+def test_a_class_with_fewer_images_than_shots_gives_all_of_them():
+    """ELEVATER's sampler (vision-datasets' sample_few_shot_subset): at most K per class, all of a smaller class."""
+    chosen = [FEW_SHOT_LABELS[i] for i in few_shot_indices(FEW_SHOT_LABELS, 6, seed=0)]
+    assert {c: chosen.count(c) for c in set(chosen)} == {0: 6, 1: 5, 7: 6}
     with pytest.raises(ValueError, match="shots must be at least 1"):
         few_shot_indices(FEW_SHOT_LABELS, 0, seed=0)
 

@@ -115,6 +115,17 @@ def test_few_shot_split_holds_out_a_fifth_of_every_class(shots, held_per_class):
     assert few_shot_split(labels, shots, seed=1) != (train, held_out)
 
 
+def test_few_shot_split_of_small_classes_holds_out_as_elevater_and_keeps_one_to_train():
+    """ceil(fraction x the class's images) held out (ELEVATER's train_val_dataset), never the class's last image; a
+    class with fewer than K images gives all of them."""
+    labels = [0] * 30 + [1] * 7 + [2] * 1
+    train, held_out = few_shot_split(labels, 10, seed=0)
+    count = lambda indices, c: sum(labels[i] == c for i in indices)  # noqa: E731
+    assert [(count(train, c), count(held_out, c)) for c in range(3)] == [(8, 2), (5, 2), (1, 0)]
+    train, held_out = few_shot_split(labels, 10, seed=0, holdout_fraction=0.95)
+    assert [(count(train, c), count(held_out, c)) for c in range(3)] == [(1, 9), (1, 6), (1, 0)]
+
+
 def test_few_shot_split_needs_two_shots():
     with pytest.raises(ValueError, match="at least 2 per class"):
         few_shot_split(LABELS, 1, seed=0)
@@ -129,8 +140,9 @@ def test_multilabel_few_shot_gives_every_class_its_shots():
         assert len(chosen) <= 20  # images shared by classes count for each
         train, held_out = few_shot_split(label_sets, 4, seed)
         assert sorted(train + held_out) == chosen and len(held_out) == round(0.2 * len(chosen))
-    with pytest.raises(ValueError, match="Class 2 is in 1 images, fewer than shots=2"):
-        multilabel_few_shot_indices([[0], [0, 1], [1, 2], [0], [1]], 2, seed=0)
+    # A class in fewer images than K gets all of them (class 2 is in one image).
+    chosen = multilabel_few_shot_indices([[0], [0, 1], [1, 2], [0], [1]], 2, seed=0)
+    assert 2 in chosen and all(sum(c in [[0], [0, 1], [1, 2], [0], [1]][i] for i in chosen) >= 2 for c in (0, 1))
 
 
 # ------------------------------------------------------------------------------------------------ the multi-label path
@@ -319,11 +331,16 @@ def test_fine_tuning_suite_end_to_end(data, tmp_path):
 
 @pytest.mark.slow
 def test_linear_probing_suite_end_to_end(data, tmp_path):
-    """The probe: encoder features computed once per dataset, a fresh head per run; scores well above chance."""
-    summary = transfer(data, tmp_path, "--mode", "linprobe", "--num_train_epochs", "40", "--shots", "6",
+    """The probe: encoder features computed once per dataset, a fresh head per run; scores well above chance. 12 shots
+    of classes with 10 training images take all 10 (ELEVATER's draw) and say so in the record."""
+    summary = transfer(data, tmp_path, "--mode", "linprobe", "--num_train_epochs", "40", "--shots", "6,12",
                        "--seeds", "0")  # fmt: skip
     records = load_records(tmp_path)
     assert records["colors/6-shot-seed-0.json"]["metrics"]["score"] >= 0.9
+    assert records["colors/6-shot-seed-0.json"]["classes_with_fewer_images"] == {}
+    twelve = records["colors/12-shot-seed-0.json"]
+    assert twelve["num_few_shot"] == 30 and twelve["num_held_out"] == 6  # ceil(0.2 x 10) per class
+    assert twelve["classes_with_fewer_images"] == {"0": 10, "1": 10, "2": 10} and twelve["metrics"]["score"] >= 0.9
     assert summary["average"][6]["std"] == 0.0  # one seed
     # Multi-label 11-point mAP: 0.53 with MAE's LARS at this batch (its step barely moves the head), hence the
     # probe's momentum SGD below an effective batch of 4096.
