@@ -26,6 +26,7 @@ import PIL.ImageDraw
 import torch
 import transformers
 import yaml
+from datasets import ClassLabel
 from torch import nn
 from transformers import default_data_collator
 
@@ -120,12 +121,16 @@ def _source(value, where: str) -> DataSource:
     unknown = sorted(set(value) - set(SOURCE_KEYS))
     if unknown:
         raise ValueError(f"{where}: unknown keys {unknown}; allowed: {list(SOURCE_KEYS)}.")
-    return DataSource(**{key: None if v is None else str(v) for key, v in value.items()})
+    for key, v in value.items():
+        if not (isinstance(v, str) and v) and not (v is None and key != "source"):
+            raise ValueError(f"{where}: '{key}' must be a non-empty string, got {v!r}.")
+    return DataSource(**value)
 
 
 def _numbers(value, where: str) -> list[float]:
     values = value if isinstance(value, list) else [value]
-    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in values):
+    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < math.inf
+                             for v in values):  # fmt: skip
         raise ValueError(f"{where} must be a non-negative number or a list of them, got {value!r}.")
     return [float(v) for v in values]
 
@@ -155,9 +160,10 @@ def load_suite(path: str) -> Suite:
         if missing or unknown:
             raise ValueError(f"{where}: " + (f"missing {missing}" if missing else f"unknown keys {unknown}")
                              + f"; each dataset has {list(DATASET_KEYS)}.")  # fmt: skip
-        name = str(entry["name"])
-        if not name or "/" in name or name in names:
-            raise ValueError(f"{where}: 'name' must be unique and without '/', got {name!r}.")
+        name = entry["name"]
+        if not isinstance(name, str) or not name or "/" in name or name in (".", "..") or name in names:
+            raise ValueError(f"{where}: 'name' must be a unique string without '/' (it names a results folder), "
+                             f"got {name!r}.")  # fmt: skip
         if entry["metric"] not in TRANSFER_METRICS:
             raise ValueError(f"{where}: 'metric' must be one of {list(TRANSFER_METRICS)}, got {entry['metric']!r}.")
         names.add(name)
@@ -301,8 +307,20 @@ class TransferData:
 
     @classmethod
     def load(cls, entry: SuiteDataset, cache_dir=None) -> "TransferData":
-        train, image_column, label_column = entry.train.load(cache_dir)
-        test, test_image_column, test_label_column = entry.test.load(cache_dir)
+        splits = []
+        for split, source in (("train", entry.train), ("test", entry.test)):
+            try:
+                splits.append(source.load(cache_dir))
+            except (ValueError, OSError) as error:  # the loader's message, placed in the suite
+                raise ValueError(f"Suite dataset {entry.name!r}, {split} ({source.source}): {error}") from error
+        (train, image_column, label_column), (test, test_image_column, test_label_column) = splits
+        train, test = encode_string_labels(entry.name, train, label_column, test, test_label_column)
+        multi_label = len(train) > 0 and isinstance(train[0][label_column], list)
+        if multi_label != entry.multi_label:
+            wanted = "single-label data: multi-label data takes 11point_mAP" if multi_label else "multi-label data"
+            raise ValueError(f"Suite dataset {entry.name!r}: its labels (column {label_column!r}) are "
+                             f"{'lists' if multi_label else 'single classes'}, and metric {entry.metric!r} scores "
+                             f"{wanted}.")  # fmt: skip
         names = label_names(train, label_column)
         test_names = label_names(test, test_label_column)
         if names and test_names and names != test_names:
@@ -325,6 +343,20 @@ class TransferData:
         if self.entry.multi_label:
             return torch.stack([multi_hot(label, len(self.names)) for label in labels]).numpy()
         return np.asarray(labels)
+
+
+def encode_string_labels(name: str, train, label_column: str, test, test_label_column: str):
+    """Class names given as strings become class indices: the train split's names, sorted; the test split is mapped
+    through the same names, and a test name that train lacks is an error naming it."""
+    feature = (train.features or {}).get(label_column)
+    if getattr(feature, "dtype", None) not in ("string", "large_string"):
+        return train, test
+    names = sorted(set(train[label_column]))
+    unknown = sorted(set(test[test_label_column]) - set(names))
+    if unknown:
+        raise ValueError(f"Suite dataset {name!r}: the test split has classes that train lacks: {unknown[:5]}.")
+    classes = ClassLabel(names=names)
+    return train.cast_column(label_column, classes), test.cast_column(test_label_column, classes)
 
 
 def label_names(dataset, label_column) -> list[str] | None:

@@ -16,8 +16,11 @@ from PIL import Image
 
 from supmae import SupMAEForPreTraining
 from supmae.transfer import (
+    DataSource,
     FewShotRunner,
+    SuiteDataset,
     TransferCollator,
+    TransferData,
     TransferTrainer,
     existing_result,
     few_shot_split,
@@ -69,7 +72,15 @@ holdout_fraction: 0.25
          r"datasets\[0\] \(a\): 'metric' must be one of \['accuracy', 'mean_per_class', '11point_mAP', 'roc_auc'\]"),
         ("datasets: [{name: a, train: x, test: y, metric: accuracy, shots: 5}]", r"unknown keys \['shots'\]"),
         ("datasets: [{name: a, train: x, test: y, metric: accuracy}, {name: a, train: x, test: y, metric: accuracy}]",
-         r"datasets\[1\] \(a\): 'name' must be unique"),
+         r"datasets\[1\] \(a\): 'name' must be a unique string"),
+        ("datasets: [{name: .., train: x, test: y, metric: accuracy}]", r"'name' must be a unique string .* got '\.\.'"),
+        ("datasets: [{name: null, train: x, test: y, metric: accuracy}]", r"'name' must be a unique string .* got None"),
+        ("datasets: [{name: a, train: {source: [x, y]}, test: y, metric: accuracy}]",
+         r"datasets\[0\] \(a\): train: 'source' must be a non-empty string, got \['x', 'y'\]"),
+        ("datasets: [{name: a, train: {source: x, split: [t, v]}, test: y, metric: accuracy}]",
+         r"train: 'split' must be a non-empty string"),
+        ("datasets: [{name: a, train: x, test: y, metric: accuracy}]\ngrid: {finetune: {learning_rate: .inf}}",
+         "grid.finetune.learning_rate must be a non-negative number"),
         ("datasets: [{name: a, train: {path: x}, test: y, metric: accuracy}]", r"datasets\[0\] \(a\): train must be"),
         ("datasets: [{name: a, train: {source: x, splits: t}, test: y, metric: accuracy}]",
          r"train: unknown keys \['splits'\]"),
@@ -87,6 +98,40 @@ def test_suite_mistakes_name_the_file_the_entry_and_the_field(tmp_path, text, me
     with pytest.raises(ValueError, match=message) as error:
         load_suite(path)
     assert path in str(error.value)
+
+
+def write_named_folder(folder, labels):
+    """An image folder whose metadata.jsonl gives each image a `label` value (strings or lists)."""
+    folder.mkdir(parents=True)
+    rows = []
+    for i, label in enumerate(labels):
+        Image.new("RGB", (8, 8), (40 * i % 256, 0, 0)).save(folder / f"{i}.png")
+        rows.append(json.dumps({"file_name": f"{i}.png", "label": label}))
+    (folder / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+    return DataSource(str(folder), label_column="label")
+
+
+def test_string_labels_become_the_train_splits_sorted_classes(tmp_path):
+    train = write_named_folder(tmp_path / "train", ["red", "blue", "red", "green"])
+    test = write_named_folder(tmp_path / "test", ["green", "red"])
+    data = TransferData.load(SuiteDataset("named", train, test, "accuracy"))
+    assert data.names == ["blue", "green", "red"] and data.labels() == [2, 0, 2, 1]
+    assert data.targets(data.test, data.test_label_column).tolist() == [1, 2]
+    odd = write_named_folder(tmp_path / "odd", ["purple"])
+    with pytest.raises(ValueError, match=r"'named': the test split has classes that train lacks: \['purple'\]"):
+        TransferData.load(SuiteDataset("named", train, odd, "accuracy"))
+
+
+def test_labels_and_metric_must_agree_on_multi_label(tmp_path):
+    lists = write_named_folder(tmp_path / "lists", [[0, 1], [1], [0]])
+    with pytest.raises(ValueError, match=r"'voc': its labels \(column 'label'\) are lists, and metric 'accuracy' "
+                                         "scores single-label data: multi-label data takes 11point_mAP"):  # fmt: skip
+        TransferData.load(SuiteDataset("voc", lists, lists, "accuracy"))
+    single = write_named_folder(tmp_path / "single", [0, 1, 0])
+    with pytest.raises(ValueError, match="are single classes, and metric '11point_mAP' scores multi-label data"):
+        TransferData.load(SuiteDataset("voc", single, single, "11point_mAP"))
+    with pytest.raises(ValueError, match=r"Suite dataset 'voc', test \(.*missing\): Couldn't find any data"):
+        TransferData.load(SuiteDataset("voc", single, DataSource(str(tmp_path / "missing")), "accuracy"))
 
 
 def test_the_shipped_elevater_suite_is_valid():
