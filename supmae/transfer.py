@@ -529,7 +529,6 @@ def run_settings(suite: Suite, entry: SuiteDataset, model_args, args) -> dict:
         },
         "warmup_steps": args.warmup_steps if args.warmup_epochs is None else None,
         "linprobe_optimizer": args.linprobe_optimizer,
-        "linprobe_augment": args.linprobe_augment,
         "config_overrides": model_args.config_overrides,
     }
 
@@ -747,6 +746,9 @@ def check_transfer_arguments(transfer_args, model_args, data_args, args, given=(
         raise ValueError("--model_name_or_path is required: a SupMAE pretraining (or fine-tuned) checkpoint.")
     if args.mode not in ("linprobe", "finetune"):
         raise ValueError(f"--mode must be linprobe or finetune for a transfer suite, got {args.mode!r}.")
+    if args.mode == "linprobe" and "linprobe_augment" in given and args.linprobe_augment:
+        raise ValueError("--linprobe_augment true: the suite's probe encodes each image once, with the evaluation "
+                         "transform (no augmentation to draw anew each epoch).")  # fmt: skip
     given = [name for name in ("dataset_name", "train_dir", "validation_dir") if getattr(data_args, name)]
     given += ["few_shot"] * (args.few_shot is not None) + ["eval_datasets"] * bool(args.eval_datasets)
     if given:

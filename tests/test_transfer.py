@@ -259,6 +259,7 @@ def test_a_result_made_with_other_settings_is_not_mixed_in(tmp_path):
         (["--shots", "1,5"], "--shots takes distinct integers of at least 2"),
         (["--seeds", "a"], "--seeds takes comma-separated integers"),
         (["--learning_rate", "0.1", "--weight_decay", "0"], "--learning_rate, --weight_decay: a transfer suite picks"),
+        (["--linprobe_augment", "true"], "--linprobe_augment true: the suite's probe encodes each image once"),
     ],
 )
 def test_command_line_mistakes_are_named(tmp_path, arguments, message):
