@@ -505,6 +505,9 @@ def check_classification_arguments(model_args: ModelArguments, data_args: DataAr
                          "or the robustness sets (--imagenet_c, --imagenet_val, --imagenet_a, ...).")  # fmt: skip
     if args.few_shot is not None and data_args.streaming:
         raise ValueError("--few_shot samples images per class and needs a map-style dataset, not --streaming.")
+    from .robustness import check_robustness_arguments  # (robustness builds on this module)
+
+    check_robustness_arguments(args)
     if args.few_shot is not None and (robustness or args.corrupt):
         raise ValueError(
             "--few_shot with the robustness evaluation (--imagenet_*, --corrupt): evaluate each few-shot model with "

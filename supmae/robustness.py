@@ -9,6 +9,7 @@ and `evaluate_robustness` then runs ImageNet-C (all of its sets in one predictio
 """
 
 import copy
+import importlib.util
 import logging
 import os
 import re
@@ -346,6 +347,32 @@ def corruption_names(spec: str) -> list[str]:
             f"--corrupt: unknown corruptions {unknown}; use 'all', 'benchmark' or some of {list(CORRUPTIONS)}."
         )
     return names
+
+
+def check_robustness_arguments(args) -> None:
+    """The robustness options' mistakes, found before anything is evaluated (ImageNet-C alone is 3.75M images): the
+    --corrupt names and severities and its library, a local --imagenet_c that is not a directory, and evaluation set
+    names that would collide (with each other, or with the reports named imagenet-c and corrupted-NAME)."""
+    if args.corrupt:
+        corruption_names(args.corrupt)
+        severities = args.corrupt_severities.split(",")
+        if not severities or not all(s.strip() in {str(v) for v in IMAGENET_C_SEVERITIES} for s in severities):
+            raise ValueError(
+                f"--corrupt_severities takes some of 1..5, comma-separated; got {args.corrupt_severities!r}."
+            )
+        if importlib.util.find_spec("imagecorruptions") is None:
+            raise ValueError("--corrupt needs the imagecorruptions-imaug package: pip install imagecorruptions-imaug "
+                             "(or pip install -e '.[corrupt]').")  # fmt: skip
+    if args.imagenet_c and "{corruption}" not in args.imagenet_c and not os.path.isdir(args.imagenet_c):
+        raise ValueError(f"--imagenet_c {args.imagenet_c!r} is not a directory (nor a source template with "
+                         "{corruption} and {severity}).")  # fmt: skip
+    names = [spec.partition("=")[0] for spec in args.eval_datasets]
+    names += [name for name, option in ROBUSTNESS_SETS.items() if getattr(args, option)]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    reserved = [name for name in names if name == "imagenet-c" or name.startswith("corrupted-")]
+    if repeated or reserved:
+        raise ValueError(f"Evaluation set names must be unique and not imagenet-c or corrupted-* (the names of the "
+                         f"robustness reports); got {repeated + reserved}.")  # fmt: skip
 
 
 class CorruptingTransform:

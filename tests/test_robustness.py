@@ -269,6 +269,30 @@ def test_corrupted_copies_of_an_evaluation_set(tmp_path):
                                  *TINY_EVAL])  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--corrupt", "fogg"], r"unknown corruptions \['fogg'\]"),
+        (["--corrupt", "fog", "--corrupt_severities", "1,6"], "--corrupt_severities takes some of 1..5"),
+        (["--imagenet_c", "NOWHERE"], "--imagenet_c '.*nowhere' is not a directory"),
+        (["--eval_datasets", "imagenet-c=VAL"], r"not imagenet-c or corrupted-\*.*\['imagenet-c'\]"),
+        (["--eval_datasets", "imagenet-val=VAL"], r"Evaluation set names must be unique.*\['imagenet-val'\]"),
+    ],
+)
+def test_robustness_mistakes_fail_before_anything_is_evaluated(tmp_path, arguments, message, monkeypatch):
+    """ImageNet-C alone is 3.75M images: a typo in --corrupt or --imagenet_c must not wait for the sets before it."""
+    model = rigged_classifier(tmp_path / "clf")
+    write_classes(tmp_path / "val", {PREDICTED: 1})
+    monkeypatch.setattr(run_classification, "run", lambda *a, **k: pytest.fail("evaluated before the check"))
+    arguments = [a.replace("NOWHERE", str(tmp_path / "nowhere")).replace("VAL", str(tmp_path / "val"))
+                 for a in arguments]  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        run_classification.main(["--mode", "eval", "--model_name_or_path", str(model), "--output_dir",
+                                 str(tmp_path / "out"), "--imagenet_val", str(tmp_path / "val"), *arguments,
+                                 *TINY_EVAL])  # fmt: skip
+    assert not (tmp_path / "out" / "eval_imagenet-val.json").exists()
+
+
 def test_labels_of_imagenet_variants_reach_the_models_classes():
     """WordNet-id classes go through the sorted synset order; a named Hub copy (ILSVRC/imagenet-1k style, lemma
     names in the standard order) reaches a model without class names (a converted checkpoint: LABEL_i) by index."""
