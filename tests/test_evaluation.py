@@ -339,10 +339,12 @@ def test_mean_per_class_accuracy_is_sklearns_balanced_accuracy():
 
 
 def sklearn_eleven_point_ap(targets, scores):
-    """VOC 2007's 11-point AP from scikit-learn's precision-recall curve, averaged over classes."""
+    """VOC 2007's 11-point AP from scikit-learn's precision-recall curve, averaged over classes (without the curve's
+    added last point, recall 0 and precision 1, which the devkit does not have)."""
     aps = []
     for c in range(targets.shape[1]):
         precision, recall, _ = precision_recall_curve(targets[:, c], scores[:, c])
+        precision, recall = precision[:-1], recall[:-1]
         aps.append(np.mean([precision[recall >= r].max() for r in np.linspace(0, 1, 11)]))
     return float(np.mean(aps))
 
@@ -352,6 +354,7 @@ def test_eleven_point_map_agrees_with_sklearns_precision_recall_curve(tied):
     rng = np.random.default_rng(1)
     targets = (rng.random((200, 6)) < 0.3).astype(int)
     scores = targets * rng.normal(1.0, 1.0, (200, 6)) + rng.normal(0.0, 1.0, (200, 6))
+    scores[np.argmax(np.where(targets == 0, 1.0, -np.inf), axis=0), range(6)] = 9.0  # each class's top is a negative
     if tied:  # coarse scores: many ties, which must enter the ranking together
         scores = np.round(scores)
     ours = eleven_point_average_precision(targets, scores)
@@ -364,6 +367,11 @@ def test_eleven_point_ap_by_hand():
     # Levels 0..0.5 (6 of them) reach precision 1; levels 0.6..1 (5) reach 2/3: AP = (6 + 5 * 2/3) / 11.
     ap = eleven_point_average_precision([[1], [0], [1], [0]], [[0.9], [0.8], [0.7], [0.1]])
     assert ap == pytest.approx((6 + 5 * 2 / 3) / 11)
+    # The top-ranked sample a negative: hits 0, 1, 0, 1. Points (0, 0), (.5, .5), (.5, 1/3), (1, .5): every level
+    # reaches 0.5 at most, so AP = 0.5 (VOC 2007's devkit). ELEVATER's scorer, on scikit-learn's curve, also counts
+    # the curve's added point (recall 0, precision 1) and gives (1 + 10 * 0.5) / 11 = 0.545.
+    ap = eleven_point_average_precision([[0], [1], [0], [1]], [[0.9], [0.8], [0.7], [0.1]])
+    assert ap == pytest.approx(0.5)
     # A class without positives is left out of the mean.
     assert eleven_point_average_precision([[1, 0], [0, 0]], [[0.9, 0.1], [0.1, 0.9]]) == 1.0
     with pytest.raises(ValueError, match="No class has a positive sample"):
