@@ -337,13 +337,6 @@ class TransferData:
     def labels(self) -> list:
         return list(self.train[self.label_column])
 
-    def targets(self, split, column) -> np.ndarray:
-        """(N,) class indices, or (N, C) multi-hot targets for a multi-label dataset."""
-        labels = list(split[column])
-        if self.entry.multi_label:
-            return torch.stack([multi_hot(label, len(self.names)) for label in labels]).numpy()
-        return np.asarray(labels)
-
 
 def encode_string_labels(name: str, train, label_column: str, test, test_label_column: str):
     """Class names given as strings become class indices: the train split's names, sorted; the test split is mapped
@@ -402,7 +395,7 @@ class FewShotRunner:
                         if args.mode == "finetune" or name.startswith(("classifier.", "batch_norm."))}  # fmt: skip
         size = self.model.config.image_size
         self.image_size = size if isinstance(size, int) else size[0]
-        self.features = {}  # linprobe: train index -> feature (D,)
+        self.encoded = {}  # linprobe: train index -> (feature (D,), target); the test split's as `test_encoded`
 
     def _images(self, split, image_column, label_column, indices=None):
         split = split if indices is None else split.select(indices)
@@ -413,11 +406,11 @@ class FewShotRunner:
         """Linear probing: the features of the test split and of the training images `train_indices`."""
         args = dataclasses.replace(self.args, output_dir=self.work_dir)
         data = self.data
-        train = self._images(data.train, data.image_column, data.label_column, train_indices)
-        self.features = dict(zip(train_indices, extract_features(self.model, train, args, self.collator)["features"],
-                                 strict=True))  # fmt: skip
+        train = extract_features(self.model, self._images(data.train, data.image_column, data.label_column,
+                                                          train_indices), args, self.collator)  # fmt: skip
+        self.encoded = dict(zip(train_indices, zip(train["features"], train["labels"], strict=True), strict=True))
         test = self._images(data.test, data.test_image_column, data.test_label_column)
-        self.test_features = extract_features(self.model, test, args, self.collator)["features"]
+        self.test_encoded = extract_features(self.model, test, args, self.collator)
 
     def train(self, indices: list[int], point: dict[str, float], seed: int):
         """The model, reset to its initial weights and trained on the training images `indices` with the grid
@@ -431,9 +424,8 @@ class FewShotRunner:
                        multi_label=self.multi_label)  # fmt: skip
         data = self.data
         if args.mode == "linprobe":
-            targets = data.targets(data.train.select(indices), data.label_column)
-            features = FeatureDataset({"features": torch.stack([self.features[i] for i in indices]),
-                                       "labels": torch.as_tensor(targets)})  # fmt: skip
+            features = FeatureDataset({"features": torch.stack([self.encoded[i][0] for i in indices]),
+                                       "labels": torch.stack([self.encoded[i][1] for i in indices])})  # fmt: skip
             TransferTrainer(model=FeatureProbe(self.model), args=args, train_dataset=features,
                             data_collator=default_data_collator, **options).train()  # fmt: skip
             return self.model
@@ -448,27 +440,31 @@ class FewShotRunner:
         trainer.train()
         return self.model
 
-    def logits(self, model, indices: list[int] | None) -> np.ndarray:
-        """(N, C) logits of the training images `indices` (the held-out part), or of the test split (None)."""
+    def predict(self, model, indices: list[int] | None) -> tuple[np.ndarray, np.ndarray]:
+        """(N, C) logits of the training images `indices` (the held-out part), or of the test split (None), and
+        their targets: each item's own label, so that an unreadable image replaced by the next one (--bad_images
+        skip) is scored with the label of the image that took its place."""
         data = self.data
         if self.args.mode == "linprobe":
-            features = self.test_features if indices is None else torch.stack([self.features[i] for i in indices])
+            if indices is None:
+                features, targets = self.test_encoded["features"], self.test_encoded["labels"]
+            else:
+                features = torch.stack([self.encoded[i][0] for i in indices])
+                targets = torch.stack([self.encoded[i][1] for i in indices])
             device = next(model.parameters()).device  # the features are on the CPU, the model where Trainer put it
             model.eval()
             with torch.no_grad():
                 logits = [model.classify(chunk.to(device)).float().cpu() for chunk in features.split(1024)]
-            return torch.cat(logits).numpy()
+            return torch.cat(logits).numpy(), targets.numpy()
         images = (self._images(data.test, data.test_image_column, data.test_label_column) if indices is None
                   else self._images(data.train, data.image_column, data.label_column, indices))  # fmt: skip
         evaluator = TransferTrainer(model=model, args=dataclasses.replace(self.args, output_dir=self.work_dir),
                                     data_collator=self.collator, multi_label=self.multi_label)  # fmt: skip
-        return evaluator.predict(images).predictions
+        prediction = evaluator.predict(images)
+        return prediction.predictions, prediction.label_ids
 
     def score(self, model, indices: list[int] | None) -> float:
-        data = self.data
-        split, column = (data.test, data.test_label_column) if indices is None else (
-            data.train.select(indices), data.label_column)  # fmt: skip
-        return transfer_score(data.entry.metric, self.logits(model, indices), self.data.targets(split, column))
+        return transfer_score(self.data.entry.metric, *self.predict(model, indices))
 
     def run(self, shots: int, seed: int, grid: list[dict], holdout_fraction: float) -> dict:
         """One (shots, seed): the grid searched on the held-out part, then all K per class with the choice, scored on

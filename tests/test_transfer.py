@@ -116,7 +116,7 @@ def test_string_labels_become_the_train_splits_sorted_classes(tmp_path):
     test = write_named_folder(tmp_path / "test", ["green", "red"])
     data = TransferData.load(SuiteDataset("named", train, test, "accuracy"))
     assert data.names == ["blue", "green", "red"] and data.labels() == [2, 0, 2, 1]
-    assert data.targets(data.test, data.test_label_column).tolist() == [1, 2]
+    assert list(data.test[data.test_label_column]) == [1, 2]
     odd = write_named_folder(tmp_path / "odd", ["purple"])
     with pytest.raises(ValueError, match=r"'named': the test split has classes that train lacks: \['purple'\]"):
         TransferData.load(SuiteDataset("named", train, odd, "accuracy"))
@@ -391,6 +391,27 @@ def test_linear_probing_suite_end_to_end(data, tmp_path):
     # Multi-label 11-point mAP: 0.53 with MAE's LARS at this batch (its step barely moves the head), hence the
     # probe's momentum SGD below an effective batch of 4096.
     assert records["halves/6-shot-seed-0.json"]["metrics"]["score"] >= 0.85
+
+
+@pytest.mark.slow
+def test_an_unreadable_test_image_is_scored_with_the_label_of_the_image_in_its_place(data, tmp_path):
+    """--bad_images skip replaces an unreadable image by the next one: its row must carry that image's label (class
+    1 here), not the unreadable one's (class 0), or a perfect probe loses a point."""
+    rng = np.random.default_rng(1)
+    for split, per_class in (("train", 10), ("test", 4)):
+        for c, color in enumerate(COLORS):
+            (tmp_path / split / f"c{c}").mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(noisy(color, rng)).save(tmp_path / split / f"c{c}" / f"{i}.png")
+    (tmp_path / "test" / "c0" / "3.png").write_bytes(b"not an image")  # the last of class 0: class 1's first follows
+    suite = write_suite(tmp_path / "suite.yaml", f"datasets: [{{name: colors, train: {tmp_path}/train, test: "
+                                                 f"{tmp_path}/test, metric: accuracy}}]")  # fmt: skip
+    run_transfer.main(["--suite", suite, "--model_name_or_path", str(data / "pretrained"), "--output_dir",
+                       str(tmp_path / "out"), *TINY_TRAINING, "--mode", "linprobe", "--num_train_epochs", "40",
+                       "--shots", "6", "--seeds", "0"])  # fmt: skip
+    record = load_records(tmp_path / "out")["colors/6-shot-seed-0.json"]
+    assert record["metrics"]["score"] == 1.0 and record["num_test"] == 12
+    assert "c0/3.png" in (tmp_path / "out" / "skipped_images.tsv").read_text()
 
 
 @pytest.mark.slow
