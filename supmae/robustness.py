@@ -349,17 +349,22 @@ def corruption_names(spec: str) -> list[str]:
     return names
 
 
+def corrupt_severities(spec: str) -> list[int]:
+    """`--corrupt_severities`: comma-separated severities, some of 1..5."""
+    allowed = {str(v): v for v in IMAGENET_C_SEVERITIES}
+    severities = [allowed.get(s.strip()) for s in spec.split(",")]
+    if None in severities:
+        raise ValueError(f"--corrupt_severities takes some of 1..5, comma-separated; got {spec!r}.")
+    return severities
+
+
 def check_robustness_arguments(args) -> None:
     """The robustness options' mistakes, found before anything is evaluated (ImageNet-C alone is 3.75M images): the
     --corrupt names and severities and its library, a local --imagenet_c that is not a directory, and evaluation set
     names that would collide (with each other, or with the reports named imagenet-c and corrupted-NAME)."""
     if args.corrupt:
         corruption_names(args.corrupt)
-        severities = args.corrupt_severities.split(",")
-        if not severities or not all(s.strip() in {str(v) for v in IMAGENET_C_SEVERITIES} for s in severities):
-            raise ValueError(
-                f"--corrupt_severities takes some of 1..5, comma-separated; got {args.corrupt_severities!r}."
-            )
+        corrupt_severities(args.corrupt_severities)
         if importlib.util.find_spec("imagecorruptions") is None:
             raise ValueError("--corrupt needs the imagecorruptions-imaug package: pip install imagecorruptions-imaug "
                              "(or pip install -e '.[corrupt]').")  # fmt: skip
@@ -525,9 +530,7 @@ def evaluate_robustness(evaluator, args, config, sets, reports, bad_images, cach
                          model=model, source=args.imagenet_c)  # fmt: skip
     if args.corrupt:
         corruptions = corruption_names(args.corrupt)
-        severities = [int(s) for s in args.corrupt_severities.split(",")]
-        if not set(severities) <= set(IMAGENET_C_SEVERITIES):
-            raise ValueError(f"--corrupt_severities takes some of 1..5, got {args.corrupt_severities!r}.")
+        severities = corrupt_severities(args.corrupt_severities)
         for name, dataset, subset in sets:
             result = evaluate_corrupted(evaluator, name, dataset, subset, corruptions, severities,
                                         eval_image_processor(image_size))  # fmt: skip
