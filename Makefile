@@ -12,12 +12,12 @@ test-fast:  ## everything but the tests marked slow
 	$(PYTHON) -m pytest -q -m "not slow"
 
 lint:
-	$(PYTHON) -m ruff check supmae tests *.py
-	$(PYTHON) -m ruff format --check supmae tests *.py
+	$(PYTHON) -m ruff check supmae tests benchmarks examples *.py
+	$(PYTHON) -m ruff format --check supmae tests benchmarks examples *.py
 
 format:
-	$(PYTHON) -m ruff check --fix supmae tests *.py
-	$(PYTHON) -m ruff format supmae tests *.py
+	$(PYTHON) -m ruff check --fix supmae tests benchmarks examples *.py
+	$(PYTHON) -m ruff format supmae tests benchmarks examples *.py
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache

@@ -60,8 +60,8 @@ from input_pipeline import photos  # noqa: E402
 import run_pretraining  # noqa: E402
 from supmae import SupMAEConfig  # noqa: E402
 from supmae.configuration_supmae import SUPMAE_PRESETS  # noqa: E402
-from supmae.gpu_decode import EncodedBatch  # noqa: E402
-from supmae.prepare_dataset import prepare  # noqa: E402
+from supmae.data.gpu_decode import EncodedBatch  # noqa: E402
+from supmae.data.prepare import prepare  # noqa: E402
 
 
 DATA = ("folder", "shards", "prepared")
@@ -78,9 +78,11 @@ def parse_args(argv):
     parser.add_argument("--compile", action="store_true", help="--torch_compile.")
     parser.add_argument("--compile_mode", default=None, help="--torch_compile_mode (e.g. reduce-overhead).")
     parser.add_argument(
-        "--runs", default="folder:cpu", help="Comma-separated DATA:DECODE runs, DATA in folder|shards|prepared, "
+        "--runs",
+        default="folder:cpu",
+        help="Comma-separated DATA:DECODE runs, DATA in folder|shards|prepared, "
         "DECODE in cpu|cuda (default folder:cpu).",
-    )  # fmt: skip
+    )
     parser.add_argument("--steps", type=int, default=20, help="Timed steps per run (default 20).")
     parser.add_argument(
         "--skip", type=int, help="Untimed steps first (default: workers x prefetch factor + 2, at least 2)."
@@ -108,7 +110,7 @@ def worker_count(args) -> int:
     """The dataloader workers the run gets: --workers, else run_pretraining's default."""
     if args.workers is not None:
         return args.workers
-    from supmae.arguments import default_dataloader_workers
+    from supmae.training.arguments import default_dataloader_workers
 
     return default_dataloader_workers()
 

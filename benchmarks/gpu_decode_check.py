@@ -42,8 +42,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 from input_pipeline import photos  # noqa: E402
 
-from supmae.data import PretrainingTransform, _sample_rng  # noqa: E402
-from supmae.gpu_decode import BatchDecoder, DeviceDecodeTransform, EncodedCrop, EncodedImageCollator  # noqa: E402
+from supmae.data.datasets import _sample_rng
+from supmae.data.gpu_decode import BatchDecoder, DeviceDecodeTransform, EncodedCrop, EncodedImageCollator
+from supmae.data.transforms import PretrainingTransform
 
 
 def routed_files(seed: int = 0) -> dict[str, bytes]:
@@ -111,12 +112,18 @@ def main(argv: list[str] | None = None) -> int:
                 common.synchronize(args.device)
                 decode_times.append((time.perf_counter() - start) / len(files_only))
     mean, worst = compare(cpu, torch.cat(outputs), cpu_transform.std)
-    gray = compare(cpu.mean(1, keepdim=True).expand_as(cpu), torch.cat(outputs).mean(1, keepdim=True).expand_as(cpu),
-                   cpu_transform.std)[0]  # fmt: skip
+    gray = compare(
+        cpu.mean(1, keepdim=True).expand_as(cpu),
+        torch.cat(outputs).mean(1, keepdim=True).expand_as(cpu),
+        cpu_transform.std,
+    )[0]
     # The decoders alone, on whole images: nvJPEG (on --device) against libjpeg-turbo.
     sample = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in files[: min(32, args.images)]]
-    whole = zip(decode_jpeg(sample, mode=ImageReadMode.RGB), decode_jpeg(sample, mode=ImageReadMode.RGB,
-                device=args.device), strict=True)  # fmt: skip
+    whole = zip(
+        decode_jpeg(sample, mode=ImageReadMode.RGB),
+        decode_jpeg(sample, mode=ImageReadMode.RGB, device=args.device),
+        strict=True,
+    )
     decoder_difference = [(a.float() - b.cpu().float()).abs() for a, b in whole]
     bad = [i for i in range(len(files)) if mean[i] >= args.mean_tolerance or worst[i] >= args.max_tolerance]
     bad += [i for i in routed if worst[i] > 0 and i not in bad]  # the CPU path's own output: exactly equal

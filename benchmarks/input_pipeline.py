@@ -35,8 +35,8 @@ import torch
 import torchvision
 import torchvision.transforms as T
 
-from supmae.data import IMAGENET_MEAN, IMAGENET_STD, PretrainingTransform, random_resized_crop_box
-from supmae.prepare_dataset import reencode
+from supmae.data.prepare import reencode
+from supmae.data.transforms import IMAGENET_MEAN, IMAGENET_STD, PretrainingTransform, random_resized_crop_box
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -98,7 +98,7 @@ def crop_statistics(files, transform, draws: int = 8) -> dict:
             left, top, right, bottom = random_resized_crop_box(
                 width, height, transform.scale, transform.ratio, random.Random(index * draws + draw)
             )
-            scales.append(transform.image_size / min(right - left, bottom - top))
+            scales.append(min(transform.image_size) / min(right - left, bottom - top))
             pixels = transform(data, random.Random(index * draws + draw)) * std
             sharpness.append((pixels[:, :, 1:] - pixels[:, :, :-1]).abs().mean().item())
     return {
@@ -181,11 +181,15 @@ def measure(options) -> dict:
         print(f"  {name:12s} {value:8.1f} images/s   {1000 / value:6.2f} ms/image")
     print(f"  ratio        {result['ratio']:.2f}x")
     if options.prepared is not None:
-        print(f"  ratio, ours on prepared files (shorter side <= {options.prepared}) vs reference on originals: "
-              f"{result['ratio_prepared']:.2f}x")  # fmt: skip
+        print(
+            f"  ratio, ours on prepared files (shorter side <= {options.prepared}) vs reference on originals: "
+            f"{result['ratio_prepared']:.2f}x"
+        )
         for name, stats in result["crop_statistics"].items():
-            print(f"  crops from {name:9s}: {stats['upsampled_fraction']:.0%} upsampled, median scale "
-                  f"{stats['median_scale']:.2f}x, sharpness {stats['sharpness']:.2f}")  # fmt: skip
+            print(
+                f"  crops from {name:9s}: {stats['upsampled_fraction']:.0%} upsampled, median scale "
+                f"{stats['median_scale']:.2f}x, sharpness {stats['sharpness']:.2f}"
+            )
     for name, stats in statistics_of.items():
         print(f"  {name:12s} mean {np.round(stats['mean'], 3).tolist()} std {np.round(stats['std'], 3).tolist()}")
     if options.output:

@@ -37,9 +37,26 @@ import train_step  # noqa: E402
 
 CATEGORIES = (
     ("attention", ("flash", "fmha", "attention", "sdpa", "scaled_dot_product")),
-    ("GEMM (matmuls, patch convolution)", ("gemm", "cutlass", "nvjet", "xmma", "cublas", "wgmma", "aten::mm",
-                                           "aten::addmm", "aten::bmm", "aten::_addmm_activation", "mkldnn_",
-                                           "onednn", "convolution", "conv2d", "implicit_")),
+    (
+        "GEMM (matmuls, patch convolution)",
+        (
+            "gemm",
+            "cutlass",
+            "nvjet",
+            "xmma",
+            "cublas",
+            "wgmma",
+            "aten::mm",
+            "aten::addmm",
+            "aten::bmm",
+            "aten::_addmm_activation",
+            "mkldnn_",
+            "onednn",
+            "convolution",
+            "conv2d",
+            "implicit_",
+        ),
+    ),
     ("AdamW", ("adam", "multi_tensor", "foreach")),
     ("LayerNorm", ("layer_norm", "layernorm")),
     ("GELU", ("gelu",)),
@@ -50,7 +67,7 @@ CATEGORIES = (
     ("reductions", ("reduce", "sum", "mean", "norm", "var")),
     ("other fused elementwise (Triton)", ("triton",)),
     ("other elementwise", ("elementwise", "vectorized", "unrolled", "aten::add", "aten::mul", "aten::div")),
-)  # fmt: skip
+)
 
 
 def category(name: str) -> str:
@@ -137,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "calls_per_step": e.count / args.steps,
             }
             for e in sorted(events, key=lambda e: -own_time(e, cuda))[:25]
-        ],  # fmt: skip
+        ],
     }
     os.makedirs(args.profile_dir, exist_ok=True)
     name = f"profile-{args.device.split(':')[0]}-{'tiny' if args.tiny else args.preset}-b{args.batch_size}"
@@ -173,8 +190,10 @@ def report(record: dict, args, cuda: bool) -> str:
         lines.append(f"  {'device idle (launch gaps, host)':<34} {record['idle_s_per_step'] * 1e3:9.2f} ms")
     lines.append("top kernels:" if cuda else "top operators:")
     for entry in record["top"][:15]:
-        lines.append(f"  {entry['s_per_step'] * 1e3:8.2f} ms  {entry['calls_per_step']:6.1f}x  "
-                     f"[{entry['category']}] {entry['name'][:100]}")  # fmt: skip
+        lines.append(
+            f"  {entry['s_per_step'] * 1e3:8.2f} ms  {entry['calls_per_step']:6.1f}x  "
+            f"[{entry['category']}] {entry['name'][:100]}"
+        )
     return "\n".join(lines)
 
 

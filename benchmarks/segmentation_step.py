@@ -61,21 +61,40 @@ def backbone_configs(args):
     tiny = {"num_hidden_layers": 4, "patch_size": 16} if args.tiny else {}
     ours = common.supmae_config(args, image_size=args.image_size, add_fpn=True, drop_path_rate=0.1, **tiny)
     beit = BeitConfig(
-        **{name: getattr(ours, name) for name in ("hidden_size", "num_hidden_layers", "num_attention_heads",
-                                                  "intermediate_size", "hidden_act", "layer_norm_eps", "patch_size",
-                                                  "num_channels")},
-        image_size=args.image_size, use_absolute_position_embeddings=True, use_relative_position_bias=False,
-        layer_scale_init_value=0.0, drop_path_rate=0.1, add_fpn=True, out_indices=list(ours.out_indices),
+        **{
+            name: getattr(ours, name)
+            for name in (
+                "hidden_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "intermediate_size",
+                "hidden_act",
+                "layer_norm_eps",
+                "patch_size",
+                "num_channels",
+            )
+        },
+        image_size=args.image_size,
+        use_absolute_position_embeddings=True,
+        use_relative_position_bias=False,
+        layer_scale_init_value=0.0,
+        drop_path_rate=0.1,
+        add_fpn=True,
+        out_indices=list(ours.out_indices),
         attn_implementation=args.attn,
-    )  # fmt: skip
+    )
     return ours, beit
 
 
 def build_arm(args, key: str) -> common.Arm:
     ours, beit = backbone_configs(args)
     backbone_config = ours if key == "supmae" else beit
-    config = UperNetConfig(backbone_config=backbone_config, hidden_size=args.decode_channels,
-                           auxiliary_channels=max(args.decode_channels // 3, 8), num_labels=NUM_LABELS)  # fmt: skip
+    config = UperNetConfig(
+        backbone_config=backbone_config,
+        hidden_size=args.decode_channels,
+        auxiliary_channels=max(args.decode_channels // 3, 8),
+        num_labels=NUM_LABELS,
+    )
     model = UperNetForSemanticSegmentation(config).to(args.device).train()
     label = "UperNet + SupMAEBackbone" if key == "supmae" else "UperNet + BeitBackbone"
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)

@@ -25,9 +25,12 @@ import transformers
 from transformers import TrainerCallback
 
 from supmae import SupMAEConfig, SupMAEForPreTraining
-from supmae.arguments import SupMAETrainingArguments
-from supmae.data import ImageCollator, PretrainingTransform, TransformedImageDataset, digits_datasets
-from supmae.training import SupMAETrainer
+from supmae.data.collators import ImageCollator
+from supmae.data.datasets import TransformedImageDataset
+from supmae.data.sources import digits_datasets
+from supmae.data.transforms import PretrainingTransform
+from supmae.training.arguments import SupMAETrainingArguments
+from supmae.training.pretraining import SupMAETrainer
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -36,10 +39,19 @@ import common  # noqa: E402
 
 # A 32 px, 2-layer, 32-wide SupMAE: a step costs milliseconds, so the loop around it is what is soaked.
 CONFIG = dict(
-    image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-    decoder_hidden_size=16, decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=32,
-    supervised_head_hidden_size=16, num_labels=10,
-)  # fmt: skip
+    image_size=32,
+    patch_size=8,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    decoder_hidden_size=16,
+    decoder_num_hidden_layers=1,
+    decoder_num_attention_heads=2,
+    decoder_intermediate_size=32,
+    supervised_head_hidden_size=16,
+    num_labels=10,
+)
 
 
 def resident_mib() -> float:
@@ -59,9 +71,12 @@ class Recorder(TrainerCallback):
         elif state.global_step % self.window == 0:
             step, now = state.global_step, time.perf_counter()
             self.rows.append(
-                {"step": step, "rss_mib": round(resident_mib(), 1),
-                 "steps_per_s": round((step - self.start[0]) / (now - self.start[1]), 2)}
-            )  # fmt: skip
+                {
+                    "step": step,
+                    "rss_mib": round(resident_mib(), 1),
+                    "steps_per_s": round((step - self.start[0]) / (now - self.start[1]), 2),
+                }
+            )
             print(
                 f"step {step:6d}  rss {self.rows[-1]['rss_mib']:8.1f} MiB  {self.rows[-1]['steps_per_s']:7.2f} steps/s"
             )
@@ -73,15 +88,27 @@ def soak(steps: int, window: int, batch_size: int, workers: int, save_steps: int
     train = digits_datasets()["train"]
     dataset = TransformedImageDataset(train, "image", "label", PretrainingTransform(32), seed=0)
     args = SupMAETrainingArguments(
-        output_dir=output_dir, max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=1e-3,
-        logging_steps=window, save_steps=save_steps, save_total_limit=2, report_to="none", disable_tqdm=True,
-        dataloader_num_workers=workers, use_cpu=True, seed=0,
-    )  # fmt: skip
+        output_dir=output_dir,
+        max_steps=steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=1e-3,
+        logging_steps=window,
+        save_steps=save_steps,
+        save_total_limit=2,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=workers,
+        use_cpu=True,
+        seed=0,
+    )
     recorder = Recorder(window)
     trainer = SupMAETrainer(
-        model=SupMAEForPreTraining(SupMAEConfig(**CONFIG)), args=args, train_dataset=dataset,
-        data_collator=ImageCollator(10), callbacks=[recorder],
-    )  # fmt: skip
+        model=SupMAEForPreTraining(SupMAEConfig(**CONFIG)),
+        args=args,
+        train_dataset=dataset,
+        data_collator=ImageCollator(10),
+        callbacks=[recorder],
+    )
     started = time.perf_counter()
     trainer.train()
     rows = recorder.rows
@@ -114,8 +141,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--output", help="Append the record to this JSON list.")
     options = parser.parse_args(argv)
     with common.torch_threads(1), tempfile.TemporaryDirectory() as output_dir:
-        record = soak(options.steps, options.window, options.batch_size, options.workers, options.save_steps,
-                      output_dir)  # fmt: skip
+        record = soak(
+            options.steps, options.window, options.batch_size, options.workers, options.save_steps, output_dir
+        )
     record = {
         "benchmark": "soak",
         "date": time.strftime("%Y-%m-%d"),

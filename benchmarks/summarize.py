@@ -34,16 +34,27 @@ def step_points(records: list[dict]) -> list[dict]:
         if record.get("script") != "train_step.py":
             continue
         args = record["args"]
-        mode = ("compiled" + ("" if args.get("compile_mode", "default") == "default" else f" ({args['compile_mode']})")
-                if args.get("compile") else "eager")  # fmt: skip
+        mode = (
+            "compiled" + ("" if args.get("compile_mode", "default") == "default" else f" ({args['compile_mode']})")
+            if args.get("compile")
+            else "eager"
+        )
         for point in record["results"]:
             for key, arm in point["arms"].items():
                 if not key.startswith("supmae_dec1"):
                     continue
                 optimizer = key.split("_")[2] if key.count("_") >= 2 else args.get("optimizer", "default")
-                rows.append({"batch": point["batch_size"], "mode": mode, "optimizer": optimizer,
-                             "images_per_second": arm["images_per_s"], "achieved_flops": arm["achieved_flops"],
-                             "mfu_measured_peak": arm["mfu"], "device": record["machine"]["device"]})  # fmt: skip
+                rows.append(
+                    {
+                        "batch": point["batch_size"],
+                        "mode": mode,
+                        "optimizer": optimizer,
+                        "images_per_second": arm["images_per_s"],
+                        "achieved_flops": arm["achieved_flops"],
+                        "mfu_measured_peak": arm["mfu"],
+                        "device": record["machine"]["device"],
+                    }
+                )
     return rows
 
 
@@ -84,17 +95,25 @@ def table(records: list[dict], spec_tflops: float) -> str:
                 )
     steps = step_points(records)
     if steps:
-        lines += ["", "training step, SupMAE ViT-B/16 1-block recipe:",
-                  f"{'batch':>6} {'mode':<28} {'AdamW':<8} {'img/s':>9} {'MFU spec':>9} {'MFU peak':>9}"]  # fmt: skip
+        lines += [
+            "",
+            "training step, SupMAE ViT-B/16 1-block recipe:",
+            f"{'batch':>6} {'mode':<28} {'AdamW':<8} {'img/s':>9} {'MFU spec':>9} {'MFU peak':>9}",
+        ]
         for r in sorted(steps, key=lambda r: (r["mode"], r["batch"], r["optimizer"])):
             spec = f"{r['achieved_flops'] / (spec_tflops * 1e12):.1%}" if r["device"] == "cuda" else "-"
-            lines.append(f"{r['batch']:>6} {r['mode']:<28} {r['optimizer']:<8} {r['images_per_second']:>9.0f} "
-                         f"{spec:>9} {r['mfu_measured_peak']:>9.1%}")  # fmt: skip
+            lines.append(
+                f"{r['batch']:>6} {r['mode']:<28} {r['optimizer']:<8} {r['images_per_second']:>9.0f} "
+                f"{spec:>9} {r['mfu_measured_peak']:>9.1%}"
+            )
     runs = [r for r in records if r.get("benchmark") == "end_to_end"]
     if runs:
-        lines += ["", "end to end (run_pretraining.py, Trainer):",
-                  f"{'run':<14} {'batch':>6} {'workers':>8} {'img/s':>9} {'step-only':>10} {'e2e/step':>9} "
-                  f"{'data wait':>10} {'MFU spec':>9}"]  # fmt: skip
+        lines += [
+            "",
+            "end to end (run_pretraining.py, Trainer):",
+            f"{'run':<14} {'batch':>6} {'workers':>8} {'img/s':>9} {'step-only':>10} {'e2e/step':>9} "
+            f"{'data wait':>10} {'MFU spec':>9}",
+        ]
         for r in runs:
             if "error" in r:
                 lines.append(f"{r['run']:<14} {r['batch_size']:>6} FAILED: {r['error'][:90]}")
@@ -110,9 +129,13 @@ def table(records: list[dict], spec_tflops: float) -> str:
             busy = record["busy_s_per_step"]
             parts = [f"{label} {seconds / busy:.0%}" for label, seconds in record["categories_s_per_step"].items()]
             idle = record.get("idle_s_per_step")
-            lines += ["", f"profile, batch {record['args']['batch_size']}, step {record['step_s'] * 1e3:.1f} ms"
-                      + (f", device idle {idle * 1e3:.1f} ms/step" if idle is not None else "")
-                      + f" ({record['report']}):", "  " + ", ".join(parts[:8])]  # fmt: skip
+            lines += [
+                "",
+                f"profile, batch {record['args']['batch_size']}, step {record['step_s'] * 1e3:.1f} ms"
+                + (f", device idle {idle * 1e3:.1f} ms/step" if idle is not None else "")
+                + f" ({record['report']}):",
+                "  " + ", ".join(parts[:8]),
+            ]
     return "\n".join(lines) if lines else "no end-to-end suite records"
 
 

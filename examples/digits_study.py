@@ -32,16 +32,26 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import run_classification  # noqa: E402
 import run_pretraining  # noqa: E402
 from supmae import SupMAEForPreTraining  # noqa: E402
-from supmae.arguments import demo_arguments  # noqa: E402
+from supmae.cli import with_quick_steps
 
 
 QUIET = ["--disable_tqdm", "true", "--report_to", "none", "--save_strategy", "no", "--eval_strategy", "no"]
 ARMS = {"SupMAE": "supmae", "MAE": "mae", "no pretraining": "scratch"}
 # The classification demo's fine-tuning settings, which a linear probe does not take.
-FINETUNE_SETTINGS = ("--base_learning_rate", "--layer_decay", "--auto_augment", "--mixup", "--cutmix", "--reprob",
-                     "--min_crop_scale")  # fmt: skip
-MEASURES = {"linprobe-cls": "linear probe, cls token", "linprobe-mean": "linear probe, mean of patches",
-            "finetune": "fine-tune"}  # fmt: skip
+FINETUNE_SETTINGS = (
+    "--base_learning_rate",
+    "--layer_decay",
+    "--auto_augment",
+    "--mixup",
+    "--cutmix",
+    "--reprob",
+    "--min_crop_scale",
+)
+MEASURES = {
+    "linprobe-cls": "linear probe, cls token",
+    "linprobe-mean": "linear probe, mean of patches",
+    "finetune": "fine-tune",
+}
 
 
 def train_seconds(directory: str) -> float:
@@ -55,15 +65,26 @@ def classify(model: str, output_dir: str, measure: str, epochs: int, seed: int) 
     the linear-probing recipe's own settings instead of the demo's fine-tuning ones."""
     demo = run_classification.DEMO_ARGUMENTS
     settings = dict(zip(demo[::2], demo[1::2], strict=True))
-    settings.update({"--model_name_or_path": model, "--output_dir": output_dir, "--seed": str(seed),
-                     "--num_train_epochs": str(epochs)})  # fmt: skip
+    settings.update(
+        {
+            "--model_name_or_path": model,
+            "--output_dir": output_dir,
+            "--seed": str(seed),
+            "--num_train_epochs": str(epochs),
+        }
+    )
     if measure.startswith("linprobe"):  # on cached features; batch 64 probes with momentum SGD (the default)
         for option in FINETUNE_SETTINGS:
             settings.pop(option)
-        settings.update({"--mode": "linprobe", "--cache_features": "true",
-                         "--classifier_pooling": measure.removeprefix("linprobe-")})  # fmt: skip
+        settings.update(
+            {
+                "--mode": "linprobe",
+                "--cache_features": "true",
+                "--classifier_pooling": measure.removeprefix("linprobe-"),
+            }
+        )
     arguments = [*(item for pair in settings.items() for item in pair), *QUIET]
-    reports = run_classification.main(demo_arguments(arguments))
+    reports = run_classification.main(with_quick_steps(arguments))
     return {"top1": reports["test"]["top1"], "train_seconds": round(train_seconds(output_dir), 1)}
 
 
@@ -104,11 +125,15 @@ def bar_chart(summary: dict, path: str, seeds: list[int]) -> None:
 
 def run_seed(options, seed: int) -> dict:
     out = lambda *parts: os.path.join(options.output_dir, f"seed-{seed}", *parts)  # noqa: E731
-    pretrain = run_pretraining.DEMO_ARGUMENTS + QUIET + ["--num_train_epochs", str(options.pretrain_epochs),
-                                                         "--seed", str(seed)]  # fmt: skip
-    run_pretraining.main(demo_arguments(pretrain + ["--output_dir", out("supmae", "pretrained")]))
-    run_pretraining.main(demo_arguments(pretrain + ["--output_dir", out("mae", "pretrained"),
-                                                    "--label_column_name", "none"]))  # fmt: skip
+    pretrain = (
+        run_pretraining.DEMO_ARGUMENTS
+        + QUIET
+        + ["--num_train_epochs", str(options.pretrain_epochs), "--seed", str(seed)]
+    )
+    run_pretraining.main(with_quick_steps(pretrain + ["--output_dir", out("supmae", "pretrained")]))
+    run_pretraining.main(
+        with_quick_steps(pretrain + ["--output_dir", out("mae", "pretrained"), "--label_column_name", "none"])
+    )
     # No pretraining: the same architecture, initialized as the official code does, saved as a "checkpoint".
     torch.manual_seed(seed)
     config = SupMAEForPreTraining.config_class.from_pretrained(out("supmae", "pretrained"))
@@ -142,8 +167,16 @@ def main(argv=None) -> dict:
     }
     path = os.path.join(options.output_dir, "results.json")
     with open(path, "w") as file:
-        json.dump({"options": vars(options), "wall_seconds": round(time.time() - start), "summary": summary,
-                   "per_seed": per_seed}, file, indent=2)  # fmt: skip
+        json.dump(
+            {
+                "options": vars(options),
+                "wall_seconds": round(time.time() - start),
+                "summary": summary,
+                "per_seed": per_seed,
+            },
+            file,
+            indent=2,
+        )
     bar_chart(summary, os.path.join(options.output_dir, "results.png"), seeds)
     for arm, measures in summary.items():
         cells = [f"{MEASURES[m]} {100 * v['mean']:.1f} ± {100 * v['std']:.1f}" for m, v in measures.items()]

@@ -192,9 +192,14 @@ class SupMAEConfig(BackboneConfigMixin, PreTrainedConfig):
         return cls(**{**SUPMAE_PRESETS[name], **overrides})
 
     @property
+    def image_height_width(self) -> tuple[int, int]:
+        """`image_size` as a (height, width) pair."""
+        return size_pair(self.image_size)
+
+    @property
     def grid_size(self) -> tuple[int, int]:
         """Patches per column and per row for `image_size`."""
-        height, width = _pair(self.image_size)
+        height, width = self.image_height_width
         return height // self.patch_size, width // self.patch_size
 
     @property
@@ -234,7 +239,7 @@ class SupMAEConfig(BackboneConfigMixin, PreTrainedConfig):
         size = self.image_size
         if not isinstance(size, int) and (len(size) != 2 or not all(isinstance(s, int) for s in size)):
             raise ValueError(f"`image_size` must be an int or a (height, width) pair of ints, got {size!r}.")
-        if any(s < 1 or s % self.patch_size for s in _pair(size)):
+        if any(s < 1 or s % self.patch_size for s in size_pair(size)):
             raise ValueError(
                 f"`image_size` {size!r} must be positive and divisible by `patch_size` ({self.patch_size})."
             )
@@ -280,7 +285,7 @@ def default_out_features(num_hidden_layers: int) -> list[str]:
     return [f"stage{block}" for block in blocks]
 
 
-def _pair(size: int | list[int] | tuple[int, int]) -> tuple[int, int]:
+def size_pair(size: int | list[int] | tuple[int, int]) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else tuple(size)
 
 

@@ -29,7 +29,7 @@ from transformers.utils import ModelOutput, logging
 from transformers.utils.generic import can_return_tuple
 from transformers.utils.output_capturing import capture_outputs
 
-from .configuration_supmae import SupMAEConfig, SupMAEUperNetConfig, _pair
+from .configuration_supmae import SupMAEConfig, SupMAEUperNetConfig, size_pair
 
 
 logger = logging.get_logger(__name__)
@@ -209,7 +209,7 @@ class SupMAEEmbeddings(nn.Module):
         if grid != self.grid_size and not interpolate_pos_encoding:
             raise ValueError(
                 f"Input image size {tuple(pixel_values.shape[-2:])} doesn't match the model's "
-                f"{_pair(self.config.image_size)}; pass `interpolate_pos_encoding=True` to run at another size."
+                f"{size_pair(self.config.image_size)}; pass `interpolate_pos_encoding=True` to run at another size."
             )
         positions = interpolate_position_embeddings(self.position_embeddings, self.grid_size, grid)
         embeddings = embeddings + positions[:, 1:]
@@ -642,7 +642,7 @@ class SupMAEForPreTraining(SupMAEPreTrainedModel):
     def unpatchify(self, patches: torch.Tensor, image_size: int | tuple[int, int] | None = None) -> torch.Tensor:
         """`(B, L, P * P * C)` -> `(B, C, H, W)`, the inverse of `patchify`; `image_size` defaults to the config's."""
         p, channels = self.config.patch_size, self.config.num_channels
-        height, width = _pair(image_size if image_size is not None else self.config.image_size)
+        height, width = size_pair(image_size if image_size is not None else self.config.image_size)
         if (height // p) * (width // p) != patches.shape[1] or patches.shape[2] != p * p * channels:
             raise ValueError(
                 f"Patches of shape {tuple(patches.shape)} don't make a {height}x{width} image with "

@@ -43,8 +43,21 @@ def test_input_pipeline_times_prepared_files_and_records_what_the_cap_changes(tm
 
 def test_train_step_compares_fused_with_default_adamw(tmp_path):
     output = tmp_path / "steps.json"
-    record = train_step.main(["--tiny", "--comparison", "optimizer", "--rounds", "1", "--warmup", "1",
-                              "--batch_size", "4", "--output", str(output)])  # fmt: skip
+    record = train_step.main(
+        [
+            "--tiny",
+            "--comparison",
+            "optimizer",
+            "--rounds",
+            "1",
+            "--warmup",
+            "1",
+            "--batch_size",
+            "4",
+            "--output",
+            str(output),
+        ]
+    )
     arms = record["results"][0]["arms"]
     assert set(arms) == {"supmae_dec1_fused", "supmae_dec1_default"}
     assert "fused AdamW" in arms["supmae_dec1_fused"]["label"] and record["args"]["optimizer"] == "fused"
@@ -54,18 +67,34 @@ def test_train_step_compares_fused_with_default_adamw(tmp_path):
 def test_summary_picks_the_best_batch_and_tabulates_the_suite(tmp_path):
     def step(batch, optimizer, images_per_s, mode="default"):
         arm = {"images_per_s": images_per_s, "achieved_flops": 4e14, "mfu": 0.5}
-        return {"script": "train_step.py", "machine": {"device": "cuda"},
-                "args": {"compile": True, "compile_mode": mode, "optimizer": "fused"},
-                "results": [{"batch_size": batch, "arms": {f"supmae_dec1_{optimizer}": arm}}]}  # fmt: skip
+        return {
+            "script": "train_step.py",
+            "machine": {"device": "cuda"},
+            "args": {"compile": True, "compile_mode": mode, "optimizer": "fused"},
+            "results": [{"batch_size": batch, "arms": {f"supmae_dec1_{optimizer}": arm}}],
+        }
 
-    records = [step(512, "fused", 9000), step(1024, "fused", 9900), step(2048, "fused", 10100),
-               step(1024, "default", 9990), step(1024, "fused", 11000, mode="reduce-overhead")]  # fmt: skip
+    records = [
+        step(512, "fused", 9000),
+        step(1024, "fused", 9900),
+        step(2048, "fused", 10100),
+        step(1024, "default", 9990),
+        step(1024, "fused", 11000, mode="reduce-overhead"),
+    ]
     assert summarize.best_batch(records, None, 512) == 2048
     assert summarize.best_batch(records, 1024, 512) == 1024  # the default AdamW and CUDA-graph rows do not count
     assert summarize.best_batch([], None, 512) == 512
-    e2e = {"benchmark": "end_to_end", "run": "folder:cuda", "batch_size": 1024, "workers": 15,
-           "images_per_second": 9000.0, "step_only_images_per_second": 9900.0, "end_to_end_vs_step_only": 0.91,
-           "data_wait_fraction": 0.05, "mfu_spec": 0.4}  # fmt: skip
+    e2e = {
+        "benchmark": "end_to_end",
+        "run": "folder:cuda",
+        "batch_size": 1024,
+        "workers": 15,
+        "images_per_second": 9000.0,
+        "step_only_images_per_second": 9900.0,
+        "end_to_end_vs_step_only": 0.91,
+        "data_wait_fraction": 0.05,
+        "mfu_spec": 0.4,
+    }
     failed = {"benchmark": "end_to_end", "run": "folder:cpu", "batch_size": 1024, "error": "OSError: no shm"}
     text = summarize.table(records + [e2e, failed], 989.0)
     assert "40.4%" in text  # 4e14 FLOP/s of 989 TFLOP/s
@@ -84,8 +113,21 @@ def test_gpu_decode_check_exits_nonzero_when_the_paths_disagree(capsys):
 
 
 def test_profile_names_where_the_step_time_goes(tmp_path):
-    record = profile_step.main(["--tiny", "--steps", "1", "--rounds", "1", "--warmup", "1", "--batch_size", "4",
-                                "--profile_dir", str(tmp_path)])  # fmt: skip
+    record = profile_step.main(
+        [
+            "--tiny",
+            "--steps",
+            "1",
+            "--rounds",
+            "1",
+            "--warmup",
+            "1",
+            "--batch_size",
+            "4",
+            "--profile_dir",
+            str(tmp_path),
+        ]
+    )
     categories = record["categories_s_per_step"]
     assert "GEMM (matmuls, patch convolution)" in categories and "AdamW" in categories
     assert sum(categories.values()) == pytest.approx(record["busy_s_per_step"])
@@ -98,9 +140,29 @@ def test_profile_names_where_the_step_time_goes(tmp_path):
 @pytest.mark.slow
 def test_end_to_end_runs_the_training_script_and_records_each_run(tmp_path):
     output = tmp_path / "e2e.json"
-    records = end_to_end.main(["--tiny", "--batch_size", "4", "--steps", "2", "--skip", "2", "--workers", "1",
-                               "--step_only_steps", "1", "--runs", "prepared:cpu,shards:cuda,folder:cpu",
-                               "--max_side", "128", "--data_dir", str(tmp_path / "data"), "--json", str(output)])  # fmt: skip
+    records = end_to_end.main(
+        [
+            "--tiny",
+            "--batch_size",
+            "4",
+            "--steps",
+            "2",
+            "--skip",
+            "2",
+            "--workers",
+            "1",
+            "--step_only_steps",
+            "1",
+            "--runs",
+            "prepared:cpu,shards:cuda,folder:cpu",
+            "--max_side",
+            "128",
+            "--data_dir",
+            str(tmp_path / "data"),
+            "--json",
+            str(output),
+        ]
+    )
     prepared, on_gpu, folder = records
     for record in (prepared, folder):
         assert "error" not in record, record.get("error")
@@ -118,16 +180,34 @@ def test_run_gpu_sh_runs_every_part_on_a_cpu(tmp_path):
     """The GPU suite's command lines, at tiny sizes on the CPU (compilation switched off): a typo in any of them
     fails here rather than in the one GPU run."""
     out = tmp_path / "gpu.json"
-    environment = {**os.environ, "SUPMAE_BENCH_SMOKE": "1", "TORCHDYNAMO_DISABLE": "1", "TMPDIR": str(tmp_path),
-                   "PYTHONPATH": ROOT}  # fmt: skip
-    done = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "run_gpu.sh"), str(out)], env=environment,
-                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    environment = {
+        **os.environ,
+        "SUPMAE_BENCH_SMOKE": "1",
+        "TORCHDYNAMO_DISABLE": "1",
+        "TMPDIR": str(tmp_path),
+        "PYTHONPATH": ROOT,
+    }
+    done = subprocess.run(
+        ["bash", os.path.join(ROOT, "benchmarks", "run_gpu.sh"), str(out)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     for trouble in ("did not finish", "failed (exit status", "the suite's"):
         assert trouble not in done.stdout, done.stdout[-3000:]
     kinds = [r.get("script") or r.get("benchmark") for r in json.loads(out.read_text())]
-    assert kinds == ["gpu_decode_check", "segmentation_step.py", "input_pipeline", "train_step.py", "end_to_end", "end_to_end",
-                     "profile_step.py", "train_step.py"]  # fmt: skip
+    assert kinds == [
+        "gpu_decode_check",
+        "segmentation_step.py",
+        "input_pipeline",
+        "train_step.py",
+        "end_to_end",
+        "end_to_end",
+        "profile_step.py",
+        "train_step.py",
+    ]
     assert "end to end (run_pretraining.py, Trainer):" in done.stdout
     assert "segmentation step (UperNet" in done.stdout
     assert (tmp_path / "gpu-summary.txt").read_text().strip() in done.stdout

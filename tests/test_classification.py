@@ -13,14 +13,12 @@ from safetensors.torch import load_file
 from test_data import write_image_folder
 from transformers import TrainingArguments, pipeline
 
-from supmae import SupMAEForImageClassification, SupMAEForPreTraining, classification
-from supmae.data import ImageCollator, MixupCollator, TimmTrainTransform, _posterize
-from supmae.training import (
-    SupMAEClassificationTrainer,
-    lars_parameter_groups,
-    layer_decay_parameter_groups,
-    layer_id,
-)
+from supmae import SupMAEForImageClassification, SupMAEForPreTraining
+from supmae.data.collators import ImageCollator, MixupCollator
+from supmae.data.transforms import TimmTrainTransform, _posterize
+from supmae.tasks import classification, evaluation_sets
+from supmae.training.classification import SupMAEClassificationTrainer
+from supmae.training.optim import lars_parameter_groups, layer_decay_parameter_groups, layer_id
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,10 +34,16 @@ def test_layer_wise_lr_decay_follows_the_spec():
     groups = layer_decay_parameter_groups(model, weight_decay=0.05, layer_decay=0.65)
     scale_of = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
     decay_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
-    expected_layer = {"supmae.embeddings.cls_token": 0, "supmae.embeddings.position_embeddings": 0,
-                      "supmae.embeddings.patch_embeddings.projection.weight": 0,
-                      "supmae.layers.0.attention.qkv_proj.weight": 1, "supmae.layers.11.mlp.fc2.bias": 12,
-                      "fc_norm.weight": 13, "classifier.weight": 13, "classifier.bias": 13}  # fmt: skip
+    expected_layer = {
+        "supmae.embeddings.cls_token": 0,
+        "supmae.embeddings.position_embeddings": 0,
+        "supmae.embeddings.patch_embeddings.projection.weight": 0,
+        "supmae.layers.0.attention.qkv_proj.weight": 1,
+        "supmae.layers.11.mlp.fc2.bias": 12,
+        "fc_norm.weight": 13,
+        "classifier.weight": 13,
+        "classifier.bias": 13,
+    }
     parameters = dict(model.named_parameters())
     for name, layer in expected_layer.items():
         assert layer_id(name, 12) == layer
@@ -53,8 +57,14 @@ def test_layer_wise_lr_decay_follows_the_spec():
 
 def test_trainer_builds_adamw_with_scaled_learning_rates(tmp_path):
     model = SupMAEForImageClassification(tiny_config())
-    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=4e-3, weight_decay=0.05, adam_beta2=0.999,
-                             report_to="none", use_cpu=True)  # fmt: skip
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        learning_rate=4e-3,
+        weight_decay=0.05,
+        adam_beta2=0.999,
+        report_to="none",
+        use_cpu=True,
+    )
     optimizer = SupMAEClassificationTrainer(model=model, args=args, layer_decay=0.65).create_optimizer()
     assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["betas"] == (0.9, 0.999)
     lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
@@ -72,8 +82,9 @@ def test_lars_adapts_matrices_only(tmp_path):
     groups = lars_parameter_groups(model)
     assert [p.shape for p in groups[0]["params"]] == [model.classifier.weight.shape] and groups[0]["always_adapt"]
     assert [p.shape for p in groups[1]["params"]] == [model.classifier.bias.shape] and not groups[1]["always_adapt"]
-    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=0.1, weight_decay=0.0, report_to="none",
-                             use_cpu=True)  # fmt: skip
+    args = TrainingArguments(
+        output_dir=str(tmp_path), learning_rate=0.1, weight_decay=0.0, report_to="none", use_cpu=True
+    )
     optimizer = SupMAEClassificationTrainer(model=model, args=args, optimizer_name="lars").create_optimizer()
     assert isinstance(optimizer, Lars) and optimizer.defaults["momentum"] == 0.9
 
@@ -130,7 +141,7 @@ def test_randaugment_survives_pillow_13_posterize():
     the magnitude that gives 0 bits."""
     from timm.data.auto_augment import RandAugment
 
-    from supmae.data import IMAGENET_MEAN, IMAGENET_STD
+    from supmae.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8))
     transform = TimmTrainTransform(32, reprob=0.0)  # no random erasing: the output is a function of the ops alone
@@ -154,9 +165,24 @@ def test_randaugment_survives_pillow_13_posterize():
 
 
 # --------------------------------------------------------------------------------------------------- end to end
-TINY_RUN = ["--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4", "--report_to", "none",
-            "--disable_tqdm", "true", "--use_cpu", "true", "--logging_steps", "2", "--save_strategy", "no",
-            "--seed", "3"]  # fmt: skip
+TINY_RUN = [
+    "--per_device_train_batch_size",
+    "4",
+    "--per_device_eval_batch_size",
+    "4",
+    "--report_to",
+    "none",
+    "--disable_tqdm",
+    "true",
+    "--use_cpu",
+    "true",
+    "--logging_steps",
+    "2",
+    "--save_strategy",
+    "no",
+    "--seed",
+    "3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +239,7 @@ def test_linear_probing_leaves_the_encoder_untouched(setup, tmp_path):
 
 
 def test_linear_probing_gives_the_encoder_no_gradients(setup, tmp_path):
-    arguments = classification.parse_classification_arguments(
+    arguments = classification.parse(
         ["--model_name_or_path", str(setup / "pretrained"), "--mode", "linprobe", "--output_dir", str(tmp_path)]
     )
     model = classification.build_model(arguments[0], arguments[2], ["cat", "dog"])
@@ -248,20 +274,34 @@ def test_cached_and_uncached_probing_train_the_same_head(setup, tmp_path):
 
 def initial_classifier(setup, tmp_path) -> dict:
     """The probe's head before training (both runs build it after seeding with 3)."""
-    arguments = classification.parse_classification_arguments(
+    arguments = classification.parse(
         ["--model_name_or_path", str(setup / "pretrained"), "--mode", "linprobe", "--output_dir", str(tmp_path)]
     )
     torch.manual_seed(3)
     model = classification.build_model(arguments[0], arguments[2], ["cat", "dog"])
     head = {name: value.detach().clone() for name, value in model.state_dict().items()}
-    return {name: head[name] for name in ("classifier.weight", "classifier.bias", "batch_norm.running_mean",
-                                          "batch_norm.running_var")}  # fmt: skip
+    return {
+        name: head[name]
+        for name in ("classifier.weight", "classifier.bias", "batch_norm.running_mean", "batch_norm.running_var")
+    }
 
 
 @pytest.mark.slow
 def test_few_shot_runs_report_mean_and_spread(setup, tmp_path):
-    classify(setup, tmp_path / "few", "--mode", "linprobe", "--max_steps", "2", "--few_shot", "2",
-             "--few_shot_seeds", "0,1", "--cache_features", "true")  # fmt: skip
+    classify(
+        setup,
+        tmp_path / "few",
+        "--mode",
+        "linprobe",
+        "--max_steps",
+        "2",
+        "--few_shot",
+        "2",
+        "--few_shot_seeds",
+        "0,1",
+        "--cache_features",
+        "true",
+    )
     summary = json.loads((tmp_path / "few" / "few_shot_2.json").read_text())
     top1 = summary["metrics"]["validation"]["top1"]
     assert len(top1["runs"]) == 2 and top1["mean"] == pytest.approx(np.mean(top1["runs"]))
@@ -283,24 +323,43 @@ def test_eval_mode_on_a_class_subset(tmp_path):
     write_image_folder(tmp_path / "dogfox", classes=("dog", "fox"), per_class=3)
     folder = tmp_path / "dogfox"
     reports = run_classification.main(
-        ["--mode", "eval", "--model_name_or_path", str(tmp_path / "clf"), "--output_dir", str(tmp_path / "eval"),
-         "--eval_datasets", f"all={folder}", f"subset={folder},subset=1,2",
-         f"positions={folder},subset=1,2,labels_in_subset=true", *TINY_RUN]
-    )  # fmt: skip
+        [
+            "--mode",
+            "eval",
+            "--model_name_or_path",
+            str(tmp_path / "clf"),
+            "--output_dir",
+            str(tmp_path / "eval"),
+            "--eval_datasets",
+            f"all={folder}",
+            f"subset={folder},subset=1,2",
+            f"positions={folder},subset=1,2,labels_in_subset=true",
+            *TINY_RUN,
+        ]
+    )
     assert reports["all"]["top1"] == 0.0 and reports["all"]["top5"] == 1.0
     assert reports["subset"]["top1"] == 0.5 and reports["subset"]["num_samples"] == 6
     assert reports["positions"] == reports["subset"]
     assert json.loads((tmp_path / "eval" / "eval_subset.json").read_text())["metrics"]["top1"] == 0.5
     with pytest.raises(ValueError, match="Label 1 is not in the class subset"):
         run_classification.main(
-            ["--mode", "eval", "--model_name_or_path", str(tmp_path / "clf"), "--output_dir", str(tmp_path / "bad"),
-             "--eval_datasets", f"x={folder},subset=0,2", *TINY_RUN]
-        )  # fmt: skip
+            [
+                "--mode",
+                "eval",
+                "--model_name_or_path",
+                str(tmp_path / "clf"),
+                "--output_dir",
+                str(tmp_path / "bad"),
+                "--eval_datasets",
+                f"x={folder},subset=0,2",
+                *TINY_RUN,
+            ]
+        )
 
 
 def test_mistakes_are_named(setup, tmp_path, capsys):
     with pytest.raises(SystemExit):
-        classification.parse_classification_arguments(["--mode", "probe", "--output_dir", str(tmp_path)])
+        classification.parse(["--mode", "probe", "--output_dir", str(tmp_path)])
     assert (
         "argument --mode: invalid choice: 'probe' (choose from 'finetune', 'linprobe', 'eval')"
         in capsys.readouterr().err
@@ -310,21 +369,17 @@ def test_mistakes_are_named(setup, tmp_path, capsys):
     with pytest.raises(ValueError, match="Mixup / CutMix need an even"):
         classify(setup, tmp_path / "y", "--per_device_train_batch_size", "3", "--max_steps", "1")
     with pytest.raises(ValueError, match=r"--cutmix, --mixup: used only by --mode finetune, not --mode linprobe"):
-        classification.parse_classification_arguments(
-            ["--mode", "linprobe", "--mixup", "0.8", "--cutmix", "1", "--output_dir", str(tmp_path)]
-        )
+        classification.parse(["--mode", "linprobe", "--mixup", "0.8", "--cutmix", "1", "--output_dir", str(tmp_path)])
     with pytest.raises(ValueError, match="--cache_features encodes each image once"):
-        classification.parse_classification_arguments(
+        classification.parse(
             ["--mode", "linprobe", "--cache_features", "true", "--linprobe_augment", "true", "--output_dir", "x"]
         )
     with pytest.raises(ValueError, match="Unknown option 'splt'"):
-        classification.parse_eval_spec("x=digits,splt=test")
+        evaluation_sets.parse_eval_spec("x=digits,splt=test")
 
 
 def test_recipe_defaults_and_explicit_flags(tmp_path):
-    model_args, _, args = classification.parse_classification_arguments(
-        ["--mode", "linprobe", "--output_dir", str(tmp_path)]
-    )
+    model_args, _, args = classification.parse(["--mode", "linprobe", "--output_dir", str(tmp_path)])
     assert (args.base_learning_rate, args.weight_decay, args.num_train_epochs, args.warmup_epochs) == (
         0.1,
         0.0,
@@ -332,8 +387,9 @@ def test_recipe_defaults_and_explicit_flags(tmp_path):
         10,
     )
     assert model_args.classifier_pooling == "cls" and args.mixup == 0.0
-    model_args, _, args = classification.parse_classification_arguments(["--output_dir", str(tmp_path), "--num_train_epochs", "7",
-                                                              "--layer_decay", "0.75"])  # fmt: skip
+    model_args, _, args = classification.parse(
+        ["--output_dir", str(tmp_path), "--num_train_epochs", "7", "--layer_decay", "0.75"]
+    )
     assert (args.num_train_epochs, args.layer_decay, args.weight_decay, args.adam_beta2) == (7, 0.75, 0.05, 0.999)
     assert model_args.drop_path_rate == 0.1 and args.auto_augment == "rand-m9-mstd0.5-inc1" and args.reprob == 0.25
 
@@ -356,8 +412,14 @@ def test_the_demo_reaches_its_recorded_accuracy(tmp_path):
     output = ["--report_to", "none", "--disable_tqdm", "true"]
     run_pretraining.main([*run_pretraining.DEMO_ARGUMENTS, *output, "--output_dir", str(tmp_path / "pretrained")])
     reports = run_classification.main(
-        [*run_classification.DEMO_ARGUMENTS, *output, "--model_name_or_path", str(tmp_path / "pretrained"),
-         "--output_dir", str(tmp_path / "finetuned")]
-    )  # fmt: skip
+        [
+            *run_classification.DEMO_ARGUMENTS,
+            *output,
+            "--model_name_or_path",
+            str(tmp_path / "pretrained"),
+            "--output_dir",
+            str(tmp_path / "finetuned"),
+        ]
+    )
     assert reports["test"]["num_samples"] == 359 and reports["test"]["top1"] >= DEMO_FLOOR
     assert json.loads((tmp_path / "finetuned" / "config.json").read_text())["id2label"]["7"] == "7"

@@ -14,9 +14,11 @@ from conftest import tiny_config
 from PIL import Image
 from test_data import write_image_folder
 
-from supmae import SupMAEForImageClassification, SupMAEForPreTraining, classification
-from supmae.arguments import LineSafeHandler, apply_config_overrides
-from supmae.data import BadImagePolicy
+from supmae import SupMAEForImageClassification, SupMAEForPreTraining
+from supmae.cli import LineSafeHandler
+from supmae.data.images import BadImagePolicy
+from supmae.tasks import classification
+from supmae.training.arguments import apply_config_overrides
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,11 +27,25 @@ import run_classification  # noqa: E402
 import run_pretraining  # noqa: E402
 
 
-QUIET = ["--report_to", "none", "--disable_tqdm", "true", "--use_cpu", "true", "--dataloader_num_workers", "0",
-         "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4"]  # fmt: skip
-TINY_MODEL = ("image_size=32,patch_size=8,hidden_size=32,num_hidden_layers=2,num_attention_heads=4,"
-              "intermediate_size=64,decoder_hidden_size=16,decoder_num_attention_heads=2,decoder_intermediate_size=32,"
-              "supervised_head_hidden_size=16")  # fmt: skip
+QUIET = [
+    "--report_to",
+    "none",
+    "--disable_tqdm",
+    "true",
+    "--use_cpu",
+    "true",
+    "--dataloader_num_workers",
+    "0",
+    "--per_device_train_batch_size",
+    "4",
+    "--per_device_eval_batch_size",
+    "4",
+]
+TINY_MODEL = (
+    "image_size=32,patch_size=8,hidden_size=32,num_hidden_layers=2,num_attention_heads=4,"
+    "intermediate_size=64,decoder_hidden_size=16,decoder_num_attention_heads=2,decoder_intermediate_size=32,"
+    "supervised_head_hidden_size=16"
+)
 
 
 def help_text(script, capsys) -> str:
@@ -80,8 +96,14 @@ def test_classification_help_shows_each_modes_real_defaults(capsys):
     for paragraph in re.split(r"\n(?=  -)", text):
         assert paragraph.count("default") <= 2, paragraph  # "base_learning_rate" may name it once
     # The script's own options, then the Trainer options it changes, then the others; all still there.
-    order = [text.index(heading) for heading in ("run_classification.py options:",
-             "Trainer options whose defaults this script sets:", "Other Trainer options")]  # fmt: skip
+    order = [
+        text.index(heading)
+        for heading in (
+            "run_classification.py options:",
+            "Trainer options whose defaults this script sets:",
+            "Other Trainer options",
+        )
+    ]
     assert order == sorted(order)
     assert text.index("--mode ") < text.index("--learning_rate ") < text.index("--logging_steps ")
     assert "--deepspeed" in text and "--gradient_accumulation_steps" in text
@@ -106,14 +128,48 @@ def test_pretraining_help_shows_the_recipe(capsys):
 def test_an_explicit_learning_rate_is_the_one_trained_with(folders, tmp_path):
     """--learning_rate 0.05 trains at 0.05 (the scripts used to replace it by base_lr x batch / 256 = 2.3e-6). (The
     log shows the first parameter group's lr; layer decay 1 makes it the peak lr in fine-tuning too.)"""
-    constant = ["--lr_scheduler_type", "constant", "--warmup_steps", "0", "--logging_steps", "1", "--max_steps", "2",
-                "--save_strategy", "no"]  # fmt: skip
-    run_pretraining.main(["--train_dir", str(folders / "train"), "--output_dir", str(tmp_path / "pre"),
-                          "--config_overrides", TINY_MODEL, "--learning_rate", "0.05", *constant, *QUIET])  # fmt: skip
-    run_classification.main(["--model_name_or_path", str(folders / "pretrained"), "--train_dir",
-                             str(folders / "train"), "--output_dir", str(tmp_path / "ft"), "--learning_rate", "0.02",
-                             "--layer_decay", "1",
-                             *constant, *QUIET])  # fmt: skip
+    constant = [
+        "--lr_scheduler_type",
+        "constant",
+        "--warmup_steps",
+        "0",
+        "--logging_steps",
+        "1",
+        "--max_steps",
+        "2",
+        "--save_strategy",
+        "no",
+    ]
+    run_pretraining.main(
+        [
+            "--train_dir",
+            str(folders / "train"),
+            "--output_dir",
+            str(tmp_path / "pre"),
+            "--config_overrides",
+            TINY_MODEL,
+            "--learning_rate",
+            "0.05",
+            *constant,
+            *QUIET,
+        ]
+    )
+    run_classification.main(
+        [
+            "--model_name_or_path",
+            str(folders / "pretrained"),
+            "--train_dir",
+            str(folders / "train"),
+            "--output_dir",
+            str(tmp_path / "ft"),
+            "--learning_rate",
+            "0.02",
+            "--layer_decay",
+            "1",
+            *constant,
+            *QUIET,
+        ]
+    )
     for folder, expected in (("pre", 0.05), ("ft", 0.02)):
         history = json.loads((tmp_path / folder / "trainer_state.json").read_text())["log_history"]
         rates = [entry["learning_rate"] for entry in history if "learning_rate" in entry]
@@ -122,9 +178,19 @@ def test_an_explicit_learning_rate_is_the_one_trained_with(folders, tmp_path):
 
 def test_conflicting_or_ignored_flags_are_refused(folders, tmp_path):
     with pytest.raises(ValueError, match="--learning_rate and --base_learning_rate both set the learning rate"):
-        run_pretraining.main(["--train_dir", str(folders / "train"), "--output_dir", str(tmp_path / "a"),
-                              "--learning_rate", "0.1", "--base_learning_rate", "0.1"])  # fmt: skip
-    parse = classification.parse_classification_arguments
+        run_pretraining.main(
+            [
+                "--train_dir",
+                str(folders / "train"),
+                "--output_dir",
+                str(tmp_path / "a"),
+                "--learning_rate",
+                "0.1",
+                "--base_learning_rate",
+                "0.1",
+            ]
+        )
+    parse = classification.parse
     with pytest.raises(ValueError, match="--learning_rate and --base_learning_rate both set the same thing"):
         parse(["--learning_rate", "0.1", "--base_learning_rate", "0.1", "--output_dir", str(tmp_path)])
     with pytest.raises(ValueError, match="--warmup_steps and --warmup_epochs both set the same thing"):
@@ -141,7 +207,7 @@ def test_abbreviated_options_are_refused_not_overwritten(tmp_path, capsys):
     """argparse would take --num_train for --num_train_epochs, and the recipe, which fills what was not given by its
     full name, would then overwrite it without a word."""
     with pytest.raises(SystemExit):
-        classification.parse_classification_arguments(["--num_train", "5", "--output_dir", str(tmp_path)])
+        classification.parse(["--num_train", "5", "--output_dir", str(tmp_path)])
     assert "unrecognized arguments: --num_train 5" in capsys.readouterr().err
 
 
@@ -157,20 +223,40 @@ def test_a_mistyped_config_field_names_the_closest_ones():
 @pytest.mark.parametrize(
     "command, message",
     [
-        (["run_pretraining.py", "--config_name", "vit-tiny", "--output_dir", "x"],
-         "error: --config_name 'vit-tiny' is neither a preset"),
-        (["run_pretraining.py", "--dataset_name", "digits", "--config_overrides", "hiden_size=8", "--output_dir", "x"],
-         "error: --config_overrides: 'hiden_size' is not a field of SupMAEConfig. Did you mean hidden_size"),
-        (["run_classification.py", "--mode", "linprobe", "--mixup", "0.8", "--output_dir", "x"],
-         "error: --mixup: used only by --mode finetune, not --mode linprobe; remove it."),
+        (
+            ["run_pretraining.py", "--config_name", "vit-tiny", "--output_dir", "x"],
+            "error: --config_name 'vit-tiny' is neither a preset",
+        ),
+        (
+            [
+                "run_pretraining.py",
+                "--dataset_name",
+                "digits",
+                "--config_overrides",
+                "hiden_size=8",
+                "--output_dir",
+                "x",
+            ],
+            "error: --config_overrides: 'hiden_size' is not a field of SupMAEConfig. Did you mean hidden_size",
+        ),
+        (
+            ["run_classification.py", "--mode", "linprobe", "--mixup", "0.8", "--output_dir", "x"],
+            "error: --mixup: used only by --mode finetune, not --mode linprobe; remove it.",
+        ),
         (["run_classification.py", "--mode", "probe"], "error: argument --mode: invalid choice: 'probe'"),
         (["-m", "supmae.visualization", "--model", "/nonexistent", "--images", "a.png"], "error: "),
     ],
-)  # fmt: skip
+)
 def test_command_line_mistakes_are_one_paragraph(command, message, tmp_path):
     script = os.path.join(ROOT, command[0]) if command[0].endswith(".py") else command[0]
-    result = subprocess.run([sys.executable, script, *command[1:]], cwd=tmp_path, capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": ROOT}, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, script, *command[1:]],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        timeout=300,
+    )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and message in result.stderr, result.stderr
     assert not os.path.exists(tmp_path / "x" / "model.safetensors")
@@ -179,9 +265,21 @@ def test_command_line_mistakes_are_one_paragraph(command, message, tmp_path):
 def test_converting_into_a_folder_with_a_model_is_a_one_line_error(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "model.safetensors").write_bytes(b"kept")
-    result = subprocess.run([sys.executable, "-m", "supmae.convert", "--checkpoint", str(tmp_path / "missing.pth"),
-                             "--output_dir", str(tmp_path / "out")], capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": ROOT}, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "supmae.convert",
+            "--checkpoint",
+            str(tmp_path / "missing.pth"),
+            "--output_dir",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        timeout=300,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'out'} already holds a model; choose another --output_dir or remove it."
@@ -215,9 +313,21 @@ def test_an_evaluation_writes_no_runs_folder_in_the_working_directory(folders, t
     model = SupMAEForImageClassification(tiny_config(num_labels=2, id2label={0: "cat", 1: "dog"}))
     model.save_pretrained(tmp_path / "clf")
     monkeypatch.chdir(tmp_path)
-    run_classification.main(["--mode", "eval", "--model_name_or_path", str(tmp_path / "clf"), "--output_dir",
-                             str(tmp_path / "eval"), "--eval_datasets", f"val={folders / 'val'}", *QUIET,
-                             "--report_to", "tensorboard"])  # fmt: skip
+    run_classification.main(
+        [
+            "--mode",
+            "eval",
+            "--model_name_or_path",
+            str(tmp_path / "clf"),
+            "--output_dir",
+            str(tmp_path / "eval"),
+            "--eval_datasets",
+            f"val={folders / 'val'}",
+            *QUIET,
+            "--report_to",
+            "tensorboard",
+        ]
+    )
     assert not (tmp_path / "runs").exists()
     assert list((tmp_path / "eval" / "runs").iterdir())  # TensorBoard logged, in the output directory
 

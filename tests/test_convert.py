@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
 from supmae import SupMAEForImageClassification, SupMAEForPreTraining, SupMAEModel
-from supmae.convert import convert, main, read_checkpoint
+from supmae.interop.convert import convert, main, read_checkpoint
 
 
 ATOL = 1e-5
@@ -55,8 +55,9 @@ def test_official_supmae_pretraining_matches_the_reference(tmp_path, head_name):
     pixel_values, noise = inputs()
     with torch.no_grad():
         output = model(pixel_values, labels=LABELS, noise=noise)
-    expected = ref.pretraining_forward(state_dict, pixel_values, LABELS, num_heads=4, decoder_num_heads=2,
-                                       patch_size=8, mask_ratio=0.75, noise=noise)  # fmt: skip
+    expected = ref.pretraining_forward(
+        state_dict, pixel_values, LABELS, num_heads=4, decoder_num_heads=2, patch_size=8, mask_ratio=0.75, noise=noise
+    )
     assert torch.equal(output.mask, expected["mask"])
     torch.testing.assert_close(output.logits, expected["pred"], atol=ATOL, rtol=0)
     torch.testing.assert_close(output.classification_logits, expected["logits"], atol=ATOL, rtol=0)
@@ -67,9 +68,17 @@ def test_official_supmae_pretraining_matches_the_reference(tmp_path, head_name):
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
 def test_official_fine_tuned_matches_the_reference(tmp_path, pooling):
     state_dict = ref.random_official_finetuned_state_dict(
-        hidden_size=32, depth=2, num_heads=4, mlp_ratio=4.0, patch_size=8, num_channels=3, image_size=32,
-        num_labels=7, seed=12, pooling=pooling,
-    )  # fmt: skip
+        hidden_size=32,
+        depth=2,
+        num_heads=4,
+        mlp_ratio=4.0,
+        patch_size=8,
+        num_channels=3,
+        image_size=32,
+        num_labels=7,
+        seed=12,
+        pooling=pooling,
+    )
     model, report = convert(save_official(tmp_path / "finetuned.pth", state_dict), num_attention_heads=4)
     assert type(model) is SupMAEForImageClassification and report.task == "classification"
     assert model.config.classifier_pooling == pooling and model.config.num_labels == 7
@@ -89,8 +98,9 @@ def test_mae_with_decoder_gets_a_new_supervised_head(tmp_path):
     pixel_values, noise = inputs(1)
     with torch.no_grad():
         output = model(pixel_values, noise=noise)
-    expected = ref.pretraining_forward(state_dict, pixel_values, None, num_heads=4, decoder_num_heads=2,
-                                       patch_size=8, mask_ratio=0.75, noise=noise)  # fmt: skip
+    expected = ref.pretraining_forward(
+        state_dict, pixel_values, None, num_heads=4, decoder_num_heads=2, patch_size=8, mask_ratio=0.75, noise=noise
+    )
     torch.testing.assert_close(output.logits, expected["pred"], atol=ATOL, rtol=0)
     torch.testing.assert_close(output.reconstruction_loss, expected["rec_loss"], atol=ATOL, rtol=0)
 
@@ -106,8 +116,17 @@ def test_mae_visualize_checkpoint_keeps_its_raw_pixel_loss(tmp_path):
     noise = torch.rand(4, 16, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
         output = model(pixel_values, noise=noise)
-    expected = ref.pretraining_forward(state_dict, pixel_values, None, num_heads=4, decoder_num_heads=2, patch_size=8,
-                                       mask_ratio=0.6, noise=noise, norm_pix_loss=False)  # fmt: skip
+    expected = ref.pretraining_forward(
+        state_dict,
+        pixel_values,
+        None,
+        num_heads=4,
+        decoder_num_heads=2,
+        patch_size=8,
+        mask_ratio=0.6,
+        noise=noise,
+        norm_pix_loss=False,
+    )
     torch.testing.assert_close(output.reconstruction_loss, expected["rec_loss"], atol=ATOL, rtol=0)
 
 
@@ -134,9 +153,19 @@ def test_encoder_task_drops_the_decoder_and_head_by_rule(tmp_path):
 
 # ------------------------------------------------------------------------------------------- Transformers ViTMAE
 def vitmae_model():
-    config = ViTMAEConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                          image_size=32, patch_size=8, decoder_hidden_size=16, decoder_num_hidden_layers=2,
-                          decoder_num_attention_heads=2, decoder_intermediate_size=32, norm_pix_loss=True)  # fmt: skip
+    config = ViTMAEConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+        decoder_hidden_size=16,
+        decoder_num_hidden_layers=2,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=32,
+        norm_pix_loss=True,
+    )
     model = ViTMAEForPreTraining(config).eval()
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():  # every tensor random, the position tables included, so no mapping mistake can hide
@@ -230,17 +259,44 @@ def test_command_line_writes_a_hub_ready_directory(tmp_path):
     state_dict = official_state_dict(config, seed=19)
     path = save_official(tmp_path / "supmae_pretrain.pth", state_dict)
     output = tmp_path / "converted"
-    main(["--checkpoint", path, "--output_dir", str(output), "--num_attention_heads", "4",
-          "--decoder_num_attention_heads", "2"])  # fmt: skip
+    main(
+        [
+            "--checkpoint",
+            path,
+            "--output_dir",
+            str(output),
+            "--num_attention_heads",
+            "4",
+            "--decoder_num_attention_heads",
+            "2",
+        ]
+    )
     files = set(os.listdir(output))
-    assert {"model.safetensors", "config.json", "preprocessor_config.json", "README.md", "modeling_supmae.py",
-            "configuration_supmae.py", "image_processing_supmae.py"} <= files  # fmt: skip
+    assert {
+        "model.safetensors",
+        "config.json",
+        "preprocessor_config.json",
+        "README.md",
+        "modeling_supmae.py",
+        "configuration_supmae.py",
+        "image_processing_supmae.py",
+    } <= files
     card = ModelCard.load(output / "README.md")
     assert card.data.license == "cc-by-nc-4.0" and card.data.library_name == "transformers"
     assert "supmae" in card.data.tags and "supmae_pretrain.pth" in card.text
     with pytest.raises(FileExistsError, match="already holds a model"):
-        main(["--checkpoint", path, "--output_dir", str(output), "--num_attention_heads", "4",
-              "--decoder_num_attention_heads", "2"])  # fmt: skip
+        main(
+            [
+                "--checkpoint",
+                path,
+                "--output_dir",
+                str(output),
+                "--num_attention_heads",
+                "4",
+                "--decoder_num_attention_heads",
+                "2",
+            ]
+        )
 
     # A fresh process where `import supmae` fails loads it as remote code and gets the reference's numbers.
     pixel_values, noise = inputs(4)
@@ -258,8 +314,9 @@ def test_command_line_writes_a_hub_ready_directory(tmp_path):
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
     result = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
-    expected = ref.pretraining_forward(state_dict, pixel_values, None, num_heads=4, decoder_num_heads=2, patch_size=8,
-                                       mask_ratio=0.75, noise=noise)  # fmt: skip
+    expected = ref.pretraining_forward(
+        state_dict, pixel_values, None, num_heads=4, decoder_num_heads=2, patch_size=8, mask_ratio=0.75, noise=noise
+    )
     torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected["pred"], atol=ATOL, rtol=0)
 
 
@@ -267,12 +324,29 @@ def test_fine_tuned_conversion_exports_to_timm(tmp_path):
     import timm
 
     state_dict = ref.random_official_finetuned_state_dict(
-        hidden_size=32, depth=2, num_heads=4, mlp_ratio=4.0, patch_size=8, num_channels=3, image_size=32,
-        num_labels=7, seed=20,
-    )  # fmt: skip
+        hidden_size=32,
+        depth=2,
+        num_heads=4,
+        mlp_ratio=4.0,
+        patch_size=8,
+        num_channels=3,
+        image_size=32,
+        num_labels=7,
+        seed=20,
+    )
     path = save_official(tmp_path / "supmae_finetuned.pth", state_dict)
-    main(["--checkpoint", path, "--output_dir", str(tmp_path / "hf"), "--num_attention_heads", "4",
-          "--export_timm", str(tmp_path / "timm")])  # fmt: skip
+    main(
+        [
+            "--checkpoint",
+            path,
+            "--output_dir",
+            str(tmp_path / "hf"),
+            "--num_attention_heads",
+            "4",
+            "--export_timm",
+            str(tmp_path / "timm"),
+        ]
+    )
     card = ModelCard.load(tmp_path / "hf" / "README.md")
     assert card.data.pipeline_tag == "image-classification" and card.data.license == "cc-by-nc-4.0"
     exported = timm.create_model(f"local-dir:{tmp_path / 'timm'}", pretrained=True).eval()

@@ -11,19 +11,16 @@ import torch
 import torchvision.transforms.v2 as T
 from PIL import Image
 
-from supmae.data import (
-    ImageCollator,
-    PretrainingTransform,
-    TransformedImageDataset,
-    decode_for_crop,
+from supmae.data.collators import ImageCollator
+from supmae.data.datasets import TransformedImageDataset, transform_streaming_dataset
+from supmae.data.sources import (
     digits_datasets,
     find_image_column,
     find_label_column,
     load_image_datasets,
     load_image_split,
-    random_resized_crop_box,
-    transform_streaming_dataset,
 )
+from supmae.data.transforms import PretrainingTransform, decode_for_crop, random_resized_crop_box
 
 
 def write_image_folder(root, classes=("cat", "dog"), per_class=3, size=(40, 30), flat=False):
@@ -205,12 +202,18 @@ def test_fast_transform_matches_the_torchvision_reference():
         ours = transform(Image.open(io.BytesIO(data)), random.Random(seed))
         replay = random.Random(seed)
         left, top, right, bottom = random_resized_crop_box(width, height, (0.2, 1.0), (3 / 4, 4 / 3), replay)
-        reference = Image.open(io.BytesIO(data)).convert("RGB").resize((224, 224), Image.BICUBIC,
-                                                                     box=(left, top, right, bottom))  # fmt: skip
+        reference = (
+            Image.open(io.BytesIO(data))
+            .convert("RGB")
+            .resize((224, 224), Image.BICUBIC, box=(left, top, right, bottom))
+        )
         if replay.random() < 0.5:
             reference = reference.transpose(Image.FLIP_LEFT_RIGHT)
-        reference = tvF.normalize(tvF.to_dtype(tvF.pil_to_tensor(reference), torch.float32, scale=True),
-                                  [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])  # fmt: skip
+        reference = tvF.normalize(
+            tvF.to_dtype(tvF.pil_to_tensor(reference), torch.float32, scale=True),
+            [0.485, 0.456, 0.406],
+            [0.229, 0.224, 0.225],
+        )
         difference = ((ours - reference) * torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1) * 255).abs()
         assert difference.mean() < 0.6 and difference.max() < 8, (difference.mean(), difference.max())
 

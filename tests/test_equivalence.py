@@ -19,7 +19,7 @@ import torch
 from conftest import official_state_dict, tiny_config
 
 from supmae import SupMAEForImageClassification, SupMAEForPreTraining, SupMAEModel
-from supmae.convert import official_to_supmae_state_dict, supmae_to_official_state_dict
+from supmae.interop.convert import official_to_supmae_state_dict, supmae_to_official_state_dict
 
 
 TOLERANCE = {torch.float64: 1e-12, torch.float32: 4e-6}

@@ -8,18 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from supmae.evaluation import (
-    CLASS_SUBSETS,
-    few_shot_indices,
-    imagenet_synsets,
-    labels_to_model_space,
-    load_class_subset,
-    summarize_runs,
-    topk_accuracy,
-    topk_logits_preprocessor,
-    topk_predictions,
-    write_report,
-)
+from supmae.data.classes import CLASS_SUBSETS, imagenet_synsets, labels_to_model_space, load_class_subset
+from supmae.data.few_shot import few_shot_indices
+from supmae.metrics import summarize_runs, topk_accuracy, topk_logits_preprocessor, topk_predictions
+from supmae.training.files import write_report
 
 
 # Each row's ranking, best first, written out by hand (no ties).
@@ -239,7 +231,7 @@ def test_write_report_replaces_whole_or_not_at_all(tmp_path):
 
 # --- ImageNet-C mCE ------------------------------------------------------------------------------------------
 
-from supmae.evaluation import (  # noqa: E402
+from supmae.metrics import (  # noqa: E402
     ALEXNET_CORRUPTION_ERRORS,
     IMAGENET_C_CORRUPTIONS,
     IMAGENET_C_EXTRA_CORRUPTIONS,

@@ -17,30 +17,25 @@ from test_data import write_image_folder
 from test_run_pretraining import run
 from torchvision.io import ImageReadMode, decode_jpeg
 
-import supmae.data
+import supmae.data.gpu_decode
+import supmae.data.transforms
 from supmae import SupMAEForPreTraining
-from supmae.arguments import SupMAETrainingArguments
-from supmae.data import (
-    BadImageError,
-    BadImagePolicy,
-    ImageCollator,
-    PretrainingTransform,
-    TransformedImageDataset,
-    _sample_rng,
-    load_image_datasets,
-    normalize_uint8,
-)
-from supmae.gpu_decode import (
+from supmae.data.collators import ImageCollator
+from supmae.data.datasets import TransformedImageDataset, _sample_rng
+from supmae.data.gpu_decode import (
     BatchDecoder,
     DecodeAhead,
     DeviceDecodeTransform,
-    DeviceDecodingTrainer,
     EncodedBatch,
     EncodedCrop,
     EncodedImageCollator,
     resize_matrices,
 )
-from supmae.training import SupMAETrainer
+from supmae.data.images import BadImageError, BadImagePolicy
+from supmae.data.sources import load_image_datasets
+from supmae.data.transforms import PretrainingTransform, normalize_uint8
+from supmae.training.arguments import SupMAETrainingArguments
+from supmae.training.pretraining import DeviceDecodingTrainer, SupMAETrainer
 
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
@@ -80,13 +75,14 @@ def unreadable_jpeg() -> bytes:
 
 def test_workers_draw_the_crop_boxes_and_flips_of_the_cpu_path(files, monkeypatch):
     drawn = []
-    original = supmae.data.random_resized_crop_box
+    original = supmae.data.transforms.random_resized_crop_box
 
     def recording(*args, **kwargs):
         drawn.append(original(*args, **kwargs))
         return drawn[-1]
 
-    monkeypatch.setattr(supmae.data, "random_resized_crop_box", recording)
+    monkeypatch.setattr(supmae.data.transforms, "random_resized_crop_box", recording)
+    monkeypatch.setattr(supmae.data.gpu_decode, "random_resized_crop_box", recording)
     cpu, worker = PretrainingTransform(224), DeviceDecodeTransform(PretrainingTransform(224))
     flips = set()
     for index, data in enumerate(files * 3):
@@ -231,8 +227,10 @@ def test_an_unreadable_file_takes_the_next_readable_image_of_the_batch(files, tm
     # Every JPEG unreadable, but a PNG the workers decoded on the CPU: its image takes their places.
     png = io.BytesIO()
     PIL.Image.new("RGB", (40, 30), "red").save(png, format="PNG")
-    mixed = [{"pixel_values": worker(png.getvalue(), _sample_rng(0, 0, 0)), "labels": 0},
-             {"pixel_values": worker(unreadable_jpeg(), _sample_rng(0, 0, 1)), "labels": 1}]  # fmt: skip
+    mixed = [
+        {"pixel_values": worker(png.getvalue(), _sample_rng(0, 0, 0)), "labels": 0},
+        {"pixel_values": worker(unreadable_jpeg(), _sample_rng(0, 0, 1)), "labels": 1},
+    ]
     decoded = decoder.decode_batch(EncodedImageCollator(32)(mixed))
     assert torch.equal(decoded["pixel_values"][0], decoded["pixel_values"][1])
     assert decoded["labels"].tolist() == [0, 0]
@@ -269,9 +267,16 @@ def record_batches(trainer_class, dataset, collator, tmp_path, **kwargs):
     torch.manual_seed(0)
     model = SupMAEForPreTraining(tiny_config(num_labels=2))
     arguments = SupMAETrainingArguments(
-        output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=2, use_cpu=True, report_to="none",
-        dataloader_num_workers=2, save_strategy="no", disable_tqdm=True, seed=0,
-    )  # fmt: skip
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        max_steps=2,
+        use_cpu=True,
+        report_to="none",
+        dataloader_num_workers=2,
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+    )
     trainer = Recording(model=model, args=arguments, train_dataset=dataset, data_collator=collator, **kwargs)
     trainer.train()
     return seen, trainer
@@ -315,7 +320,7 @@ def test_decode_device_cuda_mistakes_fail_before_training(tmp_path, extra, messa
 def test_run_pretraining_wires_gpu_decoding(tmp_path, monkeypatch):
     """`--decode_device cuda` through the script, with the decoder put on the CPU (this machine has no GPU): the
     workers send encoded batches, the trainer decodes them ahead, evaluation batches come decoded by the workers."""
-    import run_pretraining
+    from supmae.tasks import pretraining
 
     made = {}
     original = BatchDecoder.for_transform
@@ -326,15 +331,32 @@ def test_run_pretraining_wires_gpu_decoding(tmp_path, monkeypatch):
         decoder.pixels = lambda batch: made.setdefault("encoded", []).append(len(batch.positions)) or pixels(batch)
         return decoder
 
-    monkeypatch.setattr(run_pretraining, "check_device_decoding", lambda device, streaming: None)
+    monkeypatch.setattr(pretraining, "check_device_decoding", lambda device, streaming: None)
     monkeypatch.setattr(BatchDecoder, "for_transform", staticmethod(on_the_cpu))
     seen = []
-    monkeypatch.setattr(DeviceDecodingTrainer, "compute_loss", lambda self, model, inputs, *a, **k: (
-        seen.append(type(inputs["pixel_values"])) or SupMAETrainer.compute_loss(self, model, inputs, *a, **k)))  # fmt: skip
+    monkeypatch.setattr(
+        DeviceDecodingTrainer,
+        "compute_loss",
+        lambda self, model, inputs, *a, **k: (
+            seen.append(type(inputs["pixel_values"])) or SupMAETrainer.compute_loss(self, model, inputs, *a, **k)
+        ),
+    )
     write_image_folder(tmp_path / "train", per_class=6)
     write_image_folder(tmp_path / "val", per_class=2)
-    metrics = run("--train_dir", tmp_path / "train", "--validation_dir", tmp_path / "val", "--output_dir",
-                  tmp_path / "out", "--decode_device", "cuda", "--max_steps", "2", "--dataloader_num_workers", "1")  # fmt: skip
+    metrics = run(
+        "--train_dir",
+        tmp_path / "train",
+        "--validation_dir",
+        tmp_path / "val",
+        "--output_dir",
+        tmp_path / "out",
+        "--decode_device",
+        "cuda",
+        "--max_steps",
+        "2",
+        "--dataloader_num_workers",
+        "1",
+    )
     assert "eval_reconstruction_loss" in metrics and made["decoder"].device.type == "cpu"
     assert made["encoded"] and all(count == 4 for count in made["encoded"])  # every training image came encoded
     assert seen and all(kind is torch.Tensor for kind in seen)  # the model only ever saw decoded pixels

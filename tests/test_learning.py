@@ -15,7 +15,7 @@ from conftest import tiny_config
 from generated import SHAPES, draw_shape, write_shapes_folder
 
 from supmae import SupMAEForPreTraining
-from supmae.data import normalize_uint8
+from supmae.data.transforms import normalize_uint8
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,8 +29,20 @@ TINY_MODEL = (
     "decoder_hidden_size=16,decoder_num_hidden_layers=1,decoder_num_attention_heads=2,decoder_intermediate_size=64,"
     "supervised_head_hidden_size=24"
 )
-QUIET = ["--report_to", "none", "--disable_tqdm", "true", "--use_cpu", "true", "--save_strategy", "no",
-         "--dataloader_num_workers", "0", "--seed", "0"]  # fmt: skip
+QUIET = [
+    "--report_to",
+    "none",
+    "--disable_tqdm",
+    "true",
+    "--use_cpu",
+    "true",
+    "--save_strategy",
+    "no",
+    "--dataloader_num_workers",
+    "0",
+    "--seed",
+    "0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -39,18 +51,43 @@ def shapes(tmp_path_factory):
     root = tmp_path_factory.mktemp("shapes")
     write_shapes_folder(root / "train", per_class=24, seed=0)
     write_shapes_folder(root / "val", per_class=8, seed=1)
-    run_pretraining.main(["--train_dir", str(root / "train"), "--validation_dir", str(root / "val"),
-                          "--output_dir", str(root / "pretrained"), "--config_overrides", TINY_MODEL,
-                          "--max_steps", "2", "--per_device_train_batch_size", "8", "--eval_strategy", "no", *QUIET])  # fmt: skip
+    run_pretraining.main(
+        [
+            "--train_dir",
+            str(root / "train"),
+            "--validation_dir",
+            str(root / "val"),
+            "--output_dir",
+            str(root / "pretrained"),
+            "--config_overrides",
+            TINY_MODEL,
+            "--max_steps",
+            "2",
+            "--per_device_train_batch_size",
+            "8",
+            "--eval_strategy",
+            "no",
+            *QUIET,
+        ]
+    )
     return root
 
 
 def classify(shapes, output, *arguments) -> dict:
     data = ["--train_dir", str(shapes / "train"), "--validation_dir", str(shapes / "val")]
     return run_classification.main(
-        ["--model_name_or_path", str(shapes / "pretrained"), *data, "--output_dir", str(output), "--eval_strategy",
-         "no", *QUIET, *arguments]
-    )  # fmt: skip
+        [
+            "--model_name_or_path",
+            str(shapes / "pretrained"),
+            *data,
+            "--output_dir",
+            str(output),
+            "--eval_strategy",
+            "no",
+            *QUIET,
+            *arguments,
+        ]
+    )
 
 
 def test_the_pretraining_model_overfits_a_handful_of_images():
@@ -90,11 +127,33 @@ def test_pretraining_lowers_the_evaluation_loss(shapes, tmp_path):
     """run_pretraining.py for 40 steps: the validation reconstruction loss (fixed masks) ends below 90% of the one
     measured before the first step (1.13 -> 0.94 measured), and the supervised branch's validation accuracy rises
     from chance (0.33) to at least 0.45 (0.5 measured)."""
-    run_pretraining.main(["--train_dir", str(shapes / "train"), "--validation_dir", str(shapes / "val"),
-                          "--output_dir", str(tmp_path / "pre"), "--config_overrides", TINY_MODEL,
-                          "--max_steps", "40", "--per_device_train_batch_size", "8", "--learning_rate", "3e-3",
-                          "--warmup_steps", "0", "--eval_on_start", "true", "--eval_strategy", "steps",
-                          "--eval_steps", "40", *QUIET])  # fmt: skip
+    run_pretraining.main(
+        [
+            "--train_dir",
+            str(shapes / "train"),
+            "--validation_dir",
+            str(shapes / "val"),
+            "--output_dir",
+            str(tmp_path / "pre"),
+            "--config_overrides",
+            TINY_MODEL,
+            "--max_steps",
+            "40",
+            "--per_device_train_batch_size",
+            "8",
+            "--learning_rate",
+            "3e-3",
+            "--warmup_steps",
+            "0",
+            "--eval_on_start",
+            "true",
+            "--eval_strategy",
+            "steps",
+            "--eval_steps",
+            "40",
+            *QUIET,
+        ]
+    )
     history = json.loads((tmp_path / "pre" / "trainer_state.json").read_text())["log_history"]
     evaluations = [entry for entry in history if "eval_reconstruction_loss" in entry]
     assert [entry["step"] for entry in evaluations] == [0, 40]
@@ -109,8 +168,18 @@ def test_pretraining_lowers_the_evaluation_loss(shapes, tmp_path):
 def test_the_linear_probe_learns_at_a_small_batch(shapes, tmp_path, cache_features):
     """Issue 11's case: --mode linprobe for 20 epochs at batch 8 (72 images, 180 steps). MAE's LARS with
     lr = 0.1 x 8 / 256 left the head at chance (0.22 to 0.58); the default now probes with momentum SGD there."""
-    reports = classify(shapes, tmp_path / "probe", "--mode", "linprobe", "--num_train_epochs", "20",
-                       "--per_device_train_batch_size", "8", "--cache_features", str(cache_features).lower())  # fmt: skip
+    reports = classify(
+        shapes,
+        tmp_path / "probe",
+        "--mode",
+        "linprobe",
+        "--num_train_epochs",
+        "20",
+        "--per_device_train_batch_size",
+        "8",
+        "--cache_features",
+        str(cache_features).lower(),
+    )
     assert reports["validation"]["top1"] >= 0.9
 
 
@@ -118,6 +187,7 @@ def test_the_linear_probe_learns_at_a_small_batch(shapes, tmp_path, cache_featur
 def test_fine_tuning_learns(shapes, tmp_path):
     """--mode finetune with the recipe's defaults (RandAugment, mixup, cutmix, erasing, layer decay) for 20 epochs
     at batch 8 reaches a floor well above chance (1/3)."""
-    reports = classify(shapes, tmp_path / "ft", "--mode", "finetune", "--num_train_epochs", "20",
-                       "--per_device_train_batch_size", "8")  # fmt: skip
+    reports = classify(
+        shapes, tmp_path / "ft", "--mode", "finetune", "--num_train_epochs", "20", "--per_device_train_batch_size", "8"
+    )
     assert reports["validation"]["top1"] >= 0.75

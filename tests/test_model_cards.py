@@ -1,4 +1,5 @@
-"""The Hub model-card templates in model_cards/ (shipped as `supmae.model_cards`): rendering and metadata.
+"""The Hub model-card templates (supmae/reports/templates/, rendered by `supmae.reports.card_templates`): rendering and
+metadata.
 
 Fast and offline. `ModelCard.validate()` is deliberately not called: it sends the card to the Hub's validation
 endpoint, which needs the network. Parsing the card (`ModelCard(text)`) checks the YAML front matter locally.
@@ -11,14 +12,10 @@ import pytest
 import yaml
 from huggingface_hub import ModelCard
 
-
-try:  # installed: setup.py maps model_cards/ to supmae.model_cards
-    from supmae import model_cards
-except ImportError:  # a checkout on PYTHONPATH, before installation
-    import model_cards
+from supmae.reports import card_templates as model_cards
 
 
-FOLDER = Path(model_cards.__file__).parent
+FOLDER = Path(model_cards.__file__).parent / "templates"
 
 COMMON = {
     "repo_id": "someone/supmae-vit-base-patch16",

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from test_data import write_image_folder
 
 from supmae import SupMAEConfig, SupMAEForPreTraining
-from supmae.training import CHECKPOINT_COMPLETE, last_complete_checkpoint
+from supmae.training.checkpoints import CHECKPOINT_COMPLETE, last_complete_checkpoint
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,13 +27,31 @@ HARNESS = os.path.join(ROOT, "tests", "torchrun_harness.py")
 ENV = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
 TRAIN_IMAGES, STREAMED_IMAGES, PER_DEVICE_BATCH, PROCESSES = 14, 12, 2, 2
 TINY = [
-    "--config_overrides", "image_size=32,patch_size=8,hidden_size=32,num_hidden_layers=2,num_attention_heads=4,"
+    "--config_overrides",
+    "image_size=32,patch_size=8,hidden_size=32,num_hidden_layers=2,num_attention_heads=4,"
     "intermediate_size=64,decoder_hidden_size=16,decoder_num_attention_heads=2,decoder_intermediate_size=32,"
     "supervised_head_hidden_size=16",
-    "--per_device_train_batch_size", str(PER_DEVICE_BATCH), "--per_device_eval_batch_size", "4",
-    "--report_to", "none", "--disable_tqdm", "true", "--use_cpu", "true", "--num_figure_images", "2",
-    "--logging_steps", "2", "--eval_strategy", "no", "--seed", "7", "--dataloader_num_workers", "0",
-]  # fmt: skip
+    "--per_device_train_batch_size",
+    str(PER_DEVICE_BATCH),
+    "--per_device_eval_batch_size",
+    "4",
+    "--report_to",
+    "none",
+    "--disable_tqdm",
+    "true",
+    "--use_cpu",
+    "true",
+    "--num_figure_images",
+    "2",
+    "--logging_steps",
+    "2",
+    "--eval_strategy",
+    "no",
+    "--seed",
+    "7",
+    "--dataloader_num_workers",
+    "0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +128,19 @@ def two_process_run(request, folders, tmp_path_factory):
     record, output = root / "record", root / "out"
     if streaming:  # the 2-shard Parquet stream: 3 whole global batches per epoch
         data_root = request.getfixturevalue("shards")
-        script = [*TINY, "--dataset_name", str(data_root), "--streaming", "true", "--output_dir", str(output),
-                  "--max_steps", "4", "--save_steps", "4"]  # fmt: skip
+        script = [
+            *TINY,
+            "--dataset_name",
+            str(data_root),
+            "--streaming",
+            "true",
+            "--output_dir",
+            str(output),
+            "--max_steps",
+            "4",
+            "--save_steps",
+            "4",
+        ]
     else:
         script = arguments(folders, output, 4, "--save_steps", 4)
     log = run_job(record, script, processes=PROCESSES)

@@ -11,9 +11,10 @@ import numpy as np
 import PIL.Image
 import pytest
 
-import supmae.prepare_dataset as prepare_dataset
-from supmae.data import IMAGE_ERRORS, PREPARE_MANIFEST, load_image_datasets, load_image_split
-from supmae.prepare_dataset import prepare, reencode, shrunk_size
+import supmae.data.prepare as prepare_dataset
+from supmae.data.images import IMAGE_ERRORS
+from supmae.data.prepare import prepare, reencode, shrunk_size
+from supmae.data.sources import PREPARE_MANIFEST, load_image_datasets, load_image_split
 
 
 COLORS = {"cat": (200, 30, 30), "dog": (30, 30, 200)}
@@ -58,8 +59,11 @@ def test_prepared_shards_load_like_any_dataset(tmp_path):
     prepared = rows(tmp_path / "out")
     assert len(prepared) == 10  # the unreadable file is skipped and listed
     assert (tmp_path / "out" / "skipped_images.tsv").read_text().startswith(str(source / "cat" / "broken.jpg"))
-    originals = [(PIL.Image.open(example["image"]["path"]).size, example["label"]) for example in
-                 source_split.cast_column("image", datasets.Image(decode=False)) if "broken" not in example["image"]["path"]]  # fmt: skip
+    originals = [
+        (PIL.Image.open(example["image"]["path"]).size, example["label"])
+        for example in source_split.cast_column("image", datasets.Image(decode=False))
+        if "broken" not in example["image"]["path"]
+    ]
     for (data, label), (size, source_label) in zip(prepared, originals, strict=True):
         image = PIL.Image.open(io.BytesIO(data))
         assert label == source_label and image.format == "JPEG"

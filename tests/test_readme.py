@@ -26,9 +26,14 @@ def readme_blocks(text: str) -> list[dict]:
         marker = match["marker"] or ""
         if marker and not marker.startswith("skip: "):
             raise ValueError(f"README line {text[: match.start()].count(chr(10)) + 1}: unknown marker {marker!r}")
-        blocks.append({"language": match["language"], "code": match["code"],
-                       "skip": marker.removeprefix("skip: ") or None,
-                       "line": text[: match.start()].count("\n") + 1})  # fmt: skip
+        blocks.append(
+            {
+                "language": match["language"],
+                "code": match["code"],
+                "skip": marker.removeprefix("skip: ") or None,
+                "line": text[: match.start()].count("\n") + 1,
+            }
+        )
     return blocks
 
 
@@ -61,8 +66,15 @@ def test_readme_code_blocks_run(tmp_path):
     shims.mkdir()
     for name in ("python", "python3"):
         (shims / name).symlink_to(sys.executable)
-    env = {**os.environ, "PATH": f"{shims}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(ROOT),
-           "SUPMAE_QUICK": "3", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "2"}  # fmt: skip
+    env = {
+        **os.environ,
+        "PATH": f"{shims}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(ROOT),
+        "SUPMAE_QUICK": "3",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "OMP_NUM_THREADS": "2",
+    }
     ran = 0
     for block in readme_blocks((ROOT / "README.md").read_text()):
         if block["skip"]:

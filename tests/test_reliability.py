@@ -18,30 +18,26 @@ from test_data import write_image_folder
 from test_run_pretraining import ROOT, TINY, run
 
 from supmae import SupMAEConfig, SupMAEForImageClassification, SupMAEForPreTraining
-from supmae.arguments import SupMAETrainingArguments
-from supmae.data import (
-    BadImageError,
-    BadImagePolicy,
+from supmae.data.collators import ImageCollator
+from supmae.data.datasets import TransformedImageDataset, _sample_rng, transform_streaming_dataset
+from supmae.data.images import BadImageError, BadImagePolicy, count_skipped_images
+from supmae.data.sources import load_image_datasets
+from supmae.data.transforms import (
     EvalTransform,
-    ImageCollator,
     PretrainingTransform,
     TimmTrainTransform,
-    TransformedImageDataset,
-    _sample_rng,
     apply_transform,
-    count_skipped_images,
     eval_image_processor,
-    load_image_datasets,
-    transform_streaming_dataset,
 )
-from supmae.training import (
+from supmae.training.arguments import SupMAETrainingArguments
+from supmae.training.checkpoints import (
     CHECKPOINT_COMPLETE,
-    NonFiniteLossError,
-    SupMAETrainer,
     checkpoint_problem,
     last_complete_checkpoint,
     mark_checkpoint_complete,
 )
+from supmae.training.pretraining import SupMAETrainer
+from supmae.training.trainer import NonFiniteLossError
 
 
 # ------------------------------------------------------------------------------------------------ hostile images
@@ -150,8 +146,9 @@ def test_an_exif_rotated_photo_is_turned_upright_as_datasets_does(tmp_path):
 
 def test_the_error_flag_makes_a_broken_image_fatal_and_names_it(zoo):
     train = load_image_datasets(None, None, str(zoo), None)["train"]
-    dataset = TransformedImageDataset(train, "image", "label", EvalTransform(eval_image_processor(32)),
-                                      bad_images=BadImagePolicy("error"))  # fmt: skip
+    dataset = TransformedImageDataset(
+        train, "image", "label", EvalTransform(eval_image_processor(32)), bad_images=BadImagePolicy("error")
+    )
     broken = next(i for i, v in enumerate(dataset.dataset["image"]) if os.path.basename(v["path"]) in BROKEN)
     with pytest.raises(
         BadImageError, match=r"Cannot read image .*odd/\w+\.(jpg|png) \(item \d+\): .*--bad_images skip"
@@ -164,13 +161,16 @@ def test_the_error_flag_makes_a_broken_image_fatal_and_names_it(zoo):
 def test_a_stream_leaves_broken_images_out(zoo, tmp_path):
     stream = load_image_datasets(None, None, str(zoo), None, streaming=True)["train"]
     log = tmp_path / "skipped.tsv"
-    items = list(transform_streaming_dataset(stream, "image", "label", PretrainingTransform(32),
-                                             BadImagePolicy(log_file=str(log))))  # fmt: skip
+    items = list(
+        transform_streaming_dataset(
+            stream, "image", "label", PretrainingTransform(32), BadImagePolicy(log_file=str(log))
+        )
+    )
     assert len(items) == len(ODD) + 1 and logged_names(log) == BROKEN
 
 
 def test_a_dataset_of_unreadable_files_stops_with_a_diagnosis(tmp_path, monkeypatch):
-    monkeypatch.setattr("supmae.data.MAX_BAD_IMAGES_IN_A_ROW", 3)
+    monkeypatch.setattr("supmae.data.datasets.MAX_BAD_IMAGES_IN_A_ROW", 3)
     for i in range(4):
         (tmp_path / "x" / "a").mkdir(parents=True, exist_ok=True)
         (tmp_path / "x" / "a" / f"{i}.jpg").write_text("text")
@@ -192,8 +192,18 @@ def test_pretraining_skips_broken_files_and_counts_them(zoo, tmp_path):
     write_image_folder(folders / "train", classes=("fine",), per_class=4)  # 12 + 4 images
     write_image_folder(folders / "val", classes=("odd", "fine"), per_class=1)
     output = tmp_path / "out"
-    common = ["--train_dir", folders / "train", "--validation_dir", folders / "val", "--max_steps", 4,
-              "--dataloader_num_workers", 2, "--eval_strategy", "no"]  # fmt: skip
+    common = [
+        "--train_dir",
+        folders / "train",
+        "--validation_dir",
+        folders / "val",
+        "--max_steps",
+        4,
+        "--dataloader_num_workers",
+        2,
+        "--eval_strategy",
+        "no",
+    ]
     run(*common, "--output_dir", output)  # 16 images, batch 4: one epoch
     assert logged_names(output / "skipped_images.tsv") == BROKEN
     assert json.loads((output / "train_results.json").read_text())["skipped_images"] == len(BROKEN)
@@ -226,12 +236,21 @@ def tiny_trainer(output, dataset, on_nonfinite_loss):
 
     torch.manual_seed(0)
     args = SupMAETrainingArguments(
-        output_dir=str(output), per_device_train_batch_size=4, num_train_epochs=3, save_strategy="epoch",
-        logging_steps=1, report_to="none", use_cpu=True, dataloader_num_workers=0, disable_tqdm=True,
-        on_nonfinite_loss=on_nonfinite_loss, learning_rate=1e-3,
-    )  # fmt: skip
-    return SupMAETrainer(model=SupMAEForPreTraining(tiny_config()), args=args, train_dataset=dataset,
-                         data_collator=ImageCollator(5))  # fmt: skip
+        output_dir=str(output),
+        per_device_train_batch_size=4,
+        num_train_epochs=3,
+        save_strategy="epoch",
+        logging_steps=1,
+        report_to="none",
+        use_cpu=True,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        on_nonfinite_loss=on_nonfinite_loss,
+        learning_rate=1e-3,
+    )
+    return SupMAETrainer(
+        model=SupMAEForPreTraining(tiny_config()), args=args, train_dataset=dataset, data_collator=ImageCollator(5)
+    )
 
 
 def weights(directory):
@@ -278,7 +297,7 @@ except NonFiniteLossError as error:
 del trainer
 import gc, torch
 gc.collect()
-torch.distributed.destroy_process_group()  # as supmae.arguments.run_script does: no abort at exit
+torch.distributed.destroy_process_group()  # as supmae.cli.run_script does: no abort at exit
 """
 
 
@@ -331,16 +350,15 @@ def test_a_skipped_step_drops_every_micro_batch_of_its_window(tmp_path):
 KILL_AT_STEP_10 = """
 import os, sys
 import transformers
-import supmae.training
-sys.path.insert(0, {root!r})
-import run_pretraining
+import supmae.training.trainer
+from supmae.tasks import pretraining
 original = {owner}.{function}
 def die_at_step_10(first, *args):  # a Trainer method (self, ...) or mark_checkpoint_complete(checkpoint, step)
     if (first.state.global_step if hasattr(first, "state") else args[0]) == 10:
         os._exit(9)
     return original(first, *args)
 {owner}.{function} = die_at_step_10
-run_pretraining.main({argv!r})
+pretraining.main({argv!r})
 """
 
 
@@ -349,9 +367,29 @@ def killed_at_step_10(tmp_path, owner, function):
     write_image_folder(folders / "train", per_class=6)
     write_image_folder(folders / "val", per_class=2)
     output = tmp_path / "out"
-    argv = [*TINY, "--train_dir", str(folders / "train"), "--validation_dir", str(folders / "val"), "--output_dir",
-            str(output), "--max_steps", "20", "--save_steps", "5", "--eval_strategy", "no", "--seed", "7",
-            "--per_device_train_batch_size", "2", "--dataloader_num_workers", "0", "--save_total_limit", "1"]  # fmt: skip
+    argv = [
+        *TINY,
+        "--train_dir",
+        str(folders / "train"),
+        "--validation_dir",
+        str(folders / "val"),
+        "--output_dir",
+        str(output),
+        "--max_steps",
+        "20",
+        "--save_steps",
+        "5",
+        "--eval_strategy",
+        "no",
+        "--seed",
+        "7",
+        "--per_device_train_batch_size",
+        "2",
+        "--dataloader_num_workers",
+        "0",
+        "--save_total_limit",
+        "1",
+    ]
     script = KILL_AT_STEP_10.format(root=ROOT, owner=owner, function=function, argv=argv)
     env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
     killed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
@@ -360,8 +398,13 @@ def killed_at_step_10(tmp_path, owner, function):
 
 
 def resume(argv, env):
-    resumed = subprocess.run([sys.executable, os.path.join(ROOT, "run_pretraining.py"), *argv], env=env,
-                             capture_output=True, text=True, timeout=600)  # fmt: skip
+    resumed = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "run_pretraining.py"), *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
     return resumed.stdout + resumed.stderr
 
@@ -371,7 +414,7 @@ def test_a_process_killed_after_writing_a_checkpoint_keeps_the_one_before(tmp_pa
     """Killed after Trainer wrote checkpoint-10 but before it was synced and marked complete, with --save_total_limit
     1: plain Trainer would already have deleted checkpoint-5; here it is rotated away only once checkpoint-10 is
     marked, and the rerun resumes from it."""
-    output, argv, env = killed_at_step_10(tmp_path, "supmae.training", "mark_checkpoint_complete")
+    output, argv, env = killed_at_step_10(tmp_path, "supmae.training.trainer", "mark_checkpoint_complete")
     assert (output / "checkpoint-5" / CHECKPOINT_COMPLETE).exists()
     assert (output / "checkpoint-10" / "trainer_state.json").exists()
     assert not (output / "checkpoint-10" / CHECKPOINT_COMPLETE).exists()
@@ -418,8 +461,20 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkey
     output = tmp_path / "out"
     message = r"Saving .*checkpoint-10 failed \(OSError: \[Errno 28\] No space left on device\); the partial "
     with pytest.raises(OSError, match=message + r"checkpoint was removed\. The last complete checkpoint is .*-5\."):
-        run("--train_dir", folders / "train", "--output_dir", output, "--max_steps", 20, "--save_steps", 5,
-            "--eval_strategy", "no", "--dataloader_num_workers", 0)  # fmt: skip
+        run(
+            "--train_dir",
+            folders / "train",
+            "--output_dir",
+            output,
+            "--max_steps",
+            20,
+            "--save_steps",
+            5,
+            "--eval_strategy",
+            "no",
+            "--dataloader_num_workers",
+            0,
+        )
     assert not (output / "checkpoint-10").exists() and checkpoint_problem(output / "checkpoint-5") is None
     assert not (output / "model.safetensors").exists()
 
@@ -450,8 +505,20 @@ def test_a_real_write_failure_while_saving_keeps_the_previous_checkpoint(tmp_pat
 
     monkeypatch.setattr(transformers.Trainer, "_save_checkpoint", limited_at_step_10)
     with pytest.raises(OSError, match=r"Saving .*checkpoint-10 failed \(RuntimeError: .*\); the partial checkpoint"):
-        run("--train_dir", folders, "--output_dir", output, "--max_steps", 20, "--save_steps", 5,
-            "--eval_strategy", "no", "--dataloader_num_workers", 0)  # fmt: skip
+        run(
+            "--train_dir",
+            folders,
+            "--output_dir",
+            output,
+            "--max_steps",
+            20,
+            "--save_steps",
+            5,
+            "--eval_strategy",
+            "no",
+            "--dataloader_num_workers",
+            0,
+        )
     assert not (output / "checkpoint-10").exists() and checkpoint_problem(output / "checkpoint-5") is None
 
 
@@ -474,7 +541,8 @@ def test_a_checkpoint_damaged_after_saving_is_not_resumed_from(tmp_path):
 def test_a_run_killed_during_its_final_save_resumes_instead_of_counting_as_finished(tmp_path):
     from types import SimpleNamespace
 
-    from supmae.arguments import finished_run, resume_checkpoint
+    from supmae.training.checkpoints import resume_checkpoint
+    from supmae.training.runs import finished_run
 
     (tmp_path / "checkpoint-3").mkdir()
     (tmp_path / "checkpoint-3" / "trainer_state.json").write_text("{}")
@@ -495,7 +563,7 @@ def test_resume_edge_cases(tmp_path):
     """A checkpoint folder with another name, a second crash at the same step, and a damaged mark."""
     from types import SimpleNamespace
 
-    from supmae.arguments import resume_checkpoint
+    from supmae.training.checkpoints import resume_checkpoint
 
     def checkpoint(path, step, mark=True):
         path.mkdir()
@@ -519,7 +587,7 @@ def test_resume_edge_cases(tmp_path):
 
 def test_a_skipped_step_under_fp16_leaves_the_weights_and_lowers_the_scale():
     """fp16's GradScaler needs gradients to inspect: they are made NaN, so it skips the step itself."""
-    from supmae.training import drop_gradients
+    from supmae.training.trainer import drop_gradients
 
     layer = torch.nn.Linear(4, 2)
     optimizer = torch.optim.AdamW(layer.parameters(), lr=0.1)
@@ -550,7 +618,7 @@ def test_an_output_directory_that_cannot_be_written_fails_before_training(tmp_pa
 def test_too_little_disk_space_fails_before_training(tmp_path, monkeypatch):
     folders = write_image_folder(tmp_path / "data", per_class=4)
     usage = shutil.disk_usage(tmp_path)
-    monkeypatch.setattr("supmae.arguments.shutil.disk_usage", lambda path: usage._replace(free=100_000))
+    monkeypatch.setattr("supmae.training.runs.shutil.disk_usage", lambda path: usage._replace(free=100_000))
     with pytest.raises(OSError, match=r"has 0\.1 MiB free; a checkpoint of this model takes about 0\.\d+ MiB"):
         run("--train_dir", folders, "--output_dir", tmp_path / "out", "--max_steps", 1)
     message = r"3 checkpoints \(--save_total_limit 2, plus the one being written\) of this model take about"

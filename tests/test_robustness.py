@@ -12,14 +12,11 @@ from PIL import Image
 from transformers import TrainingArguments
 
 from supmae import SupMAEForImageClassification
-from supmae.data import IMAGENET_MEAN, IMAGENET_STD, ImageCollator
-from supmae.evaluation import (
-    ALEXNET_CORRUPTION_ERRORS,
-    IMAGENET_C_CORRUPTIONS,
-    imagenet_synsets,
-    load_class_subset,
-)
-from supmae.robustness import (
+from supmae.data.classes import imagenet_synsets, load_class_subset
+from supmae.data.collators import ImageCollator
+from supmae.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from supmae.metrics import ALEXNET_CORRUPTION_ERRORS, IMAGENET_C_CORRUPTIONS
+from supmae.tasks.robustness import (
     REPORTED_ROBUSTNESS,
     evaluate_imagenet_c,
     imagenet_c_datasets,
@@ -29,12 +26,13 @@ from supmae.robustness import (
     robustness_score,
     robustness_table,
 )
-from supmae.training import SupMAEClassificationTrainer
+from supmae.training.classification import SupMAEClassificationTrainer
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import run_classification  # noqa: E402
+from supmae.tasks import classification  # noqa: E402
 
 
 SYNSETS = imagenet_synsets()
@@ -91,8 +89,18 @@ def expected_errors(corruptions=IMAGENET_C_CORRUPTIONS + ("spatter",)):
     return errors
 
 
-TINY_EVAL = ["--per_device_eval_batch_size", "64", "--report_to", "none", "--disable_tqdm", "true",
-             "--use_cpu", "true", "--dataloader_num_workers", "0"]  # fmt: skip
+TINY_EVAL = [
+    "--per_device_eval_batch_size",
+    "64",
+    "--report_to",
+    "none",
+    "--disable_tqdm",
+    "true",
+    "--use_cpu",
+    "true",
+    "--dataloader_num_workers",
+    "0",
+]
 
 
 def test_imagenet_c_and_the_robustness_table_end_to_end(tmp_path):
@@ -105,10 +113,24 @@ def test_imagenet_c_and_the_robustness_table_end_to_end(tmp_path):
     write_classes(tmp_path / "r", {R_PREDICTED: 2, R_OTHER: 3})  # within the 200 classes: top-1 2/5
     write_classes(tmp_path / "sketch", {PREDICTED: 1, R_PREDICTED: 4})  # unrestricted: top-1 1/5
     reports = run_classification.main(
-        ["--mode", "eval", "--model_name_or_path", str(model), "--output_dir", str(tmp_path / "out"),
-         "--imagenet_c", str(tmp_path / "imagenet-c"), "--imagenet_val", str(tmp_path / "val"),
-         "--imagenet_r", str(tmp_path / "r"), "--imagenet_sketch", str(tmp_path / "sketch"), *TINY_EVAL]
-    )  # fmt: skip
+        [
+            "--mode",
+            "eval",
+            "--model_name_or_path",
+            str(model),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--imagenet_c",
+            str(tmp_path / "imagenet-c"),
+            "--imagenet_val",
+            str(tmp_path / "val"),
+            "--imagenet_r",
+            str(tmp_path / "r"),
+            "--imagenet_sketch",
+            str(tmp_path / "sketch"),
+            *TINY_EVAL,
+        ]
+    )
 
     errors = expected_errors()
     report = json.loads((tmp_path / "out" / "imagenet_c.json").read_text())["metrics"]
@@ -138,8 +160,13 @@ def test_one_prediction_pass_for_all_of_imagenet_c(tmp_path):
     """75 sets, one `predict` (one progress bar, one model): each set is its slice of the pass."""
     root = write_imagenet_c(tmp_path / "c", IMAGENET_C_CORRUPTIONS)
     model = SupMAEForImageClassification.from_pretrained(rigged_classifier(tmp_path / "clf"))
-    args = TrainingArguments(output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True,
-                             per_device_eval_batch_size=7, dataloader_num_workers=0)  # fmt: skip
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        report_to="none",
+        use_cpu=True,
+        per_device_eval_batch_size=7,
+        dataloader_num_workers=0,
+    )
     evaluator = SupMAEClassificationTrainer(model=model, args=args, data_collator=ImageCollator(1000))
     calls = []
     predict = evaluator.predict
@@ -183,7 +210,7 @@ def test_imagenet_c_files_are_center_cropped_not_resized(tmp_path):
         torch.tensor(IMAGENET_STD).view(3, 1, 1)
     )
     torch.testing.assert_close(ours, expected.float(), atol=1e-6, rtol=0)
-    from supmae.data import eval_image_processor
+    from supmae.data.transforms import eval_image_processor
 
     standard = eval_image_processor(32)(image, return_tensors="pt").pixel_values[0]
     assert (standard - expected).abs().max() > 0.5
@@ -209,8 +236,19 @@ def test_a_model_without_imagenets_classes_is_refused(tmp_path):
     write_imagenet_c(tmp_path / "c", ("fog",))
     model = rigged_classifier(tmp_path / "clf", num_labels=10)
     with pytest.raises(ValueError, match="--imagenet_c is labelled with ImageNet-1k's 1000 classes.*num_labels=10"):
-        run_classification.main(["--mode", "eval", "--model_name_or_path", str(model), "--output_dir",
-                                 str(tmp_path / "out"), "--imagenet_c", str(tmp_path / "c"), *TINY_EVAL])  # fmt: skip
+        run_classification.main(
+            [
+                "--mode",
+                "eval",
+                "--model_name_or_path",
+                str(model),
+                "--output_dir",
+                str(tmp_path / "out"),
+                "--imagenet_c",
+                str(tmp_path / "c"),
+                *TINY_EVAL,
+            ]
+        )
 
 
 def test_reported_rows_give_the_papers_scores():
@@ -220,8 +258,12 @@ def test_reported_rows_give_the_papers_scores():
     assert robustness_score({"imagenet-c": 40.0, "imagenet-a": 30.0, "imagenet-r": 50.0, "imagenet-sketch": 20.0}) == (
         (60 + 30 + 50 + 20) / 4
     )
-    reports = {"imagenet-c": {"mCE": 40.0}, "imagenet-a": {"top1": 0.3}, "imagenet-r": {"top1": 0.5},
-               "imagenet-sketch": {"top1": 0.2}}  # fmt: skip
+    reports = {
+        "imagenet-c": {"mCE": 40.0},
+        "imagenet-a": {"top1": 0.3},
+        "imagenet-r": {"top1": 0.5},
+        "imagenet-sketch": {"top1": 0.2},
+    }
     table = robustness_table(reports, "m")
     assert table["ours"]["score"] == pytest.approx(40.0) and table["ours"]["imagenet-val"] is None
     assert "| ours (`m`) | — | 40.0 | 30.0 | 50.0 | 20.0 | 40.0 |" in robustness_markdown(table)
@@ -232,8 +274,8 @@ def test_corrupting_transform_applies_the_librarys_corruption_reproducibly():
     pytest.importorskip("imagecorruptions")
     import random
 
-    from supmae.data import eval_image_processor
-    from supmae.robustness import CorruptingTransform
+    from supmae.data.transforms import eval_image_processor
+    from supmae.tasks.robustness import CorruptingTransform
 
     image = Image.fromarray(np.full((40, 40, 3), 100, dtype=np.uint8))
     processor = eval_image_processor(32)
@@ -255,18 +297,42 @@ def test_corrupted_copies_of_an_evaluation_set(tmp_path):
     model = rigged_classifier(tmp_path / "clf")
     write_classes(tmp_path / "val", {PREDICTED: 3, OTHER: 1})
     reports = run_classification.main(
-        ["--mode", "eval", "--model_name_or_path", str(model), "--output_dir", str(tmp_path / "out"),
-         "--imagenet_val", str(tmp_path / "val"), "--corrupt", "gaussian_noise,fog", "--corrupt_severities", "1,5",
-         *TINY_EVAL]
-    )  # fmt: skip
+        [
+            "--mode",
+            "eval",
+            "--model_name_or_path",
+            str(model),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--imagenet_val",
+            str(tmp_path / "val"),
+            "--corrupt",
+            "gaussian_noise,fog",
+            "--corrupt_severities",
+            "1,5",
+            *TINY_EVAL,
+        ]
+    )
     report = json.loads((tmp_path / "out" / "corrupted_imagenet-val.json").read_text())
     assert report["metrics"]["errors"] == {"gaussian_noise": [0.25, 0.25], "fog": [0.25, 0.25]}
     assert report["metrics"]["num_samples"] == 16 and report["clean_top1"] == 0.75
     assert reports["corrupted-imagenet-val"]["mean_error"] == 25.0
     with pytest.raises(ValueError, match=r"unknown corruptions \['fogg'\]"):
-        run_classification.main(["--mode", "eval", "--model_name_or_path", str(model), "--output_dir",
-                                 str(tmp_path / "bad"), "--imagenet_val", str(tmp_path / "val"), "--corrupt", "fogg",
-                                 *TINY_EVAL])  # fmt: skip
+        run_classification.main(
+            [
+                "--mode",
+                "eval",
+                "--model_name_or_path",
+                str(model),
+                "--output_dir",
+                str(tmp_path / "bad"),
+                "--imagenet_val",
+                str(tmp_path / "val"),
+                "--corrupt",
+                "fogg",
+                *TINY_EVAL,
+            ]
+        )
 
 
 @pytest.mark.parametrize(
@@ -283,13 +349,25 @@ def test_robustness_mistakes_fail_before_anything_is_evaluated(tmp_path, argumen
     """ImageNet-C alone is 3.75M images: a typo in --corrupt or --imagenet_c must not wait for the sets before it."""
     model = rigged_classifier(tmp_path / "clf")
     write_classes(tmp_path / "val", {PREDICTED: 1})
-    monkeypatch.setattr(run_classification, "run", lambda *a, **k: pytest.fail("evaluated before the check"))
-    arguments = [a.replace("NOWHERE", str(tmp_path / "nowhere")).replace("VAL", str(tmp_path / "val"))
-                 for a in arguments]  # fmt: skip
+    monkeypatch.setattr(classification, "run", lambda *a, **k: pytest.fail("evaluated before the check"))
+    arguments = [
+        a.replace("NOWHERE", str(tmp_path / "nowhere")).replace("VAL", str(tmp_path / "val")) for a in arguments
+    ]
     with pytest.raises(ValueError, match=message):
-        run_classification.main(["--mode", "eval", "--model_name_or_path", str(model), "--output_dir",
-                                 str(tmp_path / "out"), "--imagenet_val", str(tmp_path / "val"), *arguments,
-                                 *TINY_EVAL])  # fmt: skip
+        run_classification.main(
+            [
+                "--mode",
+                "eval",
+                "--model_name_or_path",
+                str(model),
+                "--output_dir",
+                str(tmp_path / "out"),
+                "--imagenet_val",
+                str(tmp_path / "val"),
+                *arguments,
+                *TINY_EVAL,
+            ]
+        )
     assert not (tmp_path / "out" / "eval_imagenet-val.json").exists()
 
 
@@ -298,7 +376,7 @@ def test_labels_of_imagenet_variants_reach_the_models_classes():
     names in the standard order) reaches a model without class names (a converted checkpoint: LABEL_i) by index."""
     import datasets
 
-    from supmae.robustness import imagenet_label_map
+    from supmae.tasks.robustness import imagenet_label_map
 
     unnamed = tiny_config(num_labels=1000)
     wnids = datasets.Dataset.from_dict(

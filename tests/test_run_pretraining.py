@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from test_data import write_image_folder
 
 from supmae import SupMAEConfig, SupMAEForPreTraining
-from supmae.visualization import figure_size
+from supmae.reports.reconstruction_figure import figure_size
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,12 +24,25 @@ import run_pretraining  # noqa: E402
 
 
 TINY = [
-    "--config_overrides", "image_size=32,patch_size=8,hidden_size=32,num_hidden_layers=2,num_attention_heads=4,"
+    "--config_overrides",
+    "image_size=32,patch_size=8,hidden_size=32,num_hidden_layers=2,num_attention_heads=4,"
     "intermediate_size=64,decoder_hidden_size=16,decoder_num_attention_heads=2,decoder_intermediate_size=32,"
     "supervised_head_hidden_size=16",
-    "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4", "--report_to", "none",
-    "--disable_tqdm", "true", "--use_cpu", "true", "--num_figure_images", "2", "--logging_steps", "2",
-]  # fmt: skip
+    "--per_device_train_batch_size",
+    "4",
+    "--per_device_eval_batch_size",
+    "4",
+    "--report_to",
+    "none",
+    "--disable_tqdm",
+    "true",
+    "--use_cpu",
+    "true",
+    "--num_figure_images",
+    "2",
+    "--logging_steps",
+    "2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +140,22 @@ def test_streaming(folders, tmp_path, labels):
 def test_a_stream_drops_its_last_incomplete_batch(folders, tmp_path):
     """9 streamed images at batch 4: each pass ends with a batch of one, which the supervised head's BatchNorm
     refuses in training. Trainer gives only map-style data drop_last; the script gives it to streams too."""
-    run("--train_dir", folders / "train", "--streaming", "true", "--max_train_samples", 9, "--max_steps", 6,
-        "--output_dir", tmp_path / "out", "--eval_strategy", "no", "--dataloader_num_workers", 0)  # fmt: skip
+    run(
+        "--train_dir",
+        folders / "train",
+        "--streaming",
+        "true",
+        "--max_train_samples",
+        9,
+        "--max_steps",
+        6,
+        "--output_dir",
+        tmp_path / "out",
+        "--eval_strategy",
+        "no",
+        "--dataloader_num_workers",
+        0,
+    )
     history = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
     assert history["global_step"] == 6 and history["epoch"] >= 2  # 2 batches per pass: 3 passes
 
@@ -178,8 +205,14 @@ def test_labels_outside_the_model_fail_before_training(folders, tmp_path):
     SupMAEForPreTraining(config).save_pretrained(tmp_path / "one-class")
     message = r"The training data's column 'label' holds \d+ labels outside the model's 1 classes \(0..0\), e.g. 1"
     with pytest.raises(ValueError, match=message):
-        run("--train_dir", folders / "train", "--output_dir", tmp_path / "out", "--model_name_or_path",
-            tmp_path / "one-class")  # fmt: skip
+        run(
+            "--train_dir",
+            folders / "train",
+            "--output_dir",
+            tmp_path / "out",
+            "--model_name_or_path",
+            tmp_path / "one-class",
+        )
     assert not os.path.exists(tmp_path / "out" / "model.safetensors")
 
 
@@ -203,12 +236,42 @@ def test_rerunning_finished_commands_reports_them_again(folders, tmp_path):
     """`make demo` twice: each script finds its finished run of the same command, exits 0 and prints the recorded
     results; nothing in the output directories is rewritten (issue 12: the second pretraining "resumed", trained 0
     steps and rewrote the folder with train_loss 0.0, then fine-tuning stopped with FileExistsError)."""
-    pretrain = [sys.executable, os.path.join(ROOT, "run_pretraining.py"), *TINY, "--train_dir", str(folders / "train"),
-                "--validation_dir", str(folders / "val"), "--output_dir", str(tmp_path / "pre"), "--max_steps", "3",
-                "--save_steps", "1", "--save_total_limit", "1", "--dataloader_num_workers", "0"]  # fmt: skip
-    finetune = [sys.executable, os.path.join(ROOT, "run_classification.py"), *TINY[2:-4], "--model_name_or_path",
-                str(tmp_path / "pre"), "--train_dir", str(folders / "train"), "--validation_dir", str(folders / "val"),
-                "--output_dir", str(tmp_path / "ft"), "--max_steps", "2", "--dataloader_num_workers", "0"]  # fmt: skip
+    pretrain = [
+        sys.executable,
+        os.path.join(ROOT, "run_pretraining.py"),
+        *TINY,
+        "--train_dir",
+        str(folders / "train"),
+        "--validation_dir",
+        str(folders / "val"),
+        "--output_dir",
+        str(tmp_path / "pre"),
+        "--max_steps",
+        "3",
+        "--save_steps",
+        "1",
+        "--save_total_limit",
+        "1",
+        "--dataloader_num_workers",
+        "0",
+    ]
+    finetune = [
+        sys.executable,
+        os.path.join(ROOT, "run_classification.py"),
+        *TINY[2:-4],
+        "--model_name_or_path",
+        str(tmp_path / "pre"),
+        "--train_dir",
+        str(folders / "train"),
+        "--validation_dir",
+        str(folders / "val"),
+        "--output_dir",
+        str(tmp_path / "ft"),
+        "--max_steps",
+        "2",
+        "--dataloader_num_workers",
+        "0",
+    ]
     env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
     first = [
         subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
@@ -233,8 +296,20 @@ def test_rerunning_finished_commands_reports_them_again(folders, tmp_path):
 def test_a_run_resumed_from_its_last_checkpoint_trains_no_further(folders, tmp_path):
     """Killed after its last checkpoint but before its final save, a run resumes and stops there: Trainer alone
     would take a step past max_steps (checkpoint-4 of 3)."""
-    arguments = ["--train_dir", folders / "train", "--output_dir", tmp_path / "out", "--max_steps", "3",
-                 "--save_steps", "1", "--save_total_limit", "1", "--eval_strategy", "no"]  # fmt: skip
+    arguments = [
+        "--train_dir",
+        folders / "train",
+        "--output_dir",
+        tmp_path / "out",
+        "--max_steps",
+        "3",
+        "--save_steps",
+        "1",
+        "--save_total_limit",
+        "1",
+        "--eval_strategy",
+        "no",
+    ]
     run(*arguments)
     for name in ("run_complete.json", "model.safetensors", "trainer_state.json"):  # as if killed before these
         (tmp_path / "out" / name).unlink()
@@ -247,8 +322,18 @@ def test_a_run_resumed_from_its_last_checkpoint_trains_no_further(folders, tmp_p
 
 
 def test_a_finished_run_of_another_command_is_not_overwritten(folders, tmp_path):
-    run("--train_dir", folders / "train", "--output_dir", tmp_path / "out", "--max_steps", "1", "--eval_strategy",
-        "no", "--save_strategy", "no")  # fmt: skip
+    run(
+        "--train_dir",
+        folders / "train",
+        "--output_dir",
+        tmp_path / "out",
+        "--max_steps",
+        "1",
+        "--eval_strategy",
+        "no",
+        "--save_strategy",
+        "no",
+    )
     weights = (tmp_path / "out" / "model.safetensors").read_bytes()
     with pytest.raises(FileExistsError, match=r"holds a finished run of another command \(.*--max_steps 1"):
         run("--train_dir", folders / "train", "--output_dir", tmp_path / "out", "--max_steps", "2")
@@ -258,8 +343,20 @@ def test_a_finished_run_of_another_command_is_not_overwritten(folders, tmp_path)
 @pytest.mark.slow
 def test_the_demo_arguments_run_on_the_built_in_digits(tmp_path):
     """`python run_pretraining.py` with no arguments uses DEMO_ARGUMENTS; run them for 3 steps into tmp_path."""
-    quick = ["--output_dir", str(tmp_path / "demo"), "--max_steps", "3", "--eval_strategy", "no",
-             "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true"]  # fmt: skip
+    quick = [
+        "--output_dir",
+        str(tmp_path / "demo"),
+        "--max_steps",
+        "3",
+        "--eval_strategy",
+        "no",
+        "--save_strategy",
+        "no",
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+    ]
     metrics = run_pretraining.main([*run_pretraining.DEMO_ARGUMENTS, *quick])
     config = SupMAEConfig.from_pretrained(tmp_path / "demo")
     assert config.num_labels == 10 and config.image_size == 32 and config.patch_size == 4

@@ -11,7 +11,7 @@ timm = pytest.importorskip("timm")
 from safetensors.torch import load_file  # noqa: E402
 
 from supmae import SupMAEConfig, SupMAEForImageClassification, SupMAEForPreTraining  # noqa: E402
-from supmae.timm_export import _architecture, export_to_timm, save_timm, timm_kwargs  # noqa: E402
+from supmae.interop.timm_export import _architecture, export_to_timm, save_timm, timm_kwargs  # noqa: E402
 
 
 HEADS = {

@@ -10,14 +10,11 @@ from safetensors.torch import save_file
 from transformers import EvalPrediction, TrainingArguments
 
 from supmae import SupMAEForPreTraining
-from supmae.data import ImageCollator
-from supmae.training import (
-    SupMAETrainer,
-    decay_parameter_names,
-    pretraining_metrics,
-    scaled_learning_rate,
-    verify_loaded_checkpoint,
-)
+from supmae.data.collators import ImageCollator
+from supmae.metrics import pretraining_metrics
+from supmae.training.checkpoints import verify_loaded_checkpoint
+from supmae.training.optim import decay_parameter_names, scaled_learning_rate
+from supmae.training.pretraining import SupMAETrainer
 
 
 class RandomImages(torch.utils.data.Dataset):
@@ -173,10 +170,8 @@ def test_a_checkpoint_missing_tensors_is_refused(tmp_path):
 
 
 def test_sync_batch_norm_keeps_the_checkpoint_layout():
-    from supmae.training import convert_to_sync_batch_norm
-
     model = SupMAEForPreTraining(tiny_config())
     keys = list(model.state_dict())
-    converted = convert_to_sync_batch_norm(model)
+    converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # what sync_batch_norm_if_requested does on GPUs
     assert isinstance(converted.supervised_head.batch_norm, torch.nn.SyncBatchNorm)
     assert list(converted.state_dict()) == keys  # saved and resumed like the BatchNorm1d it replaces

@@ -15,21 +15,20 @@ from conftest import tiny_config
 from PIL import Image
 
 from supmae import SupMAEForPreTraining
-from supmae.transfer import (
+from supmae.data.collators import TransferCollator
+from supmae.data.few_shot import few_shot_split, multilabel_few_shot_indices
+from supmae.reports.score_plot import plot_scores
+from supmae.tasks.transfer import (
     DataSource,
     FewShotRunner,
     SuiteDataset,
-    TransferCollator,
     TransferData,
-    TransferTrainer,
     existing_result,
-    few_shot_split,
     load_suite,
-    multilabel_few_shot_indices,
-    plot_scores,
     summarize_suite,
     summary_markdown,
 )
+from supmae.training.transfer import TransferTrainer
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,7 +43,10 @@ def write_suite(path, text):
 
 
 def test_suite_file_is_read_with_its_defaults(tmp_path):
-    suite = load_suite(write_suite(tmp_path / "s.yaml", """
+    suite = load_suite(
+        write_suite(
+            tmp_path / "s.yaml",
+            """
 datasets:
   - {name: a, train: /data/a/train, test: /data/a/test, metric: accuracy}
   - name: b
@@ -54,12 +56,16 @@ datasets:
 grid:
   linprobe: {learning_rate: [0.1, 1], weight_decay: 0.001}
 holdout_fraction: 0.25
-"""))  # fmt: skip
+""",
+        )
+    )
     assert [d.name for d in suite.datasets] == ["a", "b"] and suite.holdout_fraction == 0.25
     assert suite.datasets[0].train.source == "/data/a/train" and suite.datasets[0].train.split is None
     assert suite.datasets[1].train.label_column == "fine_label" and suite.datasets[1].multi_label
-    assert suite.grid_for("linprobe") == [{"learning_rate": 0.1, "weight_decay": 0.001},
-                                          {"learning_rate": 1.0, "weight_decay": 0.001}]  # fmt: skip
+    assert suite.grid_for("linprobe") == [
+        {"learning_rate": 0.1, "weight_decay": 0.001},
+        {"learning_rate": 1.0, "weight_decay": 0.001},
+    ]
     assert len(suite.grid_for("finetune")) == 3  # the default grid
 
 
@@ -68,31 +74,59 @@ holdout_fraction: 0.25
     [
         ("datasets: []", "non-empty list 'datasets'"),
         ("datasets: [{name: a, train: x, test: y}]", r"datasets\[0\] \(a\): missing \['metric'\]"),
-        ("datasets: [{name: a, train: x, test: y, metric: top1}]",
-         r"datasets\[0\] \(a\): 'metric' must be one of \['accuracy', 'mean_per_class', '11point_mAP', 'roc_auc'\]"),
+        (
+            "datasets: [{name: a, train: x, test: y, metric: top1}]",
+            r"datasets\[0\] \(a\): 'metric' must be one of \['accuracy', 'mean_per_class', '11point_mAP', 'roc_auc'\]",
+        ),
         ("datasets: [{name: a, train: x, test: y, metric: accuracy, shots: 5}]", r"unknown keys \['shots'\]"),
-        ("datasets: [{name: a, train: x, test: y, metric: accuracy}, {name: a, train: x, test: y, metric: accuracy}]",
-         r"datasets\[1\] \(a\): 'name' must be a unique string"),
-        ("datasets: [{name: .., train: x, test: y, metric: accuracy}]", r"'name' must be a unique string .* got '\.\.'"),
-        ("datasets: [{name: null, train: x, test: y, metric: accuracy}]", r"'name' must be a unique string .* got None"),
-        ("datasets: [{name: a, train: {source: [x, y]}, test: y, metric: accuracy}]",
-         r"datasets\[0\] \(a\): train: 'source' must be a non-empty string, got \['x', 'y'\]"),
-        ("datasets: [{name: a, train: {source: x, split: [t, v]}, test: y, metric: accuracy}]",
-         r"train: 'split' must be a non-empty string"),
-        ("datasets: [{name: a, train: x, test: y, metric: accuracy}]\ngrid: {finetune: {learning_rate: .inf}}",
-         "grid.finetune.learning_rate must be a non-negative number"),
+        (
+            "datasets: [{name: a, train: x, test: y, metric: accuracy}, {name: a, train: x, test: y, metric: accuracy}]",
+            r"datasets\[1\] \(a\): 'name' must be a unique string",
+        ),
+        (
+            "datasets: [{name: .., train: x, test: y, metric: accuracy}]",
+            r"'name' must be a unique string .* got '\.\.'",
+        ),
+        (
+            "datasets: [{name: null, train: x, test: y, metric: accuracy}]",
+            r"'name' must be a unique string .* got None",
+        ),
+        (
+            "datasets: [{name: a, train: {source: [x, y]}, test: y, metric: accuracy}]",
+            r"datasets\[0\] \(a\): train: 'source' must be a non-empty string, got \['x', 'y'\]",
+        ),
+        (
+            "datasets: [{name: a, train: {source: x, split: [t, v]}, test: y, metric: accuracy}]",
+            r"train: 'split' must be a non-empty string",
+        ),
+        (
+            "datasets: [{name: a, train: x, test: y, metric: accuracy}]\ngrid: {finetune: {learning_rate: .inf}}",
+            "grid.finetune.learning_rate must be a non-negative number",
+        ),
         ("datasets: [{name: a, train: {path: x}, test: y, metric: accuracy}]", r"datasets\[0\] \(a\): train must be"),
-        ("datasets: [{name: a, train: {source: x, splits: t}, test: y, metric: accuracy}]",
-         r"train: unknown keys \['splits'\]"),
-        ("datasets: [{name: a, train: x, test: y, metric: accuracy}]\ngrid: {linprobe: {lr: [1]}}",
-         r"grid.linprobe takes \['learning_rate', 'weight_decay'\]"),
-        ("datasets: [{name: a, train: x, test: y, metric: accuracy}]\ngrid: {finetune: {learning_rate: [-1]}}",
-         "grid.finetune.learning_rate must be a non-negative number"),
-        ("datasets: [{name: a, train: x, test: y, metric: accuracy}]\nholdout_fraction: 20", r"must be a number in \(0, 1\)"),
-        ("datasets: [{name: a, train: x, test: y, metric: accuracy}]\nseeds: [1]", r"unknown top-level keys \['seeds'\]"),
+        (
+            "datasets: [{name: a, train: {source: x, splits: t}, test: y, metric: accuracy}]",
+            r"train: unknown keys \['splits'\]",
+        ),
+        (
+            "datasets: [{name: a, train: x, test: y, metric: accuracy}]\ngrid: {linprobe: {lr: [1]}}",
+            r"grid.linprobe takes \['learning_rate', 'weight_decay'\]",
+        ),
+        (
+            "datasets: [{name: a, train: x, test: y, metric: accuracy}]\ngrid: {finetune: {learning_rate: [-1]}}",
+            "grid.finetune.learning_rate must be a non-negative number",
+        ),
+        (
+            "datasets: [{name: a, train: x, test: y, metric: accuracy}]\nholdout_fraction: 20",
+            r"must be a number in \(0, 1\)",
+        ),
+        (
+            "datasets: [{name: a, train: x, test: y, metric: accuracy}]\nseeds: [1]",
+            r"unknown top-level keys \['seeds'\]",
+        ),
         ("datasets: [a: b: c]", "is not valid YAML"),
     ],
-)  # fmt: skip
+)
 def test_suite_mistakes_name_the_file_the_entry_and_the_field(tmp_path, text, message):
     path = write_suite(tmp_path / "suite.yaml", text)
     with pytest.raises(ValueError, match=message) as error:
@@ -124,8 +158,11 @@ def test_string_labels_become_the_train_splits_sorted_classes(tmp_path):
 
 def test_labels_and_metric_must_agree_on_multi_label(tmp_path):
     lists = write_named_folder(tmp_path / "lists", [[0, 1], [1], [0]])
-    with pytest.raises(ValueError, match=r"'voc': its labels \(column 'label'\) are lists, and metric 'accuracy' "
-                                         "scores single-label data: multi-label data takes 11point_mAP"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"'voc': its labels \(column 'label'\) are lists, and metric 'accuracy' "
+        "scores single-label data: multi-label data takes 11point_mAP",
+    ):
         TransferData.load(SuiteDataset("voc", lists, lists, "accuracy"))
     single = write_named_folder(tmp_path / "single", [0, 1, 0])
     with pytest.raises(ValueError, match="are single classes, and metric '11point_mAP' scores multi-label data"):
@@ -138,8 +175,12 @@ def test_the_shipped_elevater_suite_is_valid():
     suite = load_suite(os.path.join(ROOT, "suites", "elevater.yaml"))
     assert len(suite.datasets) == 20
     metrics = {d.name: d.metric for d in suite.datasets}
-    assert [n for n, m in metrics.items() if m == "mean_per_class"] == ["caltech101", "fgvc-aircraft", "flowers102",
-                                                                       "oxford-pets"]  # fmt: skip
+    assert [n for n, m in metrics.items() if m == "mean_per_class"] == [
+        "caltech101",
+        "fgvc-aircraft",
+        "flowers102",
+        "oxford-pets",
+    ]
     assert metrics["voc2007"] == "11point_mAP" and metrics["hateful-memes"] == "roc_auc"
     assert sum(m == "accuracy" for m in metrics.values()) == 14
 
@@ -192,8 +233,10 @@ def test_multilabel_few_shot_gives_every_class_its_shots():
 
 # ------------------------------------------------------------------------------------------------ the multi-label path
 def test_multilabel_targets_and_loss():
-    items = [{"pixel_values": torch.zeros(3, 4, 4), "labels": [0, 2]}, {"pixel_values": torch.zeros(3, 4, 4),
-                                                                        "labels": 1}]  # fmt: skip
+    items = [
+        {"pixel_values": torch.zeros(3, 4, 4), "labels": [0, 2]},
+        {"pixel_values": torch.zeros(3, 4, 4), "labels": 1},
+    ]
     batch = TransferCollator(3, multi_label=True)(items)
     assert batch["labels"].tolist() == [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
     assert TransferCollator(3)([{**items[1]}])["labels"].tolist() == [1]  # single-label: class indices
@@ -204,8 +247,11 @@ def test_multilabel_targets_and_loss():
 
     from transformers import TrainingArguments
 
-    trainer = TransferTrainer(model=torch.nn.Linear(1, 1), multi_label=True,
-                              args=TrainingArguments(output_dir="unused", report_to="none", use_cpu=True))  # fmt: skip
+    trainer = TransferTrainer(
+        model=torch.nn.Linear(1, 1),
+        multi_label=True,
+        args=TrainingArguments(output_dir="unused", report_to="none", use_cpu=True),
+    )
     loss = trainer.compute_loss(Linear(), batch)
     logits = torch.tensor([[2.0, -1.0, 0.5]] * 2)
     target = batch["labels"]
@@ -215,13 +261,23 @@ def test_multilabel_targets_and_loss():
 
 # ------------------------------------------------------------------------------------------------------ the summary
 def record(dataset, shots, seed, score, metric="accuracy"):
-    return {"dataset": dataset, "shots": shots, "seed": seed, "metrics": {"score": score},
-            "settings": {"metric": metric}}  # fmt: skip
+    return {
+        "dataset": dataset,
+        "shots": shots,
+        "seed": seed,
+        "metrics": {"score": score},
+        "settings": {"metric": metric},
+    }
 
 
 def test_summary_by_hand(tmp_path):
-    records = [record("a", 5, 0, 0.5), record("a", 5, 1, 0.7), record("b", 5, 0, 0.3, "roc_auc"),
-               record("b", 5, 1, 0.1, "roc_auc"), record("a", 20, 0, 0.9)]  # fmt: skip
+    records = [
+        record("a", 5, 0, 0.5),
+        record("a", 5, 1, 0.7),
+        record("b", 5, 0, 0.3, "roc_auc"),
+        record("b", 5, 1, 0.1, "roc_auc"),
+        record("a", 20, 0, 0.9),
+    ]
     summary = summarize_suite(records, ["a", "b"], [5, 20], [0, 1])
     a5 = summary["datasets"]["a"]["shots"][5]
     assert a5["mean"] == pytest.approx(60.0) and a5["std"] == pytest.approx(np.std([50, 70], ddof=1))
@@ -265,14 +321,39 @@ def test_a_result_made_with_other_settings_is_not_mixed_in(tmp_path):
 def test_command_line_mistakes_are_named(tmp_path, arguments, message):
     suite = write_suite(tmp_path / "s.yaml", "datasets: [{name: a, train: x, test: y, metric: accuracy}]")
     with pytest.raises(ValueError, match=message):
-        run_transfer.main(["--suite", suite, "--model_name_or_path", "m", "--output_dir", str(tmp_path / "o"),
-                           "--mode", "linprobe", *arguments])  # fmt: skip
+        run_transfer.main(
+            [
+                "--suite",
+                suite,
+                "--model_name_or_path",
+                "m",
+                "--output_dir",
+                str(tmp_path / "o"),
+                "--mode",
+                "linprobe",
+                *arguments,
+            ]
+        )
 
 
 def test_a_command_line_mistake_is_one_paragraph_not_a_traceback(tmp_path):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "run_transfer.py"), "--suite", "missing.yaml",
-                             "--model_name_or_path", "m", "--output_dir", str(tmp_path), "--mode", "linprobe"],
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "run_transfer.py"),
+            "--suite",
+            "missing.yaml",
+            "--model_name_or_path",
+            "m",
+            "--output_dir",
+            str(tmp_path),
+            "--mode",
+            "linprobe",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == "error: The suite file missing.yaml does not exist."
 
@@ -318,25 +399,64 @@ datasets:
     train: {{source: {root}/halves/train, label_column: labels}}
     test: {{source: {root}/halves/test, label_column: labels}}
     metric: 11point_mAP
-""")  # fmt: skip
+""")
     return root
 
 
-TINY_TRAINING = ["--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "32", "--report_to", "none",
-                 "--disable_tqdm", "true", "--use_cpu", "true", "--dataloader_num_workers", "0", "--logging_steps",
-                 "50"]  # fmt: skip
-FINETUNE = ["--mode", "finetune", "--max_steps", "10", "--auto_augment", "none", "--mixup", "0", "--cutmix", "0",
-            "--reprob", "0", "--min_crop_scale", "0.5"]  # fmt: skip
+TINY_TRAINING = [
+    "--per_device_train_batch_size",
+    "8",
+    "--per_device_eval_batch_size",
+    "32",
+    "--report_to",
+    "none",
+    "--disable_tqdm",
+    "true",
+    "--use_cpu",
+    "true",
+    "--dataloader_num_workers",
+    "0",
+    "--logging_steps",
+    "50",
+]
+FINETUNE = [
+    "--mode",
+    "finetune",
+    "--max_steps",
+    "10",
+    "--auto_augment",
+    "none",
+    "--mixup",
+    "0",
+    "--cutmix",
+    "0",
+    "--reprob",
+    "0",
+    "--min_crop_scale",
+    "0.5",
+]
 
 
 def transfer(data, output_dir, *arguments):
-    return run_transfer.main(["--suite", str(data / "suite.yaml"), "--model_name_or_path", str(data / "pretrained"),
-                              "--output_dir", str(output_dir), *TINY_TRAINING, *arguments])  # fmt: skip
+    return run_transfer.main(
+        [
+            "--suite",
+            str(data / "suite.yaml"),
+            "--model_name_or_path",
+            str(data / "pretrained"),
+            "--output_dir",
+            str(output_dir),
+            *TINY_TRAINING,
+            *arguments,
+        ]
+    )
 
 
 def load_records(output_dir):
-    return {path.relative_to(output_dir / "results").as_posix(): json.loads(path.read_text())
-            for path in sorted((output_dir / "results").rglob("*.json"))}  # fmt: skip
+    return {
+        path.relative_to(output_dir / "results").as_posix(): json.loads(path.read_text())
+        for path in sorted((output_dir / "results").rglob("*.json"))
+    }
 
 
 @pytest.mark.slow
@@ -379,8 +499,9 @@ def test_fine_tuning_suite_end_to_end(data, tmp_path):
 def test_linear_probing_suite_end_to_end(data, tmp_path):
     """The probe: encoder features computed once per dataset, a fresh head per run; scores well above chance. 12 shots
     of classes with 10 training images take all 10 (ELEVATER's draw) and say so in the record."""
-    summary = transfer(data, tmp_path, "--mode", "linprobe", "--num_train_epochs", "40", "--shots", "6,12",
-                       "--seeds", "0")  # fmt: skip
+    summary = transfer(
+        data, tmp_path, "--mode", "linprobe", "--num_train_epochs", "40", "--shots", "6,12", "--seeds", "0"
+    )
     records = load_records(tmp_path)
     assert records["colors/6-shot-seed-0.json"]["metrics"]["score"] >= 0.9
     assert records["colors/6-shot-seed-0.json"]["classes_with_fewer_images"] == {}
@@ -404,11 +525,29 @@ def test_an_unreadable_test_image_is_scored_with_the_label_of_the_image_in_its_p
             for i in range(per_class):
                 Image.fromarray(noisy(color, rng)).save(tmp_path / split / f"c{c}" / f"{i}.png")
     (tmp_path / "test" / "c0" / "3.png").write_bytes(b"not an image")  # the last of class 0: class 1's first follows
-    suite = write_suite(tmp_path / "suite.yaml", f"datasets: [{{name: colors, train: {tmp_path}/train, test: "
-                                                 f"{tmp_path}/test, metric: accuracy}}]")  # fmt: skip
-    run_transfer.main(["--suite", suite, "--model_name_or_path", str(data / "pretrained"), "--output_dir",
-                       str(tmp_path / "out"), *TINY_TRAINING, "--mode", "linprobe", "--num_train_epochs", "40",
-                       "--shots", "6", "--seeds", "0"])  # fmt: skip
+    suite = write_suite(
+        tmp_path / "suite.yaml",
+        f"datasets: [{{name: colors, train: {tmp_path}/train, test: {tmp_path}/test, metric: accuracy}}]",
+    )
+    run_transfer.main(
+        [
+            "--suite",
+            suite,
+            "--model_name_or_path",
+            str(data / "pretrained"),
+            "--output_dir",
+            str(tmp_path / "out"),
+            *TINY_TRAINING,
+            "--mode",
+            "linprobe",
+            "--num_train_epochs",
+            "40",
+            "--shots",
+            "6",
+            "--seeds",
+            "0",
+        ]
+    )
     record = load_records(tmp_path / "out")["colors/6-shot-seed-0.json"]
     assert record["metrics"]["score"] == 1.0 and record["num_test"] == 12
     assert "c0/3.png" in (tmp_path / "out" / "skipped_images.tsv").read_text()
@@ -418,11 +557,26 @@ def test_an_unreadable_test_image_is_scored_with_the_label_of_the_image_in_its_p
 def test_a_killed_suite_resumes_at_the_first_missing_result(data, tmp_path):
     """SIGKILL the suite once its first result is written; the rerun keeps that result as it is and runs the rest."""
     suite = tmp_path / "suite.yaml"
-    suite.write_text(f"datasets: [{{name: colors, train: {data}/colors/train, test: {data}/colors/test, "
-                     "metric: accuracy}]\ngrid: {finetune: {learning_rate: 3.0e-3}}\n")  # fmt: skip
-    command = [sys.executable, os.path.join(ROOT, "run_transfer.py"), "--suite", str(suite), "--model_name_or_path",
-               str(data / "pretrained"), "--output_dir", str(tmp_path / "out"), *TINY_TRAINING, *FINETUNE,
-               "--shots", "4", "--seeds", "0,1,2"]  # fmt: skip
+    suite.write_text(
+        f"datasets: [{{name: colors, train: {data}/colors/train, test: {data}/colors/test, "
+        "metric: accuracy}]\ngrid: {finetune: {learning_rate: 3.0e-3}}\n"
+    )
+    command = [
+        sys.executable,
+        os.path.join(ROOT, "run_transfer.py"),
+        "--suite",
+        str(suite),
+        "--model_name_or_path",
+        str(data / "pretrained"),
+        "--output_dir",
+        str(tmp_path / "out"),
+        *TINY_TRAINING,
+        *FINETUNE,
+        "--shots",
+        "4",
+        "--seeds",
+        "0,1,2",
+    ]
     first = tmp_path / "out" / "results" / "colors" / "4-shot-seed-0.json"
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

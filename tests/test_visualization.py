@@ -9,7 +9,14 @@ from conftest import tiny_config
 from PIL import Image
 
 from supmae import SupMAEForImageClassification, SupMAEForPreTraining, SupMAEImageProcessor
-from supmae.visualization import GAP, HEADER_HEIGHT, figure_size, main, reconstruct, reconstruction_figure
+from supmae.reports.reconstruction_figure import (
+    GAP,
+    HEADER_HEIGHT,
+    figure_size,
+    main,
+    reconstruct,
+    reconstruction_figure,
+)
 
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)

@@ -25,12 +25,11 @@ import sys
 import torch
 from safetensors.torch import save_file
 
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-import run_pretraining  # noqa: E402
-import supmae.data  # noqa: E402
-from supmae.arguments import run_script  # noqa: E402
+import supmae.data.datasets
+from supmae.cli import run_script
+from supmae.data.images import image_name
+from supmae.data.transforms import PretrainingTransform
+from supmae.tasks import pretraining
 
 
 RECORD_DIR = ""
@@ -45,14 +44,14 @@ def append_line(suffix: str, line: str) -> None:
         file.write(line + "\n")
 
 
-class IndexedImages(run_pretraining.TransformedImageDataset):
+class IndexedImages(pretraining.TransformedImageDataset):
     """Items carry their index, for the record."""
 
     def __getitem__(self, index):
         return {**super().__getitem__(index), "sample_index": int(index)}
 
 
-class IndexKeepingCollator(run_pretraining.ImageCollator):
+class IndexKeepingCollator(pretraining.ImageCollator):
     """Batches carry their items' indices as `sample_index (B,)`."""
 
     def __call__(self, items):
@@ -62,7 +61,7 @@ class IndexKeepingCollator(run_pretraining.ImageCollator):
         return batch
 
 
-class RecordingTrainer(run_pretraining.SupMAETrainer):
+class RecordingTrainer(pretraining.SupMAETrainer):
     """Records each training micro-batch's indices, and saves the state dict when training ends."""
 
     def training_step(self, model, inputs, num_items_in_batch=None):
@@ -88,13 +87,13 @@ class RecordingTrainer(run_pretraining.SupMAETrainer):
         return result
 
 
-_apply_transform = supmae.data.apply_transform
+_apply_transform = supmae.data.datasets.apply_transform
 
 
 def recording_apply_transform(transform, value, rng):
-    """supmae.data.apply_transform, recording the training images (those for the pretraining transform)."""
-    if isinstance(transform, supmae.data.PretrainingTransform):
-        append_line("-decoded.txt", supmae.data.image_name(value))
+    """supmae.data.datasets.apply_transform, recording the training images (those for the pretraining transform)."""
+    if isinstance(transform, PretrainingTransform):
+        append_line("-decoded.txt", image_name(value))
     return _apply_transform(transform, value, rng)
 
 
@@ -102,11 +101,11 @@ def main(argv: list[str]) -> None:
     global RECORD_DIR
     RECORD_DIR = argv[0]
     os.makedirs(RECORD_DIR, exist_ok=True)
-    run_pretraining.TransformedImageDataset = IndexedImages
-    run_pretraining.ImageCollator = IndexKeepingCollator
-    run_pretraining.SupMAETrainer = RecordingTrainer
-    supmae.data.apply_transform = recording_apply_transform  # looked up at call time by both dataset kinds
-    run_script(run_pretraining.main, argv[1:])  # as the script runs main()
+    pretraining.TransformedImageDataset = IndexedImages
+    pretraining.ImageCollator = IndexKeepingCollator
+    pretraining.SupMAETrainer = RecordingTrainer
+    supmae.data.datasets.apply_transform = recording_apply_transform  # looked up at call time by both dataset kinds
+    run_script(pretraining.main, argv[1:])  # as the script runs main()
 
 
 if __name__ == "__main__":

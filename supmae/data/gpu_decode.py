@@ -33,20 +33,19 @@ import PIL.Image
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from .data import (
+from ..configuration_supmae import size_pair
+from .collators import ImageCollator
+from .images import (
     IMAGE_ERRORS,
     BadImageError,
     BadImagePolicy,
-    ImageCollator,
-    PretrainingTransform,
     encoded_bytes,
     image_name,
     open_image,
     plain_jpeg,
-    random_resized_crop_box,
     to_rgb,
 )
-from .training import SupMAETrainer
+from .transforms import PretrainingTransform, random_resized_crop_box
 
 
 @dataclass
@@ -117,12 +116,23 @@ class EncodedBatch:
         return list(torch.split(self.data, sizes)) if sizes else []
 
 
+def square_side(image_size) -> int:
+    """The side of a square `image_size` (an int or a (height, width) pair); GPU decoding resizes to squares only."""
+    height, width = size_pair(image_size)
+    if height != width:
+        raise ValueError(
+            f"--decode_device cuda resizes crops to squares; this model's images are {height}x{width}. Use "
+            "--decode_device cpu (the default) for non-square images."
+        )
+    return height
+
+
 class EncodedImageCollator(ImageCollator):
     """Batches `DeviceDecodeTransform` items into `{"pixel_values": EncodedBatch, "labels": (B,)}`."""
 
-    def __init__(self, image_size: int, num_labels: int | None = None):
+    def __init__(self, image_size, num_labels: int | None = None):
         super().__init__(num_labels)
-        self.image_size = image_size
+        self.image_size = square_side(image_size)
 
     def __call__(self, items: list[dict]) -> dict:
         pixels = [item["pixel_values"] for item in items]
@@ -210,7 +220,7 @@ class BatchDecoder:
 
     @classmethod
     def for_transform(cls, transform: PretrainingTransform, device, bad_images=None, **kwargs) -> BatchDecoder:
-        return cls(transform.image_size, transform.mean, transform.std, device, bad_images, **kwargs)
+        return cls(square_side(transform.image_size), transform.mean, transform.std, device, bad_images, **kwargs)
 
     def __call__(self, batch: EncodedBatch) -> torch.Tensor:
         """The batch's `(B, 3, S, S)` pixels (see `decode_batch` for the labels of replaced images)."""
@@ -254,8 +264,10 @@ class BatchDecoder:
                 [crops[i] for i in group], batch.flips[group].to(self.device)
             )
         # An unreadable file's place goes to the next readable one of the batch.
-        replacement = [i if images[i] is not None else min(readable, key=lambda r, i=i: (r - i) % len(images))
-                       for i in range(len(images))]  # fmt: skip
+        replacement = [
+            i if images[i] is not None else min(readable, key=lambda r, i=i: (r - i) % len(images))
+            for i in range(len(images))
+        ]
         if replacement != list(range(len(images))):
             resized = resized[torch.tensor(replacement, device=self.device)]
             positions = batch.positions.tolist()
@@ -386,43 +398,6 @@ class DecodeAhead:
             except queue.Empty:
                 break
         self.thread.join(timeout=10)
-
-
-class DeviceDecodingTrainer(SupMAETrainer):
-    """`SupMAETrainer` for training batches that arrive encoded (`EncodedImageCollator`): `batch_decoder` decodes them
-    in the training process, `lookahead` batches ahead of the step. Evaluation batches are decoded by the workers as
-    usual (`eval_data_collator`, an `ImageCollator` unless given)."""
-
-    def __init__(self, *args, batch_decoder: BatchDecoder, lookahead: int = 2, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.batch_decoder, self.lookahead = batch_decoder, lookahead
-        if self.eval_data_collator is None:
-            self.eval_data_collator = ImageCollator(getattr(self.data_collator, "num_labels", None))
-        self._ahead: DecodeAhead | None = None
-
-    def get_batch_samples(self, epoch_iterator, num_batches: int, device):
-        if self._ahead is None or self._ahead.iterator is not epoch_iterator:
-            self._close_ahead()
-            decoder = self.batch_decoder
-            self._ahead = DecodeAhead(epoch_iterator, decoder.decode_batch, decoder.device, self.lookahead)
-        batches = []
-        for _ in range(num_batches):
-            batch = self._ahead.next()
-            if batch is None:
-                break
-            batches.append(batch)
-        return batches, self._get_num_items_in_batch(batches, device)
-
-    def _close_ahead(self) -> None:
-        if self._ahead is not None:
-            self._ahead.close()
-            self._ahead = None
-
-    def train(self, *args, **kwargs):
-        try:
-            return super().train(*args, **kwargs)
-        finally:
-            self._close_ahead()
 
 
 def check_device_decoding(device, streaming: bool) -> None:

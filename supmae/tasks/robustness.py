@@ -12,32 +12,24 @@ import copy
 import importlib.util
 import logging
 import os
-import re
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .classification import evaluation_set, label_map_for, parse_eval_spec
-from .data import (
-    IMAGE_EXTENSIONS,
-    class_names,
-    eval_image_processor,
-    load_labelled_split,
-    normalize_uint8,
-)
-from .evaluation import (
+from ..data.classes import WORDNET_ID, imagenet_synsets, label_map_for, labels_to_model_space, load_class_subset
+from ..data.sources import IMAGE_EXTENSIONS, class_names, load_labelled_split
+from ..data.transforms import eval_image_processor, normalize_uint8
+from ..image_processing_supmae import SupMAEImageProcessor
+from ..metrics import (
     IMAGENET_C_CORRUPTIONS,
     IMAGENET_C_EXTRA_CORRUPTIONS,
     IMAGENET_C_SEVERITIES,
-    imagenet_synsets,
-    labels_to_model_space,
-    load_class_subset,
     mean_corruption_error,
     topk_accuracy,
-    write_report,
-    write_text,
 )
-from .image_processing_supmae import SupMAEImageProcessor
+from ..training.files import write_report, write_text
+from .evaluation_sets import evaluation_set, parse_eval_spec
 
 
 logger = logging.getLogger(__name__)
@@ -51,7 +43,6 @@ ROBUSTNESS_SETS = {
 }
 # ImageNet-A and -R cover 200 of the 1000 classes; only those logits compete (Hendrycks' evaluation code).
 DEFAULT_SUBSETS = {"imagenet-a": "imagenet-a", "imagenet-r": "imagenet-r"}
-_WORDNET_ID = re.compile(r"n\d{8}")
 
 # The SupMAE paper's robustness table (and its README): ViT-B/16 models fine-tuned on ImageNet-1k. IN-C is the mCE
 # (percent, lower is better); the others are top-1 accuracy (percent). MAE's row is the MAE README's.
@@ -62,7 +53,32 @@ REPORTED_ROBUSTNESS = {
 }
 
 
-def requested(args) -> bool:
+@dataclass
+class RobustnessArguments:
+    """run_classification.py's robustness evaluation. Each set: SOURCE[,split=S][,config=C][,image_column=C]..."""
+
+    imagenet_c: str | None = field(
+        default=None,
+        metadata={
+            "help": "ImageNet-C: DIR/<corruption>/<severity>/<wnid>/*.JPEG, or a source template with {corruption} "
+            "and {severity} (one dataset per set). Reports each error, CE and the mCE."
+        },
+    )
+    imagenet_val: str | None = field(default=None, metadata={"help": "Robustness table: clean ImageNet-1k val."})
+    imagenet_a: str | None = field(default=None, metadata={"help": "Robustness table: ImageNet-A (200 classes)."})
+    imagenet_r: str | None = field(default=None, metadata={"help": "Robustness table: ImageNet-R (200 classes)."})
+    imagenet_sketch: str | None = field(default=None, metadata={"help": "Robustness table: ImageNet-Sketch."})
+    corrupt: str | None = field(
+        default=None,
+        metadata={
+            "help": "Also evaluate every evaluation set corrupted on the fly (imagecorruptions-imaug): 'all', "
+            "'benchmark' (ImageNet-C's 15) or names such as gaussian_noise,fog."
+        },
+    )
+    corrupt_severities: str = field(default="1,2,3,4,5", metadata={"help": "The severities of --corrupt."})
+
+
+def requested(args: RobustnessArguments) -> bool:
     """Whether the arguments ask for any part of the robustness evaluation."""
     return bool(args.imagenet_c or args.corrupt) or any(getattr(args, arg) for arg in ROBUSTNESS_SETS.values())
 
@@ -80,7 +96,7 @@ def check_imagenet_classes(config, what: str) -> None:
             f"num_labels={config.num_labels}. Evaluate a model fine-tuned on ImageNet-1k."
         )
     names = [str(config.id2label[i]) for i in range(1000)]
-    if all(_WORDNET_ID.fullmatch(name) for name in names) and names != imagenet_synsets():
+    if all(WORDNET_ID.fullmatch(name) for name in names) and names != imagenet_synsets():
         first = next(i for i, (a, b) in enumerate(zip(names, imagenet_synsets(), strict=True)) if a != b)
         raise ValueError(
             f"The model's classes are WordNet ids in another order than ImageNet's sorted one (class {first} is "
@@ -101,13 +117,13 @@ def imagenet_label_map(dataset, label_column, config, subset=None, labels_in_sub
     lie in it.
     """
     names = class_names(dataset, label_column)
-    if names and not all(_WORDNET_ID.fullmatch(name) for name in names) and _unnamed_classes(config):
+    if names and not all(WORDNET_ID.fullmatch(name) for name in names) and _unnamed_classes(config):
         # A model without class names (a converted official checkpoint says LABEL_0..999) cannot be matched by name:
         # the labels are taken as ImageNet's class indices (or subset positions), as ILSVRC/imagenet-1k numbers them.
         labels = sorted(set(dataset[label_column]))
         mapped = labels if subset is None else labels_to_model_space(labels, subset, labels_in_subset)
         return None if labels == mapped else dict(zip(labels, mapped, strict=True))
-    if not names or not all(_WORDNET_ID.fullmatch(name) for name in names):
+    if not names or not all(WORDNET_ID.fullmatch(name) for name in names):
         return label_map_for(dataset, label_column, config, subset, labels_in_subset)
     index = {synset: i for i, synset in enumerate(imagenet_synsets())}
     unknown = [name for name in names if name not in index]
@@ -119,7 +135,9 @@ def imagenet_label_map(dataset, label_column, config, subset=None, labels_in_sub
     return mapping
 
 
-def robustness_sets(args, config, image_processor, bad_images, cache_dir=None) -> list[tuple[str, object, list]]:
+def robustness_sets(
+    args: RobustnessArguments, config, image_processor, bad_images, cache_dir=None
+) -> list[tuple[str, object, list]]:
     """
     `(name, dataset, class subset)` for each of --imagenet_val, --imagenet_a, --imagenet_r and --imagenet_sketch
     given, to evaluate with the other evaluation sets (the standard transform). Each takes
@@ -134,9 +152,14 @@ def robustness_sets(args, config, image_processor, bad_images, cache_dir=None) -
         check_imagenet_classes(config, f"--{argument}")
         spec = parse_eval_spec(f"{name}={spec}")
         dataset, image_column, label_column = load_labelled_split(
-            spec["source"], spec.get("split"), spec.get("config"), cache_dir, spec.get("image_column"),
-            spec.get("label_column"), what=f"--{argument} {spec['source']}",
-        )  # fmt: skip
+            spec["source"],
+            spec.get("split"),
+            spec.get("config"),
+            cache_dir,
+            spec.get("image_column"),
+            spec.get("label_column"),
+            what=f"--{argument} {spec['source']}",
+        )
         subset_spec = spec.get("subset") or DEFAULT_SUBSETS.get(name)
         subset = load_class_subset(subset_spec, config.num_labels) if subset_spec else None
         label_map = imagenet_label_map(dataset, label_column, config, subset, spec.get("labels_in_subset", False))
@@ -152,13 +175,11 @@ def robustness_sets(args, config, image_processor, bad_images, cache_dir=None) -
 CORRUPTIONS = IMAGENET_C_CORRUPTIONS + IMAGENET_C_EXTRA_CORRUPTIONS
 
 
-def imagenet_c_image_processor(image_size: int) -> SupMAEImageProcessor:
+def imagenet_c_image_processor(image_size) -> SupMAEImageProcessor:
     """ImageNet-C's evaluation transform. Its files are already `Resize(256) + CenterCrop(224)` crops of the validation
     images, so Hendrycks' evaluation only center-crops them: the shorter side goes to `image_size` (a no-op for the
     224 px files and a 224 px model, whose pixels pass through unchanged), then the center crop."""
-    return SupMAEImageProcessor(
-        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
-    )
+    return eval_image_processor(image_size, crop_fraction=1.0)
 
 
 def _subfolders(folder: str) -> list[str]:
@@ -236,9 +257,13 @@ def templated_imagenet_c(template: str, cache_dir=None) -> dict[tuple[str, int],
                 continue
             try:
                 sets[corruption, severity] = load_labelled_split(
-                    spec["source"], spec.get("split"), spec.get("config"), cache_dir, spec.get("image_column"),
+                    spec["source"],
+                    spec.get("split"),
+                    spec.get("config"),
+                    cache_dir,
+                    spec.get("image_column"),
                     spec.get("label_column"),
-                )  # fmt: skip
+                )
             except FileNotFoundError:  # datasets' DatasetNotFoundError: no such Hub dataset
                 continue
     if not sets:
@@ -253,13 +278,21 @@ def imagenet_c_datasets(
     spec holds `{corruption}`, one dataset per set (`templated_imagenet_c`)."""
     if "{corruption}" not in spec:
         files = released_imagenet_c(spec)
-        return {key: evaluation_set(items, "image", "label", image_processor, None, bad_images)
-                for key, items in files.items()}  # fmt: skip
+        return {
+            key: evaluation_set(items, "image", "label", image_processor, None, bad_images)
+            for key, items in files.items()
+        }
     return {
-        key: evaluation_set(dataset, image_column, label_column, image_processor,
-                            imagenet_label_map(dataset, label_column, config), bad_images)
+        key: evaluation_set(
+            dataset,
+            image_column,
+            label_column,
+            image_processor,
+            imagenet_label_map(dataset, label_column, config),
+            bad_images,
+        )
         for key, (dataset, image_column, label_column) in templated_imagenet_c(spec, cache_dir).items()
-    }  # fmt: skip
+    }
 
 
 def top1_errors_in_one_pass(evaluator, datasets: dict, class_subset=None) -> dict:
@@ -277,8 +310,9 @@ def top1_errors_in_one_pass(evaluator, datasets: dict, class_subset=None) -> dic
     """
     keys = list(datasets)
     evaluator.set_class_subset(class_subset)
-    prediction = evaluator.predict(torch.utils.data.ConcatDataset([datasets[k] for k in keys]),
-                                   metric_key_prefix="corrupted")  # fmt: skip
+    prediction = evaluator.predict(
+        torch.utils.data.ConcatDataset([datasets[k] for k in keys]), metric_key_prefix="corrupted"
+    )
     bounds = np.cumsum([0] + [len(datasets[k]) for k in keys])
     errors = {
         key: 1.0 - topk_accuracy(prediction.predictions[start:end], prediction.label_ids[start:end], ks=(1,))["top1"]
@@ -316,12 +350,15 @@ def evaluate_imagenet_c(evaluator, datasets: dict[tuple[str, int], object], clea
     errors = {c: [top1_errors[c, s] for s in IMAGENET_C_SEVERITIES] for c in corruptions}
     result = mean_corruption_error(errors, clean_error, partial=True)
     benchmark = [e for c, values in errors.items() if c in IMAGENET_C_CORRUPTIONS for e in values]
-    result.update(errors=errors, top1=1.0 - float(np.mean(benchmark)) if benchmark else None,
-                  num_samples=top1_errors[None])  # fmt: skip
+    result.update(
+        errors=errors, top1=1.0 - float(np.mean(benchmark)) if benchmark else None, num_samples=top1_errors[None]
+    )
     for corruption, values in errors.items():
         ce = result["CE"].get(corruption)
-        logger.info(f"imagenet-c {corruption}: top-1 error by severity {' '.join(f'{e:.4f}' for e in values)}"
-                    + (f", CE {ce:.1f}" if ce is not None else " (extra: not in the mCE)"))  # fmt: skip
+        logger.info(
+            f"imagenet-c {corruption}: top-1 error by severity {' '.join(f'{e:.4f}' for e in values)}"
+            + (f", CE {ce:.1f}" if ce is not None else " (extra: not in the mCE)")
+        )
     if result["missing"]:
         logger.warning(f"ImageNet-C lacks {result['missing']}: no mCE (it needs all 15 corruptions).")
     else:
@@ -358,7 +395,7 @@ def corrupt_severities(spec: str) -> list[int]:
     return severities
 
 
-def check_robustness_arguments(args) -> None:
+def check_robustness_arguments(args: RobustnessArguments, eval_set_names: list[str]) -> None:
     """The robustness options' mistakes, found before anything is evaluated (ImageNet-C alone is 3.75M images): the
     --corrupt names and severities and its library, a local --imagenet_c that is not a directory, and evaluation set
     names that would collide (with each other, or with the reports named imagenet-c and corrupted-NAME)."""
@@ -366,18 +403,24 @@ def check_robustness_arguments(args) -> None:
         corruption_names(args.corrupt)
         corrupt_severities(args.corrupt_severities)
         if importlib.util.find_spec("imagecorruptions") is None:
-            raise ValueError("--corrupt needs the imagecorruptions-imaug package: pip install imagecorruptions-imaug "
-                             "(or pip install -e '.[corrupt]').")  # fmt: skip
+            raise ValueError(
+                "--corrupt needs the imagecorruptions-imaug package: pip install imagecorruptions-imaug "
+                "(or pip install -e '.[corrupt]')."
+            )
     if args.imagenet_c and "{corruption}" not in args.imagenet_c and not os.path.isdir(args.imagenet_c):
-        raise ValueError(f"--imagenet_c {args.imagenet_c!r} is not a directory (nor a source template with "
-                         "{corruption} and {severity}).")  # fmt: skip
-    names = [spec.partition("=")[0] for spec in args.eval_datasets]
+        raise ValueError(
+            f"--imagenet_c {args.imagenet_c!r} is not a directory (nor a source template with "
+            "{corruption} and {severity})."
+        )
+    names = list(eval_set_names)
     names += [name for name, option in ROBUSTNESS_SETS.items() if getattr(args, option)]
     repeated = sorted({name for name in names if names.count(name) > 1})
     reserved = [name for name in names if name == "imagenet-c" or name.startswith("corrupted-")]
     if repeated or reserved:
-        raise ValueError(f"Evaluation set names must be unique and not imagenet-c or corrupted-* (the names of the "
-                         f"robustness reports); got {repeated + reserved}.")  # fmt: skip
+        raise ValueError(
+            f"Evaluation set names must be unique and not imagenet-c or corrupted-* (the names of the "
+            f"robustness reports); got {repeated + reserved}."
+        )
 
 
 class CorruptingTransform:
@@ -397,8 +440,9 @@ class CorruptingTransform:
                 "(or pip install -e '.[corrupt]')."
             ) from None
         self.corrupt, self.corruption, self.severity = corrupt, corruption, severity
-        self.crop = SupMAEImageProcessor(size=image_processor.size, crop_size=image_processor.crop_size,
-                                         do_rescale=False, do_normalize=False)  # fmt: skip
+        self.crop = SupMAEImageProcessor(
+            size=image_processor.size, crop_size=image_processor.crop_size, do_rescale=False, do_normalize=False
+        )
 
     def __call__(self, image, rng=None) -> torch.Tensor:
         pixels = self.crop(image, return_tensors="pt").pixel_values[0]  # (3, S, S), 0..255
@@ -497,8 +541,9 @@ def robustness_markdown(table: dict) -> str:
     rows += [(f"{name} (reported)", values) for name, values in table["reported"].items()]
     header = "| model | " + " | ".join(table["columns"].values()) + " |"
     lines = [header, "|---" * (len(table["columns"]) + 1) + "|"]
-    lines += ["| " + name + " | " + " | ".join(cell(values[key]) for key in table["columns"]) + " |"
-              for name, values in rows]  # fmt: skip
+    lines += [
+        "| " + name + " | " + " | ".join(cell(values[key]) for key in table["columns"]) + " |" for name, values in rows
+    ]
     return "\n".join(lines) + "\n\n" + table["note"] + "\n"
 
 
@@ -510,7 +555,17 @@ def write_robustness_table(output_dir: str, reports: dict[str, dict], model: str
     return table
 
 
-def evaluate_robustness(evaluator, args, config, sets, reports, bad_images, cache_dir=None, model=None) -> dict:
+def evaluate_robustness(
+    evaluator,
+    args: RobustnessArguments,
+    output_dir: str,
+    config,
+    sets,
+    reports,
+    bad_images,
+    cache_dir=None,
+    model=None,
+) -> dict:
     """
     After the evaluation sets `sets` (`robustness_sets` among them) gave `reports`: ImageNet-C when --imagenet_c is
     given (`imagenet_c.json`), corrupted copies of every set with --corrupt (`corrupted_NAME.json`), then the
@@ -518,28 +573,40 @@ def evaluate_robustness(evaluator, args, config, sets, reports, bad_images, cach
     Returns the new reports ({"imagenet-c": ...}, {"corrupted-NAME": ...}).
     """
     new = {}
-    image_size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
+    image_size = config.image_height_width
     if args.imagenet_c:
         check_imagenet_classes(config, "--imagenet_c")
-        datasets = imagenet_c_datasets(args.imagenet_c, config, imagenet_c_image_processor(image_size), bad_images,
-                                       cache_dir)  # fmt: skip
+        datasets = imagenet_c_datasets(
+            args.imagenet_c, config, imagenet_c_image_processor(image_size), bad_images, cache_dir
+        )
         clean = 1.0 - reports["imagenet-val"]["top1"] if "imagenet-val" in reports else None
         new["imagenet-c"] = evaluate_imagenet_c(evaluator, datasets, clean)
         if evaluator.is_world_process_zero():
-            write_report(os.path.join(args.output_dir, "imagenet_c.json"), "imagenet-c", new["imagenet-c"],
-                         model=model, source=args.imagenet_c)  # fmt: skip
+            write_report(
+                os.path.join(output_dir, "imagenet_c.json"),
+                "imagenet-c",
+                new["imagenet-c"],
+                model=model,
+                source=args.imagenet_c,
+            )
     if args.corrupt:
         corruptions = corruption_names(args.corrupt)
         severities = corrupt_severities(args.corrupt_severities)
         for name, dataset, subset in sets:
-            result = evaluate_corrupted(evaluator, name, dataset, subset, corruptions, severities,
-                                        eval_image_processor(image_size))  # fmt: skip
+            result = evaluate_corrupted(
+                evaluator, name, dataset, subset, corruptions, severities, eval_image_processor(image_size)
+            )
             result["top1"] = 1.0 - result["mean_error"] / 100  # the mean top-1 over the corrupted copies
             new[f"corrupted-{name}"] = result
             if evaluator.is_world_process_zero():
-                write_report(os.path.join(args.output_dir, f"corrupted_{name}.json"), name, result, model=model,
-                             clean_top1=reports.get(name, {}).get("top1"))  # fmt: skip
+                write_report(
+                    os.path.join(output_dir, f"corrupted_{name}.json"),
+                    name,
+                    result,
+                    model=model,
+                    clean_top1=reports.get(name, {}).get("top1"),
+                )
     if evaluator.is_world_process_zero() and ("imagenet-c" in new or any(key in reports for key in ROBUSTNESS_SETS)):
-        table = write_robustness_table(args.output_dir, {**reports, **new}, model)
+        table = write_robustness_table(output_dir, {**reports, **new}, model)
         logger.info("Robustness table (robustness.md):\n" + robustness_markdown(table))
     return new

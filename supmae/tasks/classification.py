@@ -1,7 +1,6 @@
 # Copyright 2026 The supmae authors. Licensed under the Apache License, Version 2.0.
-"""Image classification with a pretrained SupMAE (fine-tuning, linear probing, evaluation): the recipes, their
-arguments, the model and data they build, and one training-and-evaluation run on the Trainer. run_classification.py
-and run_transfer.py are thin scripts over this module."""
+"""Image classification with a pretrained SupMAE: fine-tuning, linear probing and evaluation on the Trainer, with
+MAE's recipe for each mode."""
 
 import dataclasses
 import json
@@ -13,73 +12,84 @@ from typing import Literal
 import transformers
 from transformers import TrainingArguments
 
-from .arguments import (
-    DataArguments,
-    SupMAETrainingArguments,
-    apply_config_overrides,
-    check_labels,
-    check_output_dir,
-    configure_streaming,
-    finished_run,
-    parse_arguments,
-    record_finished_run,
-    resume_checkpoint,
-    script_parser,
-)
-from .configuration_supmae import SupMAEConfig
-from .data import (
-    BadImagePolicy,
-    EvalTransform,
-    ImageCollator,
-    MixupCollator,
-    PretrainingTransform,
-    TimmTrainTransform,
-    TransformedImageDataset,
-    class_names,
-    eval_image_processor,
-    load_labelled_split,
-    transform_streaming_dataset,
-)
-from .evaluation import few_shot_indices, labels_to_model_space, load_class_subset, summarize_runs, write_report
-from .model_card import classification_model_card
-from .modeling_supmae import SupMAEForImageClassification
-from .training import (
-    LARS_MIN_EFFECTIVE_BATCH,
-    SKIPPED_IMAGES,
-    FeatureDataset,
-    FeatureProbe,
-    SupMAEClassificationTrainer,
-    extract_features,
-    linear_probe_optimizer,
-    peak_learning_rate,
+from ..cli import ScriptParser, command_of, configure_logging, demo_or_given, parse_arguments
+from ..configuration_supmae import SupMAEConfig
+from ..data.collators import ImageCollator, MixupCollator
+from ..data.datasets import FeatureDataset, TransformedImageDataset, transform_streaming_dataset
+from ..data.few_shot import few_shot_indices
+from ..data.images import SKIPPED_IMAGES, BadImagePolicy
+from ..data.sources import check_labels, prepare_data
+from ..data.transforms import EvalTransform, PretrainingTransform, TimmTrainTransform, eval_image_processor
+from ..metrics import summarize_runs
+from ..modeling_supmae import SupMAEForImageClassification
+from ..reports.model_card import classification_model_card
+from ..training.arguments import DataArguments, SupMAETrainingArguments, apply_config_overrides
+from ..training.checkpoints import resume_checkpoint
+from ..training.classification import FeatureProbe, SupMAEClassificationTrainer, extract_features
+from ..training.distributed import configure_streaming
+from ..training.files import write_report
+from ..training.optim import LARS_MIN_EFFECTIVE_BATCH, effective_batch_size, linear_probe_optimizer, peak_learning_rate
+from ..training.runs import check_output_dir, previous_results, record_finished_run, write_model_card
+from .evaluation_sets import evaluation_set, evaluation_sets
+from .robustness import (
+    ROBUSTNESS_SETS,
+    RobustnessArguments,
+    check_robustness_arguments,
+    evaluate_robustness,
+    requested,
+    robustness_sets,
 )
 
 
-logger = logging.getLogger("run_classification")
+logger = logging.getLogger(__name__)
 
 
 # MAE's recipes (SUPMAE_SPEC.md). A flag given on the command line (or in the JSON file) overrides its entry.
 RECIPES = {
     "finetune": {
-        "base_learning_rate": 1e-3, "weight_decay": 0.05, "num_train_epochs": 100, "warmup_epochs": 5,
-        "min_learning_rate": 1e-6, "layer_decay": 0.65, "drop_path_rate": 0.1, "mixup": 0.8, "cutmix": 1.0,
-        "label_smoothing": 0.1, "auto_augment": "rand-m9-mstd0.5-inc1", "reprob": 0.25, "adam_beta2": 0.999,
-        "classifier_pooling": "mean", "min_crop_scale": 0.08,
+        "base_learning_rate": 1e-3,
+        "weight_decay": 0.05,
+        "num_train_epochs": 100,
+        "warmup_epochs": 5,
+        "min_learning_rate": 1e-6,
+        "layer_decay": 0.65,
+        "drop_path_rate": 0.1,
+        "mixup": 0.8,
+        "cutmix": 1.0,
+        "label_smoothing": 0.1,
+        "auto_augment": "rand-m9-mstd0.5-inc1",
+        "reprob": 0.25,
+        "adam_beta2": 0.999,
+        "classifier_pooling": "mean",
+        "min_crop_scale": 0.08,
     },
     "linprobe": {
-        "base_learning_rate": 0.1, "weight_decay": 0.0, "num_train_epochs": 90, "warmup_epochs": 10,
-        "min_learning_rate": 0.0, "layer_decay": 1.0, "drop_path_rate": 0.0, "mixup": 0.0, "cutmix": 0.0,
-        "label_smoothing": 0.0, "auto_augment": "none", "reprob": 0.0, "adam_beta2": 0.999,
-        "classifier_pooling": "cls", "min_crop_scale": 0.08,
+        "base_learning_rate": 0.1,
+        "weight_decay": 0.0,
+        "num_train_epochs": 90,
+        "warmup_epochs": 10,
+        "min_learning_rate": 0.0,
+        "layer_decay": 1.0,
+        "drop_path_rate": 0.0,
+        "mixup": 0.0,
+        "cutmix": 0.0,
+        "label_smoothing": 0.0,
+        "auto_augment": "none",
+        "reprob": 0.0,
+        "adam_beta2": 0.999,
+        "classifier_pooling": "cls",
+        "min_crop_scale": 0.08,
     },
-}  # fmt: skip
+}
 RECIPES["eval"] = RECIPES["finetune"]
+
+
 # Options that only fine-tuning uses: given with another mode, they would be silently ignored.
 FINETUNE_ONLY = ("mixup", "cutmix", "auto_augment", "reprob", "layer_decay")
 
 
 @dataclass
-class ModelArguments:
+class ClassificationModelArguments:
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "A SupMAE pretraining checkpoint (finetune, linprobe) or a fine-tuned one."}
     )
@@ -138,22 +148,6 @@ class ClassificationArguments(SupMAETrainingArguments):
     few_shot: int | None = field(default=None, metadata={"help": "Train on this many images per class."})
     few_shot_seeds: str = field(default="0,1,2", metadata={"help": "Seeds of the few-shot runs (mean +- std)."})
     lr_scheduler_type: str = field(default="cosine_with_min_lr", metadata={"help": "Warmup, then cosine to min lr."})
-    # The robustness table (supmae/robustness.py). Each set: SOURCE[,split=S][,config=C][,image_column=C]...
-    imagenet_c: str | None = field(
-        default=None,
-        metadata={"help": "ImageNet-C: DIR/<corruption>/<severity>/<wnid>/*.JPEG, or a source template with "
-                  "{corruption} and {severity} (one dataset per set). Reports each error, CE and the mCE."},
-    )  # fmt: skip
-    imagenet_val: str | None = field(default=None, metadata={"help": "Robustness table: clean ImageNet-1k val."})
-    imagenet_a: str | None = field(default=None, metadata={"help": "Robustness table: ImageNet-A (200 classes)."})
-    imagenet_r: str | None = field(default=None, metadata={"help": "Robustness table: ImageNet-R (200 classes)."})
-    imagenet_sketch: str | None = field(default=None, metadata={"help": "Robustness table: ImageNet-Sketch."})
-    corrupt: str | None = field(
-        default=None,
-        metadata={"help": "Also evaluate every evaluation set corrupted on the fly (imagecorruptions-imaug): 'all', "
-                  "'benchmark' (ImageNet-C's 15) or names such as gaussian_noise,fog."},
-    )  # fmt: skip
-    corrupt_severities: str = field(default="1,2,3,4,5", metadata={"help": "The severities of --corrupt."})
 
 
 DESCRIPTION = """Fine-tune, linearly probe or evaluate a pretrained SupMAE, on the Hugging Face Trainer. Each --mode's
@@ -176,15 +170,15 @@ def recipe_defaults() -> dict[str, str]:
     return shown
 
 
-def parse_classification_arguments(
-    argv: list[str], prog: str = "run_classification.py", description: str = DESCRIPTION, before=(), first=()
-):
-    """The arguments of run_classification.py (and of scripts built on it: `before` are their own dataclasses,
-    parsed first and returned first): the recipe of `--mode` fills in what was not given, and combinations that
-    would silently ignore an option are refused."""
-    parser = script_parser((*before, ModelArguments, DataArguments, ClassificationArguments), prog, description,
-                           recipe_defaults(), first=(*first, "mode", "model_name_or_path"))  # fmt: skip
-    (*own, model_args, data_args, args), given = parse_arguments(parser, argv)
+def parse(argv: list[str], prog: str = "run_classification.py", description: str = DESCRIPTION, extra=(), first=()):
+    """The arguments of run_classification.py, and of scripts built on it (run_transfer.py): `(model_args,
+    data_args, args, *extra)`, `extra` being the script's own dataclasses. The recipe of `--mode` fills in what was
+    not given, and combinations that would silently ignore an option are refused."""
+    dataclass_types = (ClassificationModelArguments, DataArguments, ClassificationArguments, *extra)
+    parser = ScriptParser(
+        dataclass_types, prog, description, recipe_defaults(), (*first, "mode", "model_name_or_path")
+    )
+    (model_args, data_args, args, *own), given = parse_arguments(parser, argv)
     ignored = sorted(name for name in FINETUNE_ONLY if name in given) if args.mode != "finetune" else []
     if ignored:
         raise ValueError(f"--{', --'.join(ignored)}: used only by --mode finetune, not --mode {args.mode}; remove it.")
@@ -211,62 +205,37 @@ def parse_classification_arguments(
         args.warmup_epochs = None
     if "learning_rate" not in given:
         args.learning_rate = None  # run() computes it: base_learning_rate x effective batch / 256
-    return (*own, model_args, data_args, args)
+    return (model_args, data_args, args, *own)
 
 
-def parse_eval_spec(spec: str) -> dict:
-    """`NAME=SOURCE,key=value,...` -> {"name", "source", "split", "subset", "labels_in_subset", ...}."""
-    head, *options = spec.split(",")
-    name, _, source = head.partition("=")
-    if not name or not source:
-        raise ValueError(f"--eval_datasets entry {spec!r} must start with NAME=SOURCE.")
-    parsed = {"name": name, "source": source}
-    allowed = {"split", "subset", "labels_in_subset", "image_column", "label_column", "config"}
-    key = None
-    for option in options:
-        if "=" not in option and key == "subset":  # an inline class list: subset=3,7,11
-            parsed[key] += "," + option
-            continue
-        key, _, value = option.partition("=")
-        if key not in allowed:
-            raise ValueError(f"Unknown option {key!r} in --eval_datasets entry {spec!r}; allowed: {sorted(allowed)}.")
-        parsed[key] = value.lower() in ("1", "true", "yes") if key == "labels_in_subset" else value
-    return parsed
+def main(argv: list[str], demo: list[str] | None = None) -> dict:
+    """run_classification.py: fine-tune, probe or evaluate with `argv`, or with the `demo` arguments (`demo_or_given`);
+    prints each evaluation set's top-1 and returns {set: metrics}."""
+    argv, _ = demo_or_given(argv, demo)
+    model_args, data_args, args, robustness_args = parse(argv, extra=(RobustnessArguments,))
+    configure_logging(args)
+    check_arguments(model_args, data_args, args, robustness_args)
+    transformers.set_seed(args.seed)
+    has_data = data_args.dataset_name is not None or data_args.train_dir is not None
+    data = prepare_data(data_args, args.seed) if has_data or args.mode != "eval" else None
+    if args.mode != "eval" and data.label_column is None:
+        raise ValueError(f"No label column in the training data (columns: {data.train.column_names}).")
+    command = command_of(argv)
+    if args.few_shot is None:
+        reports = run(model_args, data_args, args, data, robustness_args, command=command)
+    else:
+        reports = run_few_shot(model_args, data_args, args, data, command=command)
+    for name, metrics in reports.items():
+        top1 = metrics["top1"]["mean"] if isinstance(metrics["top1"], dict) else metrics["top1"]
+        spread = f" +- {metrics['top1']['std']:.4f}" if isinstance(metrics["top1"], dict) else ""
+        print(f"{name}: top-1 {top1:.4f}{spread}")
+    print(f"Written to {os.path.abspath(args.output_dir)}")
+    return reports
 
 
-def label_map_for(dataset, label_column, config, subset=None, labels_in_subset=False) -> dict[int, int] | None:
-    """How an evaluation set's labels become the model's class indices: by class name when both sides have names in
-    a different order, then through a class subset; None when they already agree. (Streamed sets: not checked.)"""
-    if label_column is None or not hasattr(dataset, "__len__"):
-        return None
-    mapping = {label: label for label in sorted(set(dataset[label_column]))}
-    names = class_names(dataset, label_column)
-    model_names = [config.id2label[i] for i in range(config.num_labels)]
-    if names is not None and not labels_in_subset and names != model_names[: len(names)]:
-        missing = [name for name in names if name not in model_names]
-        if missing:
-            raise ValueError(f"Classes {missing[:10]} of the evaluation set are not among the model's classes.")
-        mapping = {label: model_names.index(names[label]) for label in mapping}
-    if subset is not None:
-        mapping = dict(
-            zip(mapping, labels_to_model_space(list(mapping.values()), subset, labels_in_subset), strict=True)
-        )
-    return None if all(key == value for key, value in mapping.items()) else mapping
-
-
-class RelabeledDataset(TransformedImageDataset):
-    def __init__(self, *args, label_map=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.label_map = label_map
-
-    def __getitem__(self, index):
-        item = super().__getitem__(index)
-        if self.label_map is not None and "labels" in item:
-            item["labels"] = self.label_map[item["labels"]]
-        return item
-
-
-def build_model(model_args: ModelArguments, args: ClassificationArguments, names: list[str] | None):
+def build_model(model_args: ClassificationModelArguments, args: ClassificationArguments, names: list[str] | None):
+    """The classifier for `--mode`: a fine-tuned checkpoint as it is (eval), or a pretraining checkpoint's encoder
+    with a new head for the data's classes (a frozen encoder for linprobe)."""
     source = SupMAEConfig.from_pretrained(model_args.model_name_or_path)
     if args.mode == "eval":
         return SupMAEForImageClassification.from_pretrained(model_args.model_name_or_path)
@@ -276,8 +245,9 @@ def build_model(model_args: ModelArguments, args: ClassificationArguments, names
         "classifier_batch_norm": args.mode == "linprobe",
     }
     if names is not None:
-        overrides.update(num_labels=len(names), id2label=dict(enumerate(names)),
-                         label2id={n: i for i, n in enumerate(names)})  # fmt: skip
+        overrides.update(
+            num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)}
+        )
     if model_args.config_overrides:
         keys = apply_config_overrides(source, model_args.config_overrides)
         overrides.update({key: getattr(source, key) for key in keys})
@@ -295,49 +265,14 @@ def build_model(model_args: ModelArguments, args: ClassificationArguments, names
     return model
 
 
-def train_transform(args: ClassificationArguments, image_size: int, image_processor):
+def train_transform(args: ClassificationArguments, image_size, image_processor):
+    """The training images' transform of `--mode`: timm's augmentation to fine-tune, MAE's crop + flip to probe
+    (the evaluation transform with --linprobe_augment false or --cache_features)."""
     if args.mode == "finetune":
         return TimmTrainTransform(image_size, args.auto_augment, args.reprob, scale=(args.min_crop_scale, 1.0))
     if args.linprobe_augment and not args.cache_features:
         return PretrainingTransform(image_size, scale=(args.min_crop_scale, 1.0))  # MAE's linear-probing augmentation
     return EvalTransform(image_processor)
-
-
-def evaluation_set(dataset, image_column, label_column, image_processor, label_map=None, bad_images=None):
-    """An evaluation set with the evaluation transform, labels in the model's class space."""
-    transform = EvalTransform(image_processor)
-    if not hasattr(dataset, "__len__"):  # streamed
-        return transform_streaming_dataset(dataset, image_column, label_column, transform, bad_images)
-    return RelabeledDataset(dataset, image_column, label_column, transform, bad_images=bad_images, label_map=label_map)
-
-
-def evaluation_sets(
-    args, data_args, data, config, image_processor, bad_images
-) -> list[tuple[str, object, list[int] | None]]:
-    """(name, dataset, class subset) for the validation split and every --eval_datasets entry."""
-    sets = []
-    if data is not None and data.validation is not None:
-        subset = load_class_subset(args.class_subset, config.num_labels) if args.class_subset else None
-        label_map = label_map_for(data.validation, data.label_column, config, subset, args.labels_in_subset)
-        dataset = evaluation_set(
-            data.validation, data.image_column, data.label_column, image_processor, label_map, bad_images
-        )
-        sets.append(("validation", dataset, subset))
-    for spec in map(parse_eval_spec, args.eval_datasets):
-        dataset, image_column, label_column = load_labelled_split(
-            spec["source"], spec.get("split"), spec.get("config"), data_args.cache_dir, spec.get("image_column"),
-            spec.get("label_column"), what=f"The evaluation set {spec['name']!r}",
-        )  # fmt: skip
-        subset = load_class_subset(spec["subset"], config.num_labels) if spec.get("subset") else None
-        label_map = label_map_for(dataset, label_column, config, subset, spec.get("labels_in_subset", False))
-        sets.append(
-            (
-                spec["name"],
-                evaluation_set(dataset, image_column, label_column, image_processor, label_map, bad_images),
-                subset,
-            )
-        )
-    return sets
 
 
 def make_trainer(model, args, data, train_split, validation, trainer_kwargs, bad_images, shuffle_buffer_size=10_000):
@@ -356,8 +291,7 @@ def make_trainer(model, args, data, train_split, validation, trainer_kwargs, bad
     mixing = args.mode == "finetune" and (args.mixup > 0 or args.cutmix > 0)
     if mixing and args.per_device_train_batch_size % 2:
         raise ValueError("Mixup / CutMix need an even --per_device_train_batch_size.")
-    image_size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
-    transform = train_transform(args, image_size, image_processor)
+    transform = train_transform(args, config.image_height_width, image_processor)
     if hasattr(train_split, "__len__"):
         train = TransformedImageDataset(
             train_split, data.image_column, data.label_column, transform, args.seed, bad_images
@@ -404,51 +338,51 @@ def optimizer_for(args, effective_batch: int) -> tuple[str, str | None]:
     return linear_probe_optimizer(args.linprobe_optimizer, effective_batch)
 
 
-def run(model_args, data_args, args, data, train_indices=None, command=None) -> dict[str, dict]:
+def run(model_args, data_args, args, data, robustness_args=None, train_indices=None, command=None) -> dict[str, dict]:
     """Train (unless --mode eval) and evaluate; returns {evaluation set name: metrics}. A finished run of the same
-    `command` in `args.output_dir` is reported again instead (`finished_run`)."""
+    `command` in `args.output_dir` is reported again instead (`previous_results`)."""
     if args.mode != "eval" and command is not None:
-        previous = finished_run(args.output_dir, command)
+        previous = previous_results(args.output_dir, command)
         if previous is not None:
-            logger.warning(f"{args.output_dir} already holds a finished run of this command: reporting its results "
-                           "instead of training again (remove it, or choose another --output_dir, to train anew).")  # fmt: skip
-            return previous["results"]
+            return previous
     resume = resume_checkpoint(args) if args.mode != "eval" else None
     model = build_model(model_args, args, data.class_names if data else None)
     config = model.config
     check_output_dir(args, model if args.mode != "eval" else None)
     if args.mode != "eval":
         check_labels(data.train, data.label_column, config.num_labels)
-    image_size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
-    image_processor = eval_image_processor(image_size)
+    image_processor = eval_image_processor(config.image_height_width)
     bad_images = BadImagePolicy(data_args.bad_images, os.path.join(args.output_dir, SKIPPED_IMAGES))
     sets = evaluation_sets(args, data_args, data, config, image_processor, bad_images)
-    from . import robustness  # (it builds on this module)
-
-    sets += robustness.robustness_sets(args, config, image_processor, bad_images, data_args.cache_dir)
-    effective_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-    schedule, log_lines = training_schedule(args, effective_batch)
-    optimizer_name, line = optimizer_for(args, effective_batch)
-    log_lines += [line] if line else []
+    if robustness_args is not None:
+        sets += robustness_sets(robustness_args, config, image_processor, bad_images, data_args.cache_dir)
+    validation = sets[0] if sets and sets[0][0] == "validation" else None
+    schedule, log_lines = training_schedule(args, effective_batch_size(args))
+    optimizer_name, optimizer_line = optimizer_for(args, effective_batch_size(args))
     train_args = dataclasses.replace(args, **schedule)
     trainer_kwargs = dict(
         optimizer_name=optimizer_name,
         layer_decay=args.layer_decay,
         label_smoothing=args.label_smoothing,
-        class_subset=sets[0][2] if sets and sets[0][0] == "validation" else None,
+        class_subset=validation[2] if validation else None,
         args=train_args,
         processing_class=image_processor,
     )
 
     if args.mode != "eval":
-        for line in log_lines:
+        for line in [*log_lines, *([optimizer_line] if optimizer_line else [])]:
             logger.info(line)
         train_split = data.train if train_indices is None else data.train.select(train_indices)
-        validation = sets[0][1] if sets and sets[0][0] == "validation" else None
         trainer = make_trainer(
-            model, train_args, data, train_split, validation, trainer_kwargs, bad_images,
+            model,
+            train_args,
+            data,
+            train_split,
+            validation and validation[1],
+            trainer_kwargs,
+            bad_images,
             data_args.shuffle_buffer_size,
-        )  # fmt: skip
+        )
         trainer.train(resume_from_checkpoint=resume)
         model.save_pretrained(args.output_dir)  # the classifier, also when the trainer trained its head on features
         image_processor.save_pretrained(args.output_dir)
@@ -458,7 +392,47 @@ def run(model_args, data_args, args, data, train_indices=None, command=None) -> 
     evaluator = SupMAEClassificationTrainer(
         model=model, data_collator=ImageCollator(config.num_labels), **trainer_kwargs
     )
-    reports = {}
+    reports = evaluate_sets(evaluator, sets, model_args.model_name_or_path, args.mode)
+    if robustness_args is not None and requested(robustness_args):  # ImageNet-C, corrupted copies, then the table
+        reports.update(
+            evaluate_robustness(
+                evaluator,
+                robustness_args,
+                args.output_dir,
+                config,
+                sets,
+                reports,
+                bad_images,
+                data_args.cache_dir,
+                model_args.model_name_or_path,
+            )
+        )
+
+    if args.mode != "eval" and evaluator.is_world_process_zero():
+        card = classification_model_card(
+            config,
+            mode=args.mode,
+            dataset=data_args.dataset_name or data_args.train_dir,
+            reports=reports,
+            training={
+                "effective batch": effective_batch_size(args),
+                "learning rate": train_args.learning_rate,
+                "optimizer": optimizer_name,
+                "epochs": args.num_train_epochs,
+                "few-shot images per class": args.few_shot,
+                "seed": args.seed,
+            },
+            base_model=model_args.model_name_or_path,
+        )
+        write_model_card(args.output_dir, card)
+        if command is not None:
+            record_finished_run(args.output_dir, command, reports)
+    return reports
+
+
+def evaluate_sets(evaluator, sets, model_name: str, mode: str) -> dict[str, dict]:
+    """Each evaluation set's top-1, top-5, loss and number of images scored; each also written as `eval_NAME.json`."""
+    reports, config, output_dir = {}, evaluator.model.config, evaluator.args.output_dir
     for name, dataset, subset in sets:
         evaluator.set_class_subset(subset)
         metrics = evaluator.evaluate(dataset, metric_key_prefix=name)
@@ -467,30 +441,20 @@ def run(model_args, data_args, args, data, train_indices=None, command=None) -> 
         }
         reports[name] = metrics
         if evaluator.is_world_process_zero():
-            write_report(os.path.join(args.output_dir, f"eval_{name}.json"), name, metrics,
-                         model=model_args.model_name_or_path, mode=args.mode, num_labels=config.num_labels,
-                         class_subset=subset)  # fmt: skip
+            write_report(
+                os.path.join(output_dir, f"eval_{name}.json"),
+                name,
+                metrics,
+                model=model_name,
+                mode=mode,
+                num_labels=config.num_labels,
+                class_subset=subset,
+            )
             logger.info(f"{name}: " + json.dumps({k: round(v, 4) for k, v in metrics.items()}))
-    if robustness.requested(args):  # ImageNet-C, corrupted copies, then the table of everything evaluated
-        reports.update(robustness.evaluate_robustness(evaluator, args, config, sets, reports, bad_images,
-                                                      data_args.cache_dir, model_args.model_name_or_path))  # fmt: skip
-
-    if args.mode != "eval" and evaluator.is_world_process_zero():
-        card = classification_model_card(
-            config, mode=args.mode, dataset=data_args.dataset_name or data_args.train_dir, reports=reports,
-            training={"effective batch": effective_batch, "learning rate": train_args.learning_rate,
-                      "optimizer": optimizer_name, "epochs": args.num_train_epochs,
-                      "few-shot images per class": args.few_shot, "seed": args.seed},
-            base_model=model_args.model_name_or_path,
-        )  # fmt: skip
-        with open(os.path.join(args.output_dir, "README.md"), "w") as file:
-            file.write(card)
-        if command is not None:
-            record_finished_run(args.output_dir, command, reports)
     return reports
 
 
-def check_classification_arguments(model_args: ModelArguments, data_args: DataArguments, args) -> None:
+def check_arguments(model_args, data_args, args, robustness_args) -> None:
     """Combinations that cannot work, refused before any data is read."""
     if model_args.model_name_or_path is None:
         raise ValueError("--model_name_or_path is required: a SupMAE pretraining or fine-tuned checkpoint.")
@@ -499,16 +463,16 @@ def check_classification_arguments(model_args: ModelArguments, data_args: DataAr
     if args.cache_features and args.mode != "linprobe":
         raise ValueError("--cache_features is for --mode linprobe (the encoder must be frozen).")
     has_data = data_args.dataset_name is not None or data_args.train_dir is not None
-    robustness = args.imagenet_c or args.imagenet_val or args.imagenet_a or args.imagenet_r or args.imagenet_sketch
+    robustness = any(getattr(robustness_args, name) for name in ROBUSTNESS_SETS.values()) or robustness_args.imagenet_c
     if args.mode == "eval" and not (has_data or args.eval_datasets or robustness):
-        raise ValueError("--mode eval needs data: --dataset_name / --train_dir / --validation_dir, --eval_datasets "
-                         "or the robustness sets (--imagenet_c, --imagenet_val, --imagenet_a, ...).")  # fmt: skip
+        raise ValueError(
+            "--mode eval needs data: --dataset_name / --train_dir / --validation_dir, --eval_datasets "
+            "or the robustness sets (--imagenet_c, --imagenet_val, --imagenet_a, ...)."
+        )
     if args.few_shot is not None and data_args.streaming:
         raise ValueError("--few_shot samples images per class and needs a map-style dataset, not --streaming.")
-    from .robustness import check_robustness_arguments  # (robustness builds on this module)
-
-    check_robustness_arguments(args)
-    if args.few_shot is not None and (robustness or args.corrupt):
+    check_robustness_arguments(robustness_args, [spec.partition("=")[0] for spec in args.eval_datasets])
+    if args.few_shot is not None and requested(robustness_args):
         raise ValueError(
             "--few_shot with the robustness evaluation (--imagenet_*, --corrupt): evaluate each few-shot model with "
             "--mode eval instead (its mean over seeds is not defined for the mCE's tables)."
@@ -527,6 +491,13 @@ def run_few_shot(model_args, data_args, args, data, command=None) -> dict[str, d
         runs.append(run(model_args, data_args, args, data, train_indices=indices, command=command))
     args.output_dir = output_dir
     reports = {name: summarize_runs([r[name] for r in runs]) for name in runs[0]}
-    write_report(os.path.join(output_dir, f"few_shot_{args.few_shot}.json"), "few-shot", reports,
-                 shots=args.few_shot, seeds=seeds, mode=args.mode, model=model_args.model_name_or_path)  # fmt: skip
+    write_report(
+        os.path.join(output_dir, f"few_shot_{args.few_shot}.json"),
+        "few-shot",
+        reports,
+        shots=args.few_shot,
+        seeds=seeds,
+        mode=args.mode,
+        model=model_args.model_name_or_path,
+    )
     return reports

@@ -1,11 +1,11 @@
 # Copyright 2026 The supmae authors. Licensed under the Apache License, Version 2.0.
-"""Hub model-card templates for checkpoints converted to this package's format (shipped as `supmae.model_cards`).
+"""Hub model-card templates for checkpoints converted to this package's format (`templates/`, shipped in the package).
 
 Each template is a markdown file in this folder, `<name>.md`, that starts with YAML front matter (Hub metadata) and
 holds `{{field}}` placeholders. `render(name, **fields)` fills them:
 
 ```python
-from supmae.model_cards import render
+from supmae.reports.card_templates import render
 
 text = render("supmae-pretrain", repo_id="me/supmae-vit-base-patch16", base_model="", ...)
 ```
@@ -33,7 +33,7 @@ def template_text(template: str) -> str:
     """The raw text of a template, placeholders unfilled."""
     if template not in TEMPLATES:
         raise ValueError(f"Unknown model-card template {template!r}; the templates are {', '.join(TEMPLATES)}.")
-    return files(__package__).joinpath(f"{template}.md").read_text(encoding="utf-8")
+    return files(__package__).joinpath("templates", f"{template}.md").read_text(encoding="utf-8")
 
 
 def placeholders(template: str) -> frozenset[str]:

@@ -27,26 +27,23 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as tvF
 
-from .data import (
-    DIGITS,
+from .images import (
     IMAGE_ERRORS,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     MAX_BAD_IMAGES_IN_A_ROW,
     BadImageError,
     BadImagePolicy,
-    digits_datasets,
     image_name,
-    normalize_uint8,
     open_image,
     to_rgb,
     undecoded,
 )
+from .sources import DIGITS, digits_datasets
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_uint8
 
 
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = 255  # mmsegmentation's and UperNet's: padding, ADE20K's "other", and unlabelled pixels
+UNLABELED_PIXEL = 255  # mmsegmentation's and UperNet's: padding, ADE20K's "other", and unlabelled pixels
 MASK_COLUMN_NAMES = ("annotation", "label", "labels", "mask", "segmentation", "semantic_map", "seg", "gt")
 # The built-in demo set: the digits' classes and a background class.
 DIGITS_SEGMENTATION_CLASSES = ["background"] + [str(i) for i in range(10)]
@@ -54,7 +51,7 @@ DIGITS_SEGMENTATION_CLASSES = ["background"] + [str(i) for i in range(10)]
 
 def ade20k_class_names() -> list[str]:
     """The 150 ADE20K (SceneParsing) classes in their label order 1..150, i.e. 0..149 after `reduce_zero_label`."""
-    text = (importlib.resources.files("supmae") / "ade20k_classes.txt").read_text()
+    text = (importlib.resources.files(__package__) / "ade20k_classes.txt").read_text()
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
@@ -79,8 +76,10 @@ def ade20k_folder_datasets(root: str) -> datasets.DatasetDict:
         if not images:
             if split == "train":
                 raise ValueError(f"{os.path.join(root, 'images', folder)} holds no .jpg images.")
-            logger.warning(f"{os.path.join(root, 'images', folder)} holds no .jpg images: validating on images held "
-                           "out of training (--train_val_split), not on ADE20K's validation set.")  # fmt: skip
+            logger.warning(
+                f"{os.path.join(root, 'images', folder)} holds no .jpg images: validating on images held "
+                "out of training (--train_val_split), not on ADE20K's validation set."
+            )
             continue
         stems = [os.path.splitext(os.path.basename(path))[0] for path in images]
         annotations = [os.path.join(root, "annotations", folder, stem + ".png") for stem in stems]
@@ -201,7 +200,7 @@ def reduce_zero_label(mask: np.ndarray) -> np.ndarray:
     """ADE20K's annotations: 0 ("other") becomes the ignore index and every class moves down by one (1..150 ->
     0..149); 255 stays ignored."""
     mask = mask.astype(np.int64) - 1
-    mask[(mask < 0) | (mask == IGNORE_INDEX - 1)] = IGNORE_INDEX
+    mask[(mask < 0) | (mask == UNLABELED_PIXEL - 1)] = UNLABELED_PIXEL
     return mask.astype(np.uint8)
 
 
@@ -297,7 +296,7 @@ class SegmentationTrainTransform:
         pixels = normalize_uint8(pixels, self.mean, self.std)
         pad = (0, crop_w - pixels.shape[-1], 0, crop_h - pixels.shape[-2])
         pixels = F.pad(pixels, pad, value=0.0)
-        labels = F.pad(labels.long(), pad, value=IGNORE_INDEX)
+        labels = F.pad(labels.long(), pad, value=UNLABELED_PIXEL)
         return pixels, labels
 
     def crop_box(self, labels: torch.Tensor, rng: random.Random) -> tuple[int, int]:
@@ -309,7 +308,7 @@ class SegmentationTrainTransform:
             if self.cat_max_ratio >= 1:
                 break
             crop = labels[top : top + self.crop_size[0], left : left + self.crop_size[1]]
-            counts = torch.bincount(crop[crop != IGNORE_INDEX].long().flatten())
+            counts = torch.bincount(crop[crop != UNLABELED_PIXEL].long().flatten())
             counts = counts[counts > 0]
             if len(counts) > 1 and counts.max() < self.cat_max_ratio * counts.sum():
                 break
@@ -342,9 +341,18 @@ class SegmentationDataset(torch.utils.data.Dataset):
     (`substitute=False`) the item is None, so that no image is scored twice (`segmentation_collator` drops it).
     """
 
-    def __init__(self, dataset, image_column: str, mask_column: str, transform, reduce_labels: bool = False,
-                 seed: int = 0, bad_images: BadImagePolicy | None = None, num_labels: int | None = None,
-                 substitute: bool = True):  # fmt: skip
+    def __init__(
+        self,
+        dataset,
+        image_column: str,
+        mask_column: str,
+        transform,
+        reduce_labels: bool = False,
+        seed: int = 0,
+        bad_images: BadImagePolicy | None = None,
+        num_labels: int | None = None,
+        substitute: bool = True,
+    ):
         self.dataset = undecoded(undecoded(dataset, image_column), mask_column)
         self.image_column, self.mask_column = image_column, mask_column
         self.transform, self.reduce_labels, self.seed, self.epoch = transform, reduce_labels, seed, 0
@@ -384,12 +392,12 @@ class SegmentationDataset(torch.utils.data.Dataset):
 
     def check_classes(self, mask: np.ndarray, index: int) -> None:
         """A class outside the model's is a mistake in the data or the arguments (never skipped like a bad file)."""
-        outside = mask[(mask >= self.num_labels) & (mask != IGNORE_INDEX)] if self.num_labels is not None else []
+        outside = mask[(mask >= self.num_labels) & (mask != UNLABELED_PIXEL)] if self.num_labels is not None else []
         if len(outside):
             name = image_name(self.dataset[index][self.mask_column], index)
             raise ValueError(
                 f"The annotation {name} holds class {outside[0]}, outside the {self.num_labels} classes "
-                f"(0..{self.num_labels - 1}) and not the ignore index {IGNORE_INDEX}. Are ADE20K-style labels to be "
+                f"(0..{self.num_labels - 1}) and not the ignore index {UNLABELED_PIXEL}. Are ADE20K-style labels to be "
                 "reduced (--reduce_zero_label), or are the class names (--id2label, --num_labels) incomplete?"
             )
 

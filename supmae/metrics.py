@@ -1,29 +1,16 @@
 # Copyright 2026 The supmae authors. Licensed under the Apache License, Version 2.0.
-"""Evaluation pieces for image classification: top-k accuracy, restriction to a class subset (ImageNet-A / -R),
-few-shot sampling over seeds and JSON reports. Plain numpy / torch, no network (the `evaluate` package would
-fetch its metrics from the Hub)."""
+"""Metrics as pure functions of predictions and labels (numpy / torch, offline: the `evaluate` package would fetch
+its metrics from the Hub): top-k accuracy, the mean over runs, ImageNet-C's corruption errors, ELEVATER's transfer
+metrics, segmentation's confusion-matrix metrics, and the Trainer `compute_metrics` of pretraining and
+classification."""
 
-import importlib.resources
-import json
-import os
-import re
-import uuid
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 
 
-IGNORE_INDEX = -100  # labels the loss and the metrics skip, as in Transformers
-# The 200-class evaluation sets whose class lists timm ships (0-based indices into the 1000 ImageNet classes).
-CLASS_SUBSETS = {"imagenet-a": "imagenet_a_indices.txt", "imagenet-r": "imagenet_r_indices.txt"}
-_WORDNET_ID = re.compile(r"n\d{8}")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Top-k accuracy
-# ---------------------------------------------------------------------------------------------------------------
+UNLABELED = -100  # labels the loss and the metrics skip, as in Transformers
 
 
 def topk_predictions(logits: torch.Tensor, k: int = 5, class_subset: Sequence[int] | None = None) -> torch.LongTensor:
@@ -75,7 +62,7 @@ def topk_accuracy(predictions, labels, ks: Sequence[int] = (1, 5)) -> dict[str, 
         {"top1": fraction in [0, 1], "top5": ..., "num_samples": labelled samples counted}.
     """
     labels = np.asarray(labels).reshape(-1)
-    keep = labels != IGNORE_INDEX
+    keep = labels != UNLABELED
     if not keep.any():
         raise ValueError("No labelled samples: every label is -100 (or there are none).")
     predictions = np.asarray(predictions).reshape(len(labels), -1)
@@ -84,144 +71,6 @@ def topk_accuracy(predictions, labels, ks: Sequence[int] = (1, 5)) -> dict[str, 
     metrics = {f"top{k}": float(hits[:, :k].any(axis=1).mean()) for k in ks}
     metrics["num_samples"] = int(keep.sum())
     return metrics
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Class subsets
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _timm_info_file(name: str) -> str:
-    return (importlib.resources.files("timm") / "data" / "_info" / name).read_text()
-
-
-def imagenet_synsets() -> list[str]:
-    """The 1000 ImageNet-1k WordNet ids in the standard (sorted) class order: position = class index."""
-    return _timm_info_file("imagenet_synsets.txt").split()
-
-
-def _parse_class(token, synset_index: dict[str, int] | None) -> tuple[int, dict[str, int] | None]:
-    """One class index from an int or an int / WordNet id string; builds the synset lookup on first need."""
-    if isinstance(token, str) and _WORDNET_ID.fullmatch(token.strip()):
-        if synset_index is None:
-            synset_index = {synset: i for i, synset in enumerate(imagenet_synsets())}
-        if token.strip() not in synset_index:
-            raise ValueError(f"WordNet id {token.strip()} is not one of the 1000 ImageNet classes.")
-        return synset_index[token.strip()], synset_index
-    if isinstance(token, bool) or not isinstance(token, (int, str)):
-        raise ValueError(f"Class {token!r} is neither a class index nor a WordNet id (n01440764 style).")
-    try:
-        return int(token), synset_index
-    except ValueError:
-        raise ValueError(f"Class {token!r} is neither a class index nor a WordNet id (n01440764 style).") from None
-
-
-def load_class_subset(spec: str, num_labels: int = 1000) -> list[int]:
-    """
-    The model class indices a dataset's classes correspond to, in the order given (position i of the list is
-    class i of a dataset labelled by subset position).
-
-    Args:
-        spec: one of
-            - a name in `CLASS_SUBSETS` ("imagenet-a", "imagenet-r": timm's 200-class lists);
-            - a path to a .json file holding a list, or a text file of entries separated by whitespace or commas;
-            - an inline comma-separated list ("1,5,9").
-            Entries are class indices or WordNet ids (n01440764 style, mapped through ImageNet's sorted order).
-        num_labels: the model's number of classes; every index must lie in [0, num_labels).
-
-    Returns:
-        list of distinct class indices.
-    """
-    if spec.lower() in CLASS_SUBSETS:
-        tokens = _timm_info_file(CLASS_SUBSETS[spec.lower()]).split()
-    elif os.path.isfile(spec):
-        text = Path(spec).read_text()
-        if spec.lower().endswith(".json"):
-            tokens = json.loads(text)
-            if not isinstance(tokens, list):
-                raise ValueError(f"{spec} must hold a JSON list of class indices or WordNet ids.")
-        else:
-            tokens = text.replace(",", " ").split()
-    elif all(_WORDNET_ID.fullmatch(t.strip()) or re.fullmatch(r"-?\d+", t.strip()) for t in spec.split(",")):
-        tokens = spec.split(",")
-    else:
-        raise ValueError(
-            f"Unknown class subset {spec!r}: not one of the names {sorted(CLASS_SUBSETS)}, an existing file, or a "
-            "comma-separated list of class indices."
-        )
-    if not tokens:
-        raise ValueError(f"The class subset {spec!r} is empty.")
-
-    indices, synset_index = [], None
-    for token in tokens:
-        index, synset_index = _parse_class(token, synset_index)
-        indices.append(index)
-    if (spec.lower() in CLASS_SUBSETS or synset_index is not None) and num_labels != 1000:
-        raise ValueError(f"{spec!r} names ImageNet-1k classes, but the model has num_labels={num_labels}.")
-    bad = [i for i in indices if not 0 <= i < num_labels]
-    if bad:
-        raise ValueError(f"Class index {bad[0]} in {spec!r} is outside [0, {num_labels}).")
-    seen = set()
-    for i in indices:
-        if i in seen:
-            raise ValueError(f"Class index {i} appears more than once in {spec!r}.")
-        seen.add(i)
-    return indices
-
-
-def labels_to_model_space(labels, class_subset: Sequence[int], labels_in_subset: bool) -> list[int]:
-    """
-    A dataset's labels as model class indices. `-100` (unlabelled) passes through unchanged.
-
-    Args:
-        labels: (N,) labels.
-        class_subset: the model class indices of the dataset's classes (from `load_class_subset`).
-        labels_in_subset: True if labels are positions in `class_subset` (0..len-1), mapped to
-            `class_subset[label]`; False if they are already model indices, checked to be members of the subset.
-
-    Returns:
-        (N,) list of model class indices.
-    """
-    labels = [int(label) for label in labels]
-    if labels_in_subset:
-        for label in labels:
-            if label != IGNORE_INDEX and not 0 <= label < len(class_subset):
-                raise ValueError(f"Label {label} is not a position in the {len(class_subset)}-class subset.")
-        return [label if label == IGNORE_INDEX else int(class_subset[label]) for label in labels]
-    members = set(int(c) for c in class_subset)
-    for label in labels:
-        if label != IGNORE_INDEX and label not in members:
-            raise ValueError(f"Label {label} is not in the class subset; are the labels subset positions?")
-    return labels
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Few-shot runs
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def few_shot_indices(labels: Sequence[int], shots: int, seed: int) -> list[int]:
-    """
-    A few-shot training subset: `shots` samples of every class in `labels` (-100 excluded), drawn uniformly without
-    replacement with `np.random.default_rng(seed)`, classes visited in increasing order. A class with fewer samples
-    gives all of them, as ELEVATER's sampler does (vision-datasets' `sample_few_shot_subset`).
-
-    Args:
-        labels: (N,) class labels.
-        shots: samples per class, >= 1.
-        seed: the draw's seed; the same seed gives the same subset.
-
-    Returns:
-        sorted list of sample indices into `labels`: min(shots, the class's samples) of each class.
-    """
-    if shots < 1:
-        raise ValueError(f"shots must be at least 1, got {shots}.")
-    labels = np.asarray(labels).reshape(-1)
-    classes, counts = np.unique(labels[labels != IGNORE_INDEX], return_counts=True)
-    rng = np.random.default_rng(seed)
-    chosen = [rng.choice(np.flatnonzero(labels == cls), size=min(shots, count), replace=False)
-              for cls, count in zip(classes, counts, strict=True)]  # fmt: skip
-    return sorted(int(i) for i in np.concatenate(chosen)) if chosen else []
 
 
 def summarize_runs(results: list[dict[str, float]]) -> dict[str, dict]:
@@ -248,83 +97,54 @@ def summarize_runs(results: list[dict[str, float]]) -> dict[str, dict]:
     return summary
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Reports
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _to_builtin(value):
-    """JSON-ready copy: numpy / torch scalars become Python numbers, arrays lists, paths strings."""
-    if isinstance(value, dict):
-        return {str(k): _to_builtin(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_builtin(v) for v in value]
-    if isinstance(value, (np.generic, np.ndarray, torch.Tensor)):
-        return _to_builtin(value.tolist()) if getattr(value, "ndim", 0) else value.item()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return value
-
-
-def write_report(path: str | os.PathLike, name: str, metrics: dict, **info) -> dict:
-    """
-    Write one dataset's JSON report {"dataset": name, "metrics": metrics, **info} atomically (`write_json`).
-
-    Returns:
-        the report as written (plain Python values).
-    """
-    return write_json(path, {"dataset": name, "metrics": metrics, **info})
-
-
-def write_json(path: str | os.PathLike, value) -> object:
-    """
-    Write `value` as JSON atomically (`write_text`).
-
-    Returns:
-        the value as written (plain Python values).
-    """
-    value = _to_builtin(value)
-    write_text(path, json.dumps(value, indent=2) + "\n")
-    return value
-
-
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` atomically: a temporary file in the same folder, synced, replaces `path` only once complete, so
-    an interrupted run leaves the old file or none, never a half-written one. Parent folders are created."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "x") as f:  # created with the usual permissions (umask), unlike mkstemp's 0600
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# ImageNet-C: corruption errors (Hendrycks & Dietterich, "Benchmarking Neural Network Robustness to Common
-# Corruptions and Perturbations", ICLR 2019)
-# ---------------------------------------------------------------------------------------------------------------
-
 # The benchmark's 15 corruptions, in the paper's order (noise, blur, weather, digital).
 IMAGENET_C_CORRUPTIONS = (
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
-)  # fmt: skip
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
+)
+
+
 # Released beside them as held-out corruptions: reported, never part of the mCE.
 IMAGENET_C_EXTRA_CORRUPTIONS = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+
+
 IMAGENET_C_SEVERITIES = (1, 2, 3, 4, 5)
+
+
 # AlexNet's top-1 error on each corruption, averaged over the 5 severities (fractions): the mCE's normalizers, from
 # Hendrycks & Dietterich, as used by AugMix's `compute_mce`.
 ALEXNET_CORRUPTION_ERRORS = {
-    "gaussian_noise": 0.886428, "shot_noise": 0.894468, "impulse_noise": 0.922640, "defocus_blur": 0.819880,
-    "glass_blur": 0.826268, "motion_blur": 0.785948, "zoom_blur": 0.798360, "snow": 0.866816, "frost": 0.826572,
-    "fog": 0.819324, "brightness": 0.564592, "contrast": 0.853204, "elastic_transform": 0.646056,
-    "pixelate": 0.717840, "jpeg_compression": 0.606500,
-}  # fmt: skip
+    "gaussian_noise": 0.886428,
+    "shot_noise": 0.894468,
+    "impulse_noise": 0.922640,
+    "defocus_blur": 0.819880,
+    "glass_blur": 0.826268,
+    "motion_blur": 0.785948,
+    "zoom_blur": 0.798360,
+    "snow": 0.866816,
+    "frost": 0.826572,
+    "fog": 0.819324,
+    "brightness": 0.564592,
+    "contrast": 0.853204,
+    "elastic_transform": 0.646056,
+    "pixelate": 0.717840,
+    "jpeg_compression": 0.606500,
+}
+
+
 # AlexNet's top-1 error on the clean validation set (fraction; the paper's appendix C): the relative mCE's baseline.
 ALEXNET_CLEAN_ERROR = 0.4348
 
@@ -388,10 +208,6 @@ def mean_corruption_error(
         )
     return result
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# Transfer metrics (ELEVATER scores each dataset with one of these)
-# ---------------------------------------------------------------------------------------------------------------
 
 TRANSFER_METRICS = ("accuracy", "mean_per_class", "11point_mAP", "roc_auc")
 
@@ -505,11 +321,6 @@ def transfer_score(metric: str, logits, labels) -> float:
     raise ValueError(f"Unknown metric {metric!r}; choose one of {list(TRANSFER_METRICS)}.")
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Semantic segmentation (mmsegmentation's mIoU / mAcc / aAcc, `evaluate`'s mean_iou key names)
-# ---------------------------------------------------------------------------------------------------------------
-
-
 def segmentation_confusion_matrix(
     predictions: torch.Tensor, references: torch.Tensor, num_labels: int, ignore_index: int = 255
 ) -> torch.Tensor:
@@ -525,8 +336,10 @@ def segmentation_confusion_matrix(
         (K, K) int64 counts, rows = reference class, columns = predicted class.
     """
     if predictions.shape != references.shape:
-        raise ValueError(f"A prediction of shape {tuple(predictions.shape)} for a reference of shape "
-                         f"{tuple(references.shape)}: resize the prediction to the annotation first.")  # fmt: skip
+        raise ValueError(
+            f"A prediction of shape {tuple(predictions.shape)} for a reference of shape "
+            f"{tuple(references.shape)}: resize the prediction to the annotation first."
+        )
     references, predictions = references.reshape(-1).long(), predictions.reshape(-1).long()
     labelled = references != ignore_index
     references, predictions = references[labelled], predictions[labelled]
@@ -594,3 +407,20 @@ def segmentation_metrics(predictions, references, num_labels: int, ignore_index:
     if count == 0 or confusion.sum() == 0:
         raise ValueError("No labelled pixel to score: no images, or every reference pixel is the ignore index.")
     return metrics_from_confusion_matrix(confusion)
+
+
+def pretraining_metrics(prediction) -> dict[str, float]:
+    """`reconstruction_loss`, and over labeled images `classification_loss` and `classification_accuracy`, from the
+    per-image statistics of `SupMAETrainer.prediction_step`."""
+    stats, labels = np.asarray(prediction.predictions), np.asarray(prediction.label_ids)
+    metrics = {"reconstruction_loss": float(stats[:, 0].mean())}
+    labeled = labels != -100
+    if labeled.any():
+        metrics["classification_loss"] = float(stats[labeled, 1].mean())
+        metrics["classification_accuracy"] = float(stats[labeled, 2].mean())
+    return metrics
+
+
+def classification_metrics(prediction) -> dict[str, float]:
+    """top-1 / top-5 accuracy from `topk_predictions` output (Trainer's `compute_metrics`)."""
+    return topk_accuracy(prediction.predictions, prediction.label_ids, ks=(1, 5))

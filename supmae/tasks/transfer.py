@@ -10,7 +10,7 @@ Evaluating Language-Augmented Visual Models", NeurIPS 2022; the SupMAE paper's f
 - one JSON record per (dataset, shots, seed), written as soon as it exists, so that a killed suite resumes at the
   first (dataset, shots, seed) without one (`run_suite`); then a summary (JSON, Markdown, a plot).
 
-The suite file (YAML) lists the datasets (`load_suite`); run_transfer.py is the command.
+The suite file (YAML) lists the datasets (`load_suite`); run_transfer.py is the command (`main`).
 """
 
 import dataclasses
@@ -21,51 +21,49 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
-import PIL.Image
-import PIL.ImageDraw
 import torch
 import transformers
 import yaml
 from datasets import ClassLabel
-from torch import nn
 from transformers import default_data_collator
 
-from .classification import RECIPES, build_model, evaluation_set, optimizer_for, train_transform, training_schedule
-from .data import (
-    BadImagePolicy,
-    ImageCollator,
-    MixupCollator,
-    TransformedImageDataset,
-    class_names,
-    eval_image_processor,
-    load_labelled_split,
-)
-from .evaluation import TRANSFER_METRICS, few_shot_indices, summarize_runs, transfer_score, write_report, write_text
-from .training import (
-    SKIPPED_IMAGES,
-    FeatureDataset,
-    FeatureProbe,
-    SupMAEClassificationTrainer,
-    extract_features,
-)
+from ..cli import configure_logging, given_names
+from ..data.collators import MixupCollator, TransferCollator
+from ..data.datasets import FeatureDataset, TransformedImageDataset
+from ..data.few_shot import few_shot_split
+from ..data.images import SKIPPED_IMAGES, BadImagePolicy
+from ..data.sources import class_names, load_labelled_split
+from ..data.transforms import eval_image_processor
+from ..metrics import TRANSFER_METRICS, summarize_runs, transfer_score
+from ..reports.score_plot import plot_scores
+from ..training.classification import FeatureProbe, extract_features
+from ..training.files import write_report, write_text
+from ..training.transfer import TransferTrainer
+from . import classification
+from .classification import RECIPES, build_model, optimizer_for, train_transform, training_schedule
+from .evaluation_sets import evaluation_set
 
 
 logger = logging.getLogger(__name__)
 
+
 SOURCE_KEYS = ("source", "split", "config", "image_column", "label_column")
+
+
 DATASET_KEYS = ("name", "train", "test", "metric")
+
+
 SUITE_KEYS = ("datasets", "grid", "holdout_fraction")
+
+
 GRID_KEYS = ("learning_rate", "weight_decay")
+
+
 # The learning rates and weight decays tried when the suite names none (the optimizer's peak lr, as ELEVATER's grid).
 DEFAULT_GRIDS = {
     "linprobe": {"learning_rate": [0.01, 0.1, 1.0], "weight_decay": [0.0]},
     "finetune": {"learning_rate": [1e-4, 3e-4, 1e-3], "weight_decay": [0.05]},
 }
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The suite file
-# ---------------------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -80,8 +78,9 @@ class DataSource:
 
     def load(self, cache_dir=None):
         """The split, its image column and its label column."""
-        return load_labelled_split(self.source, self.split, self.config, cache_dir, self.image_column,
-                                   self.label_column)  # fmt: skip
+        return load_labelled_split(
+            self.source, self.split, self.config, cache_dir, self.image_column, self.label_column
+        )
 
 
 @dataclass
@@ -116,8 +115,10 @@ def _source(value, where: str) -> DataSource:
     if isinstance(value, str):
         return DataSource(value)
     if not isinstance(value, dict) or "source" not in value:
-        raise ValueError(f"{where} must be a source (a path or Hub dataset) or a mapping with 'source' and optional "
-                         f"{list(SOURCE_KEYS[1:])}; got {value!r}.")  # fmt: skip
+        raise ValueError(
+            f"{where} must be a source (a path or Hub dataset) or a mapping with 'source' and optional "
+            f"{list(SOURCE_KEYS[1:])}; got {value!r}."
+        )
     unknown = sorted(set(value) - set(SOURCE_KEYS))
     if unknown:
         raise ValueError(f"{where}: unknown keys {unknown}; allowed: {list(SOURCE_KEYS)}.")
@@ -129,8 +130,9 @@ def _source(value, where: str) -> DataSource:
 
 def _numbers(value, where: str) -> list[float]:
     values = value if isinstance(value, list) else [value]
-    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < math.inf
-                             for v in values):  # fmt: skip
+    if not values or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < math.inf for v in values
+    ):
         raise ValueError(f"{where} must be a non-negative number or a list of them, got {value!r}.")
     return [float(v) for v in values]
 
@@ -158,17 +160,27 @@ def load_suite(path: str) -> Suite:
             raise ValueError(f"{where} must be a mapping with {list(DATASET_KEYS)}.")
         missing, unknown = [k for k in DATASET_KEYS if k not in entry], sorted(set(entry) - set(DATASET_KEYS))
         if missing or unknown:
-            raise ValueError(f"{where}: " + (f"missing {missing}" if missing else f"unknown keys {unknown}")
-                             + f"; each dataset has {list(DATASET_KEYS)}.")  # fmt: skip
+            raise ValueError(
+                f"{where}: "
+                + (f"missing {missing}" if missing else f"unknown keys {unknown}")
+                + f"; each dataset has {list(DATASET_KEYS)}."
+            )
         name = entry["name"]
         if not isinstance(name, str) or not name or "/" in name or name in (".", "..") or name in names:
-            raise ValueError(f"{where}: 'name' must be a unique string without '/' (it names a results folder), "
-                             f"got {name!r}.")  # fmt: skip
+            raise ValueError(
+                f"{where}: 'name' must be a unique string without '/' (it names a results folder), got {name!r}."
+            )
         if entry["metric"] not in TRANSFER_METRICS:
             raise ValueError(f"{where}: 'metric' must be one of {list(TRANSFER_METRICS)}, got {entry['metric']!r}.")
         names.add(name)
-        datasets.append(SuiteDataset(name, _source(entry["train"], f"{where}: train"),
-                                     _source(entry["test"], f"{where}: test"), entry["metric"]))  # fmt: skip
+        datasets.append(
+            SuiteDataset(
+                name,
+                _source(entry["train"], f"{where}: train"),
+                _source(entry["test"], f"{where}: test"),
+                entry["metric"],
+            )
+        )
     grid = content.get("grid") or {}
     if not isinstance(grid, dict) or not set(grid) <= set(DEFAULT_GRIDS):
         raise ValueError(f"{path}: 'grid' maps a mode ({list(DEFAULT_GRIDS)}) to {list(GRID_KEYS)}; got {grid!r}.")
@@ -180,116 +192,6 @@ def load_suite(path: str) -> Suite:
     if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0 < holdout < 1:
         raise ValueError(f"{path}: 'holdout_fraction' must be a number in (0, 1), got {holdout!r}.")
     return Suite(path, datasets, grid, float(holdout))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Few-shot sets
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def multilabel_few_shot_indices(label_sets: list[list[int]], shots: int, seed: int) -> list[int]:
-    """
-    A few-shot set of a multi-label dataset: classes visited in increasing order, each topped up to at least `shots`
-    chosen images containing it (images already chosen for earlier classes count; a class in fewer images gets all
-    of them), drawn with `np.random.default_rng(seed)`.
-
-    Returns:
-        sorted sample indices.
-    """
-    rng, chosen = np.random.default_rng(seed), set()
-    for cls in sorted({c for labels in label_sets for c in labels}):
-        holders = [i for i, labels in enumerate(label_sets) if cls in labels]
-        candidates = [i for i in holders if i not in chosen]
-        needed = min(shots - sum(i in chosen for i in holders), len(candidates))
-        if needed > 0:
-            chosen.update(int(i) for i in rng.choice(candidates, size=needed, replace=False))
-    return sorted(chosen)
-
-
-def held_out_count(count: int, fraction: float) -> int:
-    """ELEVATER's hold-out of `count` images: ceil(fraction x count), at most count - 1 (one is left to train on)."""
-    return min(math.ceil(fraction * count - 1e-9), count - 1)
-
-
-def few_shot_split(labels, shots: int, seed: int, holdout_fraction: float = 0.2) -> tuple[list[int], list[int]]:
-    """
-    ELEVATER's few-shot set and its held-out part: `shots` images per class drawn by `seed` (all of a class's images
-    where it has fewer), then `holdout_fraction` of them set aside to choose the hyper-parameters: per class for
-    single-label data, ceil(fraction x the class's images) as ELEVATER's `train_val_dataset` does, but always leaving
-    one to train on; over the whole set for multi-label data.
-
-    Args:
-        labels: (N,) class indices, or N lists of classes (multi-label).
-        shots: images per class, at least 2 (one must be held out).
-        seed: the draw's seed.
-
-    Returns:
-        (train indices, held-out indices), sorted and disjoint; together they are the few-shot set.
-    """
-    if shots < 2:
-        raise ValueError(f"shots={shots}: at least 2 per class are needed to hold one out for the grid search.")
-    rng = np.random.default_rng([seed, shots])
-    multi_label = len(labels) > 0 and isinstance(labels[0], (list, tuple))
-    if multi_label:
-        chosen = np.array(multilabel_few_shot_indices(labels, shots, seed))
-        held = rng.choice(chosen, size=held_out_count(len(chosen), holdout_fraction), replace=False)
-    else:
-        chosen = np.array(few_shot_indices(labels, shots, seed))
-        by_class = {}
-        for index in chosen:
-            by_class.setdefault(int(labels[index]), []).append(index)
-        held = np.concatenate([rng.choice(members, size=held_out_count(len(members), holdout_fraction), replace=False)
-                               for members in by_class.values()])  # fmt: skip
-    held = set(int(i) for i in held)
-    return sorted(int(i) for i in chosen if int(i) not in held), sorted(held)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Training and scoring one few-shot run
-# ---------------------------------------------------------------------------------------------------------------
-
-
-class TransferCollator(ImageCollator):
-    """`ImageCollator` for single-label data; multi-label items (lists of classes, or one class) become multi-hot
-    float targets `(B, num_labels)`."""
-
-    def __init__(self, num_labels: int, multi_label: bool = False):
-        super().__init__(num_labels)
-        self.multi_label = multi_label
-
-    def __call__(self, items: list[dict]) -> dict:
-        if not self.multi_label:
-            return super().__call__(items)
-        batch = super().__call__([{"pixel_values": item["pixel_values"]} for item in items])
-        batch["labels"] = torch.stack([multi_hot(item["labels"], self.num_labels) for item in items])
-        return batch
-
-
-def multi_hot(labels, num_labels: int) -> torch.Tensor:
-    """A class index or a list of them -> a `(num_labels,)` float {0, 1} vector."""
-    target = torch.zeros(num_labels)
-    target[torch.as_tensor(labels if isinstance(labels, (list, tuple)) else [labels], dtype=torch.long)] = 1.0
-    return target
-
-
-class TransferTrainer(SupMAEClassificationTrainer):
-    """`SupMAEClassificationTrainer` with a multi-label option: binary cross-entropy on multi-hot targets (sigmoid
-    scores), as VOC 2007 is trained and scored."""
-
-    def __init__(self, *args, multi_label: bool = False, **kwargs):
-        kwargs.setdefault("compute_metrics", None)
-        kwargs.setdefault("preprocess_logits_for_metrics", None)  # predictions are the logits, for any metric
-        super().__init__(*args, **kwargs)
-        self.multi_label = multi_label
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if not self.multi_label:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        inputs = dict(inputs)
-        labels = inputs.pop("labels")
-        outputs = model(**inputs)
-        loss = nn.functional.binary_cross_entropy_with_logits(outputs.logits.float(), labels.float())
-        return (loss, outputs) if return_outputs else loss
 
 
 @dataclass
@@ -318,17 +220,25 @@ class TransferData:
         multi_label = len(train) > 0 and isinstance(train[0][label_column], list)
         if multi_label != entry.multi_label:
             wanted = "single-label data: multi-label data takes 11point_mAP" if multi_label else "multi-label data"
-            raise ValueError(f"Suite dataset {entry.name!r}: its labels (column {label_column!r}) are "
-                             f"{'lists' if multi_label else 'single classes'}, and metric {entry.metric!r} scores "
-                             f"{wanted}.")  # fmt: skip
+            raise ValueError(
+                f"Suite dataset {entry.name!r}: its labels (column {label_column!r}) are "
+                f"{'lists' if multi_label else 'single classes'}, and metric {entry.metric!r} scores "
+                f"{wanted}."
+            )
         names = label_names(train, label_column)
         test_names = label_names(test, test_label_column)
         if names and test_names and names != test_names:
-            raise ValueError(f"{entry.name}: the train and test splits name their classes differently "
-                             f"({names[:5]}... vs {test_names[:5]}...).")  # fmt: skip
+            raise ValueError(
+                f"{entry.name}: the train and test splits name their classes differently "
+                f"({names[:5]}... vs {test_names[:5]}...)."
+            )
         if not names:
-            labels = [c for split, column in ((train, label_column), (test, test_label_column))
-                      for value in split[column] for c in (value if isinstance(value, list) else [value])]  # fmt: skip
+            labels = [
+                c
+                for split, column in ((train, label_column), (test, test_label_column))
+                for value in split[column]
+                for c in (value if isinstance(value, list) else [value])
+            ]
             names = [str(i) for i in range(max(labels) + 1)]
         if entry.metric == "roc_auc" and len(names) != 2:
             raise ValueError(f"{entry.name}: roc_auc scores binary problems; the data has {len(names)} classes.")
@@ -370,9 +280,13 @@ def run_arguments(args, output_dir: str, point: dict[str, float], train_size: in
     schedule, _ = training_schedule(args, batch)  # warmup and the cosine's floor, as run_classification.py sets them
     schedule.update(learning_rate=point["learning_rate"], weight_decay=point["weight_decay"])
     return dataclasses.replace(
-        args, output_dir=output_dir, per_device_train_batch_size=max(batch, 2), save_strategy="no",
-        eval_strategy="no", **schedule,
-    )  # fmt: skip
+        args,
+        output_dir=output_dir,
+        per_device_train_batch_size=max(batch, 2),
+        save_strategy="no",
+        eval_strategy="no",
+        **schedule,
+    )
 
 
 class FewShotRunner:
@@ -391,23 +305,31 @@ class FewShotRunner:
         if self.multi_label:
             self.model.config.problem_type = "multi_label_classification"
         # Linear probing changes only the head (and its BatchNorm statistics): only those need restoring.
-        self.initial = {name: value.clone() for name, value in self.model.state_dict().items()
-                        if args.mode == "finetune" or name.startswith(("classifier.", "batch_norm."))}  # fmt: skip
+        self.initial = {
+            name: value.clone()
+            for name, value in self.model.state_dict().items()
+            if args.mode == "finetune" or name.startswith(("classifier.", "batch_norm."))
+        }
         size = self.model.config.image_size
         self.image_size = size if isinstance(size, int) else size[0]
         self.encoded = {}  # linprobe: train index -> (feature (D,), target); the test split's as `test_encoded`
 
     def _images(self, split, image_column, label_column, indices=None):
         split = split if indices is None else split.select(indices)
-        return evaluation_set(split, image_column, label_column, eval_image_processor(self.image_size),
-                              bad_images=self.bad_images)  # fmt: skip
+        return evaluation_set(
+            split, image_column, label_column, eval_image_processor(self.image_size), bad_images=self.bad_images
+        )
 
     def encode(self, train_indices: list[int]) -> None:
         """Linear probing: the features of the test split and of the training images `train_indices`."""
         args = dataclasses.replace(self.args, output_dir=self.work_dir)
         data = self.data
-        train = extract_features(self.model, self._images(data.train, data.image_column, data.label_column,
-                                                          train_indices), args, self.collator)  # fmt: skip
+        train = extract_features(
+            self.model,
+            self._images(data.train, data.image_column, data.label_column, train_indices),
+            args,
+            self.collator,
+        )
         self.encoded = dict(zip(train_indices, zip(train["features"], train["labels"], strict=True), strict=True))
         test = self._images(data.test, data.test_image_column, data.test_label_column)
         self.test_encoded = extract_features(self.model, test, args, self.collator)
@@ -419,22 +341,38 @@ class FewShotRunner:
         self.model.load_state_dict(self.initial, strict=False)
         args = run_arguments(self.args, self.work_dir, point, len(indices))
         optimizer = optimizer_for(args, args.per_device_train_batch_size * args.gradient_accumulation_steps)[0]
-        options = dict(optimizer_name=optimizer, layer_decay=args.layer_decay,
-                       label_smoothing=0.0 if self.multi_label else args.label_smoothing,
-                       multi_label=self.multi_label)  # fmt: skip
+        options = dict(
+            optimizer_name=optimizer,
+            layer_decay=args.layer_decay,
+            label_smoothing=0.0 if self.multi_label else args.label_smoothing,
+            multi_label=self.multi_label,
+        )
         data = self.data
         if args.mode == "linprobe":
-            features = FeatureDataset({"features": torch.stack([self.encoded[i][0] for i in indices]),
-                                       "labels": torch.stack([self.encoded[i][1] for i in indices])})  # fmt: skip
-            TransferTrainer(model=FeatureProbe(self.model), args=args, train_dataset=features,
-                            data_collator=default_data_collator, **options).train()  # fmt: skip
+            features = FeatureDataset(
+                {
+                    "features": torch.stack([self.encoded[i][0] for i in indices]),
+                    "labels": torch.stack([self.encoded[i][1] for i in indices]),
+                }
+            )
+            TransferTrainer(
+                model=FeatureProbe(self.model),
+                args=args,
+                train_dataset=features,
+                data_collator=default_data_collator,
+                **options,
+            ).train()
             return self.model
         transform = train_transform(args, self.image_size, eval_image_processor(self.image_size))
-        images = TransformedImageDataset(data.train.select(indices), data.image_column, data.label_column, transform,
-                                         seed, self.bad_images)  # fmt: skip
+        images = TransformedImageDataset(
+            data.train.select(indices), data.image_column, data.label_column, transform, seed, self.bad_images
+        )
         mixing = not self.multi_label and (args.mixup > 0 or args.cutmix > 0)
-        collator = MixupCollator(len(data.names), args.mixup, args.cutmix, args.label_smoothing) if mixing else (
-            self.collator)  # fmt: skip
+        collator = (
+            MixupCollator(len(data.names), args.mixup, args.cutmix, args.label_smoothing)
+            if mixing
+            else (self.collator)
+        )
         trainer = TransferTrainer(model=self.model, args=args, train_dataset=images, data_collator=collator, **options)
         trainer.eval_data_collator = self.collator
         trainer.train()
@@ -456,10 +394,17 @@ class FewShotRunner:
             with torch.no_grad():
                 logits = [model.classify(chunk.to(device)).float().cpu() for chunk in features.split(1024)]
             return torch.cat(logits).numpy(), targets.numpy()
-        images = (self._images(data.test, data.test_image_column, data.test_label_column) if indices is None
-                  else self._images(data.train, data.image_column, data.label_column, indices))  # fmt: skip
-        evaluator = TransferTrainer(model=model, args=dataclasses.replace(self.args, output_dir=self.work_dir),
-                                    data_collator=self.collator, multi_label=self.multi_label)  # fmt: skip
+        images = (
+            self._images(data.test, data.test_image_column, data.test_label_column)
+            if indices is None
+            else self._images(data.train, data.image_column, data.label_column, indices)
+        )
+        evaluator = TransferTrainer(
+            model=model,
+            args=dataclasses.replace(self.args, output_dir=self.work_dir),
+            data_collator=self.collator,
+            multi_label=self.multi_label,
+        )
         prediction = evaluator.predict(images)
         return prediction.predictions, prediction.label_ids
 
@@ -477,8 +422,10 @@ class FewShotRunner:
             classes, counts = np.unique(np.asarray(labels)[every], return_counts=True)
             short = {int(c): int(n) for c, n in zip(classes, counts, strict=True) if n < shots}
             if short:
-                logger.warning(f"{self.data.entry.name} {shots}-shot: {len(short)} classes have fewer images and "
-                               f"give all they have ({min(short.values())} to {max(short.values())}).")  # fmt: skip
+                logger.warning(
+                    f"{self.data.entry.name} {shots}-shot: {len(short)} classes have fewer images and "
+                    f"give all they have ({min(short.values())} to {max(short.values())})."
+                )
         searched = []
         if len(grid) > 1 and not held_out:
             logger.warning(
@@ -487,19 +434,23 @@ class FewShotRunner:
         if len(grid) > 1 and held_out:
             for point in grid:
                 searched.append({**point, "holdout_score": self.score(self.train(train, point, seed), held_out)})
-                logger.info(f"{self.data.entry.name} {shots}-shot seed {seed}: {point} -> held-out "
-                            f"{searched[-1]['holdout_score']:.4f}")  # fmt: skip
+                logger.info(
+                    f"{self.data.entry.name} {shots}-shot seed {seed}: {point} -> held-out "
+                    f"{searched[-1]['holdout_score']:.4f}"
+                )
         chosen = max(searched, key=lambda s: s["holdout_score"]) if searched else {**grid[0]}  # first of equals
         chosen = {key: chosen[key] for key in ("learning_rate", "weight_decay")}
         score = self.score(self.train(every, chosen, seed), None)
-        return {"score": score, "chosen": chosen, "grid": searched, "num_few_shot": len(every),
-                "num_held_out": len(held_out), "num_test": len(self.data.test), "classes_with_fewer_images": short,
-                "few_shot_indices": every}  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The suite: resumable runs, then the summary
-# ---------------------------------------------------------------------------------------------------------------
+        return {
+            "score": score,
+            "chosen": chosen,
+            "grid": searched,
+            "num_few_shot": len(every),
+            "num_held_out": len(held_out),
+            "num_test": len(self.data.test),
+            "classes_with_fewer_images": short,
+            "few_shot_indices": every,
+        }
 
 
 def result_path(output_dir: str, dataset: str, shots: int, seed: int) -> str:
@@ -542,13 +493,16 @@ def existing_result(path: str, settings: dict) -> dict | None:
     differing = [key for key in settings if json.dumps(recorded.get(key)) != json.dumps(settings[key])]
     if differing:
         key = differing[0]
-        raise ValueError(f"{path} was made with another {key} ({recorded.get(key)!r}, now {settings[key]!r}); "
-                         "choose another --output_dir, or remove it.")  # fmt: skip
+        raise ValueError(
+            f"{path} was made with another {key} ({recorded.get(key)!r}, now {settings[key]!r}); "
+            "choose another --output_dir, or remove it."
+        )
     return record
 
 
-def run_suite(suite: Suite, model_args, args, shots: list[int], seeds: list[int], cache_dir=None,
-              bad_images: str = "skip") -> dict:  # fmt: skip
+def run_suite(
+    suite: Suite, model_args, args, shots: list[int], seeds: list[int], cache_dir=None, bad_images: str = "skip"
+) -> dict:
     """
     Every (dataset, shots, seed) of the suite, in that order; each result goes to `result_path` as soon as it exists
     and existing ones are kept (a killed suite resumes at the first missing one). Then `write_summary`.
@@ -578,11 +532,18 @@ def run_suite(suite: Suite, model_args, args, shots: list[int], seeds: list[int]
             runner.encode(sorted({i for train, held_out in splits for i in train + held_out}))
         for k, s, path in pending:
             result = runner.run(k, s, grid, suite.holdout_fraction)
-            record = {"dataset": entry.name, "metrics": {"score": result.pop("score")}, "shots": k, "seed": s,
-                      "settings": settings, **result}  # fmt: skip
+            record = {
+                "dataset": entry.name,
+                "metrics": {"score": result.pop("score")},
+                "shots": k,
+                "seed": s,
+                "settings": settings,
+                **result,
+            }
             if args.should_save:  # the main process (every process computed the same scores)
-                record = write_report(path, entry.name, record["metrics"], shots=k, seed=s, settings=settings,
-                                      **result)  # fmt: skip
+                record = write_report(
+                    path, entry.name, record["metrics"], shots=k, seed=s, settings=settings, **result
+                )
             records.append(record)
             logger.info(
                 f"{entry.name} {k}-shot seed {s}: {entry.metric} {record['metrics']['score']:.4f} "
@@ -628,66 +589,29 @@ def summary_markdown(summary: dict, model: str, mode: str) -> str:
     def cell(stats):
         return "—" if stats is None else f"{stats['mean']:.2f} ± {stats['std']:.2f}"
 
-    lines = [f"Few-shot {mode} of `{model}`: score (percent) by images per class, mean ± std over seeds "
-             f"{', '.join(map(str, summary['seeds']))}.", "",
-             "| dataset | metric | " + " | ".join(f"{k}-shot" for k in shots) + " |",
-             "|---|---" + "|---" * len(shots) + "|"]  # fmt: skip
+    lines = [
+        f"Few-shot {mode} of `{model}`: score (percent) by images per class, mean ± std over seeds "
+        f"{', '.join(map(str, summary['seeds']))}.",
+        "",
+        "| dataset | metric | " + " | ".join(f"{k}-shot" for k in shots) + " |",
+        "|---|---" + "|---" * len(shots) + "|",
+    ]
     for name, entry in summary["datasets"].items():
         lines.append(
             f"| {name} | {entry['metric']} | " + " | ".join(cell(entry["shots"].get(k)) for k in shots) + " |"
         )
-    lines.append(f"| **average over {len(summary['datasets'])}** | | "
-                 + " | ".join(cell(summary["average"].get(k)) for k in shots) + " |")  # fmt: skip
-    lines += ["", "For reference, the SupMAE paper (ELEVATER's 20 datasets, 5 / 20 / 50 shots, reported, not measured "
-              "here): fine-tuning 46.76 ± 0.12 / 64.61 ± 0.82 / 71.71 ± 0.66; linear probing 47.97 ± 0.44 / "
-              "60.86 ± 0.31 / 66.68 ± 0.47."]  # fmt: skip
+    lines.append(
+        f"| **average over {len(summary['datasets'])}** | | "
+        + " | ".join(cell(summary["average"].get(k)) for k in shots)
+        + " |"
+    )
+    lines += [
+        "",
+        "For reference, the SupMAE paper (ELEVATER's 20 datasets, 5 / 20 / 50 shots, reported, not measured "
+        "here): fine-tuning 46.76 ± 0.12 / 64.61 ± 0.82 / 71.71 ± 0.66; linear probing 47.97 ± 0.44 / "
+        "60.86 ± 0.31 / 66.68 ± 0.47.",
+    ]
     return "\n".join(lines) + "\n"
-
-
-def plot_scores(summary: dict, path: str, width: int = 720, height: int = 440) -> None:
-    """Score (percent) against images per class (log scale), one thin line per dataset and the average thick, with
-    its spread over seeds as error bars. Drawn with PIL (no plotting dependency)."""
-    shots = summary["shots"]
-    image = PIL.Image.new("RGB", (width, height), "white")
-    draw = PIL.ImageDraw.Draw(image)
-    left, right, top, bottom = 60, width - 170, 20, height - 50
-    logs = [math.log(k) for k in shots]
-    span = (max(logs) - min(logs)) or 1.0
-
-    def at(k, score):
-        x = left + (math.log(k) - min(logs)) / span * (right - left) if len(shots) > 1 else (left + right) / 2
-        return x, bottom - score / 100 * (bottom - top)
-
-    draw.rectangle([left, top, right, bottom], outline="black")
-    for score in range(0, 101, 20):
-        y = at(shots[0], score)[1]
-        draw.line([left - 4, y, left, y], fill="black")
-        draw.text((left - 30, y - 6), str(score), fill="black")
-    for k in shots:
-        x = at(k, 0)[0]
-        draw.line([x, bottom, x, bottom + 4], fill="black")
-        draw.text((x - 8, bottom + 8), str(k), fill="black")
-    draw.text(((left + right) / 2 - 50, height - 22), "images per class", fill="black")
-    draw.text((8, 4), "score (%)", fill="black")
-    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-              "#17becf"]  # fmt: skip
-    series = [(name, entry["shots"], colors[i % len(colors)], 1) for i, (name, entry) in
-              enumerate(summary["datasets"].items())]  # fmt: skip
-    series.append(("average", summary["average"], "black", 3))
-    for row, (name, points, color, line_width) in enumerate(series):
-        xy = [at(k, points[k]["mean"]) for k in shots if k in points]
-        if len(xy) > 1:
-            draw.line(xy, fill=color, width=line_width)
-        for (x, y), k in zip(xy, [k for k in shots if k in points], strict=True):
-            spread = points[k]["std"] / 100 * (bottom - top)
-            draw.line([x, y - spread, x, y + spread], fill=color, width=1)
-            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=color)
-        legend_y = top + 4 + 16 * row
-        draw.line([right + 10, legend_y + 6, right + 30, legend_y + 6], fill=color, width=line_width)
-        draw.text((right + 36, legend_y), name[:20], fill="black")
-    path_tmp = path + ".tmp.png"
-    image.save(path_tmp)
-    os.replace(path_tmp, path)
 
 
 def write_summary(output_dir: str, summary: dict, model: str, mode: str) -> None:
@@ -743,10 +667,31 @@ def check_transfer_arguments(transfer_args, model_args, data_args, args, given=(
     if args.mode not in ("linprobe", "finetune"):
         raise ValueError(f"--mode must be linprobe or finetune for a transfer suite, got {args.mode!r}.")
     if args.mode == "linprobe" and "linprobe_augment" in given and args.linprobe_augment:
-        raise ValueError("--linprobe_augment true: the suite's probe encodes each image once, with the evaluation "
-                         "transform (no augmentation to draw anew each epoch).")  # fmt: skip
+        raise ValueError(
+            "--linprobe_augment true: the suite's probe encodes each image once, with the evaluation "
+            "transform (no augmentation to draw anew each epoch)."
+        )
     given = [name for name in ("dataset_name", "train_dir", "validation_dir") if getattr(data_args, name)]
     given += ["few_shot"] * (args.few_shot is not None) + ["eval_datasets"] * bool(args.eval_datasets)
     if given:
         raise ValueError(f"--{', --'.join(given)}: the suite file names the data, and --shots / --seeds the runs.")
     return parse_integers(transfer_args.shots, "--shots", 2), parse_integers(transfer_args.seeds, "--seeds", 0)
+
+
+DESCRIPTION = """Few-shot transfer of a pretrained SupMAE over a suite of datasets, with ELEVATER's protocol: K images
+per class drawn by each seed, 20% of them held out to pick the learning rate and weight decay from the suite's grid,
+then training on all K with the choice and scoring the test split with each dataset's metric. Every
+run_classification.py option works too, but those the grid owns."""
+
+
+def main(argv: list[str]) -> dict:
+    """run_transfer.py: run the suite (resuming a killed one) and write its summary; returns the summary."""
+    model_args, data_args, args, transfer_args = classification.parse(
+        argv, "run_transfer.py", DESCRIPTION, extra=(TransferArguments,), first=("suite", "shots", "seeds")
+    )
+    configure_logging(args)
+    shots, seeds = check_transfer_arguments(transfer_args, model_args, data_args, args, given_names(argv))
+    suite = load_suite(transfer_args.suite)
+    summary = run_suite(suite, model_args, args, shots, seeds, data_args.cache_dir, data_args.bad_images)
+    print(f"Written to {args.output_dir}: results/, summary.json, summary.md, scores.png")
+    return summary

@@ -1,0 +1,2 @@
+"""Other formats in and out: official and ViTMAE checkpoints (`convert`), timm (`timm_export`), and a SupMAE encoder
+inside UperNet (`upernet`)."""
