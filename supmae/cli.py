@@ -8,11 +8,13 @@ import gc
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 
 import torch
 import transformers
+from huggingface_hub.errors import StrictDataclassError
 from transformers import HfArgumentParser, TrainingArguments
 
 
@@ -120,16 +122,44 @@ def given_names(argv: list[str]) -> set[str]:
 
 
 def parse_arguments(parser: HfArgumentParser, argv: list[str]) -> tuple[tuple, set[str]]:
-    """Flags, or one JSON file holding them all, into the parser's dataclasses; also the names that were given."""
+    """Flags, or one JSON file holding them all, into the parser's dataclasses; also the names that were given. A JSON
+    file's options go through the same parser as flags, so their values are checked the same way."""
     if len(argv) == 1 and argv[0].endswith(".json"):
-        with open(argv[0]) as file:
-            given = set(json.load(file))
-        return parser.parse_json_file(os.path.abspath(argv[0])), given
+        argv = arguments_from_json(argv[0])
     given = given_names(argv)
     *parsed, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")  # with the usage line; exit status 2
     return tuple(parsed), given
+
+
+def arguments_from_json(path: str) -> list[str]:
+    """The command line a JSON arguments file stands for: `{"max_steps": 3, "eval_datasets": ["a=b"], "bf16": true}`
+    is `--max_steps 3 --eval_datasets a=b --bf16 true`; `null` and `[]` leave an option at its default."""
+    try:
+        with open(path) as file:
+            options = json.load(file)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"Cannot read the arguments file {path}: {error}.") from None
+    if not isinstance(options, dict):
+        raise ValueError(
+            f"The arguments file {path} holds a JSON {type(options).__name__}; it must hold an object of options, "
+            'e.g. {"output_dir": "runs/mine", "max_steps": 1000}.'
+        )
+    argv = []
+    for name, value in options.items():
+        if value is None or value == []:
+            continue
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, (list, dict)) for v in values) and not isinstance(value, dict):
+            raise ValueError(f"The arguments file {path}: option {name!r} holds nested lists; give a list of values.")
+        argv.append(f"--{name}")
+        argv += [json.dumps(value)] if isinstance(value, dict) else [_flag_value(v) for v in values]
+    return argv
+
+
+def _flag_value(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def command_of(argv: list[str]):
@@ -156,15 +186,37 @@ def run_script(main: Callable, argv: list[str] | None = None):
       the group joins those threads once nothing else holds it (main's DDP wrapper is gone by then)."""
     try:
         return main(argv)
-    except (ValueError, OSError, TrainingStopped) as error:
+    except (ValueError, OSError, TrainingStopped, StrictDataclassError) as error:
         if os.environ.get("SUPMAE_TRACEBACK"):
             raise
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
-        raise SystemExit(2 if isinstance(error, (ValueError, FileNotFoundError, FileExistsError)) else 1) from None
+        print(f"error: {user_message(error)}", file=sys.stderr)
+        usage = (ValueError, FileNotFoundError, FileExistsError, StrictDataclassError)
+        raise SystemExit(2 if isinstance(error, usage) else 1) from None
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             gc.collect()  # the Trainer and its DDP wrapper may be left in reference cycles
             torch.distributed.destroy_process_group()
+
+
+MAX_MESSAGE_LENGTH = 2000  # characters of an error message printed; the rest is cut (a value can be huge)
+
+
+def user_message(error: BaseException) -> str:
+    """The one paragraph `run_script` prints for `error`:
+    - a configuration that huggingface_hub's strict dataclasses refused: the validator's own message (the field and
+      what it allows), not the wrapper's;
+    - an error raised in a dataloader worker, which PyTorch re-raises with the worker's traceback in its message: the
+      error's own last line;
+    - on one line, at most `MAX_MESSAGE_LENGTH` characters."""
+    if isinstance(error, StrictDataclassError) and error.__cause__ is not None:
+        message = f"Invalid configuration: {error.__cause__}"
+    else:
+        message = str(error)
+    if "Original Traceback (most recent call last)" in message:  # torch.utils.data's ExceptionWrapper
+        last = [line for line in message.strip().splitlines() if line.strip()][-1]
+        message = re.sub(r"^[A-Za-z_][\w.]*: ", "", last)  # "supmae.data.images.BadImageError: Cannot read ..."
+    message = " ".join(message.split())
+    return message if len(message) <= MAX_MESSAGE_LENGTH else message[: MAX_MESSAGE_LENGTH - 30] + " ... (message cut)"
 
 
 class LineSafeHandler(logging.StreamHandler):

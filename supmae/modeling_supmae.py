@@ -438,6 +438,12 @@ class SupMAEPreTrainedModel(PreTrainedModel):
             checkpoint_config, _ = SupMAEConfig.get_config_dict(source, **hub_kwargs)
         except OSError:
             checkpoint_config = {}  # no config.json: let Transformers say what is missing
+        if not checkpoint_config and kwargs.get("config") is None and _weights_files(source, hub_kwargs):
+            # Weights without a config would be read into the default architecture and fail on every shape.
+            raise OSError(
+                f"{source} holds weights but no config.json, so their architecture is unknown. A directory "
+                "written by save_pretrained has one; convert official .pth checkpoints with `supmae-convert`."
+            )
         model_type = checkpoint_config.get("model_type", SupMAEConfig.model_type)
         if model_type != SupMAEConfig.model_type:
             raise ValueError(

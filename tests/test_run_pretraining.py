@@ -199,19 +199,29 @@ def test_an_unknown_choice_is_refused_with_the_allowed_ones(folders, tmp_path, f
 
 
 def test_labels_outside_the_model_fail_before_training(folders, tmp_path):
+    """Labels without class names (a plain integer column) that the checkpoint's classes do not cover. (Named classes
+    other than the checkpoint's give the model the data's classes: tests/tasks/test_mistakes.py.)"""
+    import datasets
+
     config = SupMAEConfig()
     config.update_from_string(TINY[1])
     config.num_labels = 1
     SupMAEForPreTraining(config).save_pretrained(tmp_path / "one-class")
+    images = [Image.new("RGB", (32, 32), (40 * i, 0, 0)) for i in range(4)]
+    data = datasets.Dataset.from_dict({"image": images, "label": [0, 1, 0, 1]}).cast_column("image", datasets.Image())
+    (tmp_path / "data").mkdir()
+    data.to_parquet(str(tmp_path / "data" / "train.parquet"))
     message = r"The training data's column 'label' holds \d+ labels outside the model's 1 classes \(0..0\), e.g. 1"
     with pytest.raises(ValueError, match=message):
         run(
-            "--train_dir",
-            folders / "train",
+            "--dataset_name",
+            tmp_path / "data",
             "--output_dir",
             tmp_path / "out",
             "--model_name_or_path",
             tmp_path / "one-class",
+            "--train_val_split",
+            "0",
         )
     assert not os.path.exists(tmp_path / "out" / "model.safetensors")
 

@@ -1,9 +1,12 @@
 # Copyright 2026 The supmae authors. Licensed under the Apache License, Version 2.0.
 """Collators: items into batches, labels checked against the model's classes; mixup / cutmix; multi-label targets."""
 
+import contextlib
 import math
 
 import torch
+
+from .transforms import seeded_global_rngs
 
 
 class ImageCollator:
@@ -33,7 +36,8 @@ class ImageCollator:
 
 class MixupCollator(ImageCollator):
     """`ImageCollator`, then timm's Mixup / CutMix with label smoothing: labels become soft `(B, num_labels)`. The
-    batch size must be even."""
+    batch size must be even. With items that carry a `sample_seed` (`TransformedImageDataset(sample_seeds=True)`),
+    the mixing is drawn from the first item's: the same for the same batch, also after resuming."""
 
     def __init__(self, num_labels: int, mixup: float = 0.8, cutmix: float = 1.0, label_smoothing: float = 0.1):
         from timm.data import Mixup
@@ -45,7 +49,9 @@ class MixupCollator(ImageCollator):
 
     def __call__(self, items: list[dict]) -> dict:
         batch = super().__call__(items)
-        batch["pixel_values"], batch["labels"] = self.mix(batch["pixel_values"], batch["labels"])
+        seed = items[0].get("sample_seed")
+        with seeded_global_rngs(seed) if seed is not None else contextlib.nullcontext():
+            batch["pixel_values"], batch["labels"] = self.mix(batch["pixel_values"], batch["labels"])
         return batch
 
 

@@ -24,16 +24,25 @@ class TransformedImageDataset(torch.utils.data.Dataset):
     workers or processes, and after resuming from a checkpoint. The Trainer calls `set_epoch`.
 
     An unreadable image goes to `bad_images` (skipped and logged by default) and the next readable one takes its
-    place, so batches keep their size.
+    place, so batches keep their size. With `sample_seeds`, each item also carries a `sample_seed` from (seed, epoch,
+    index), for a collator's own draws (`MixupCollator`).
     """
 
     def __init__(
-        self, dataset, image_column: str, label_column: str | None, transform, seed: int = 0, bad_images=None
+        self,
+        dataset,
+        image_column: str,
+        label_column: str | None,
+        transform,
+        seed: int = 0,
+        bad_images=None,
+        sample_seeds: bool = False,
     ):
         self.dataset = undecoded(dataset, image_column)
         self.image_column, self.label_column = image_column, label_column
         self.transform, self.seed, self.epoch = transform, seed, 0
         self.bad_images = bad_images or BadImagePolicy()
+        self.sample_seeds = sample_seeds
 
     def set_epoch(self, epoch: int):
         self.epoch = int(epoch)
@@ -54,6 +63,8 @@ class TransformedImageDataset(torch.utils.data.Dataset):
             item = {"pixel_values": pixels}
             if self.label_column is not None:
                 item["labels"] = example[self.label_column]
+            if self.sample_seeds:
+                item["sample_seed"] = random.Random(f"collate-{self.seed}-{self.epoch}-{index}").getrandbits(32)
             return item
         raise BadImageError(
             f"Items {index} to {position} are all unreadable images ({MAX_BAD_IMAGES_IN_A_ROW} in a row): is "

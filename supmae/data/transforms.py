@@ -2,6 +2,7 @@
 """The image transforms of the recipes: MAE's pretraining crop (decoded straight into tensors), timm's fine-tuning
 augmentation and the evaluation transform."""
 
+import contextlib
 import functools
 import io
 import math
@@ -138,10 +139,28 @@ class EvalTransform:
         return self.image_processor(image, return_tensors="pt").pixel_values[0]
 
 
+@contextlib.contextmanager
+def seeded_global_rngs(seed: int):
+    """Python's, numpy's and torch's (CPU) global generators seeded with `seed` inside the block and restored after:
+    code that draws from them (timm's transforms and mixup) gives the same result for the same seed, whatever drew
+    before, and leaves the training's own draws (dropout, drop path) where they were."""
+    states = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.random.default_generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.random.set_rng_state(states[2])
+
+
 class TimmTrainTransform:
     """MAE's fine-tuning augmentation through timm's `create_transform`: RandomResizedCrop, flip, RandAugment
-    (`rand-m9-mstd0.5-inc1`), random erasing (0.25). Its randomness is timm's own (numpy / torch global RNGs, seeded
-    per dataloader worker), so `rng` is unused."""
+    (`rand-m9-mstd0.5-inc1`), random erasing (0.25). timm draws from the global generators; with a per-sample `rng`
+    (`TransformedImageDataset`'s) they are seeded from it for the sample, so an item's augmentation is a function of
+    (seed, epoch, index), and a resumed run sees the same images as an uninterrupted one."""
 
     def __init__(
         self,
@@ -171,7 +190,10 @@ class TimmTrainTransform:
                     op.aug_fn = _posterize
 
     def __call__(self, image: PIL.Image.Image, rng: random.Random | None = None) -> torch.Tensor:
-        return self.transform(to_rgb(image))
+        if rng is None:
+            return self.transform(to_rgb(image))
+        with seeded_global_rngs(rng.getrandbits(32)):
+            return self.transform(to_rgb(image))
 
 
 def _posterize(image: PIL.Image.Image, bits_to_keep: int, **kwargs) -> PIL.Image.Image:

@@ -206,11 +206,26 @@ def load_pickle_safely(path: str):
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:  # torch names the offending global in its message
+    except pickle.UnpicklingError as error:
+        # torch's text for both: a global it refuses ("Unsupported global: GLOBAL os.system"), or bytes that are not a
+        # pickle at all ("Unsupported operand 110"). Its advice (weights_only=False) would run the file: not repeated.
+        refused = re.search(r"Unsupported global: GLOBAL \S+", str(error))
+        if refused is None:
+            raise _unreadable(path, error.__class__("not a pickle of tensors")) from None
         raise ValueError(
             f"Refusing to load {path}: it is not a plain weights file, and unpickling it would import or call "
-            f"code beyond tensors and argparse.Namespace. ({str(error).splitlines()[0]})"
+            f"code beyond tensors and argparse.Namespace ({refused.group()})."
         ) from None
+    except Exception as error:  # an empty, truncated or non-PyTorch file: EOFError, RuntimeError, KeyError, OSError
+        raise _unreadable(path, error) from None
+
+
+def _unreadable(path: str, error: Exception) -> ValueError:
+    first_line = (str(error).strip().splitlines() or [""])[0][:200]
+    return ValueError(
+        f"Cannot read {path}: it is not a PyTorch checkpoint, or it is empty, truncated or damaged "
+        f"({type(error).__name__}{': ' + first_line if first_line else ''})."
+    )
 
 
 def read_checkpoint(path: str) -> tuple[dict[str, torch.Tensor], dict]:
@@ -225,8 +240,13 @@ def read_checkpoint(path: str) -> tuple[dict[str, torch.Tensor], dict]:
         state, info = read_checkpoint(os.path.join(path, weights[0]))
         config_file = os.path.join(path, "config.json")
         if os.path.isfile(config_file):
-            with open(config_file) as file:
-                config = json.load(file)
+            try:
+                with open(config_file) as file:
+                    config = json.load(file)
+            except ValueError as error:
+                raise ValueError(f"{config_file} is not valid JSON ({error}).") from None
+            if not isinstance(config, dict):
+                raise ValueError(f"{config_file} holds a JSON {type(config).__name__}, not a model configuration.")
             if config.get("model_type") not in (None, "vit_mae", "supmae"):
                 raise ValueError(f"{path} holds a {config['model_type']!r} model, not ViTMAE, SupMAE or MAE weights.")
             info["hints"].update({k: config[k] for k in _HINT_KEYS if k in config})
@@ -234,13 +254,17 @@ def read_checkpoint(path: str) -> tuple[dict[str, torch.Tensor], dict]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No checkpoint at {path}.")
     if path.endswith(".safetensors"):
-        state, hints = load_file(path), {}
+        try:
+            state, hints = load_file(path), {}
+        except Exception as error:  # safetensors raises its own error types
+            raise _unreadable(path, error) from None
     else:
         loaded = load_pickle_safely(path)
         hints = {}
         if isinstance(loaded, dict) and isinstance(loaded.get("model"), dict):  # the official wrapper
             arguments = loaded.get("args")
-            hints = {k: v for k, v in vars(arguments).items() if k in _HINT_KEYS} if arguments is not None else {}
+            arguments = vars(arguments) if isinstance(arguments, argparse.Namespace) else arguments
+            hints = {k: v for k, v in arguments.items() if k in _HINT_KEYS} if isinstance(arguments, dict) else {}
             loaded = loaded["model"]
         if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
             raise ValueError(f"{path} holds no state dict (a dict of tensors, or {{'model': state_dict, ...}}).")
@@ -269,9 +293,22 @@ def infer_config(state: dict[str, torch.Tensor], hints: dict | None = None, **ov
     """A `SupMAEConfig` from the shapes of a state dict in this package's names; `hints` (values the checkpoint
     records) and `overrides` (the user's) win over what the shapes suggest."""
     hints, values = dict(hints or {}), {}
+    needed = [f"supmae.embeddings.{name}" for name in ("cls_token", "position_embeddings")]
+    needed += ["supmae.embeddings.patch_embeddings.projection.weight", "supmae.layers.0.mlp.fc1.weight"]
+    missing = [key for key in needed if key not in state]
+    if missing:
+        raise ValueError(
+            f"The checkpoint holds no complete ViT encoder: {', '.join(missing)} (and maybe more) are missing. "
+            "Is it a whole model's state dict?"
+        )
     width = state["supmae.embeddings.cls_token"].shape[-1]
     _, channels, patch, _ = state["supmae.embeddings.patch_embeddings.projection.weight"].shape
-    grid = math.isqrt(state["supmae.embeddings.position_embeddings"].shape[1] - 1)
+    grid = _square_grid(state, "supmae.embeddings.position_embeddings")
+    if "decoder.decoder_pos_embed" in state and _square_grid(state, "decoder.decoder_pos_embed") != grid:
+        raise ValueError(
+            f"The decoder's position table ({state['decoder.decoder_pos_embed'].shape[1] - 1} patches) and the "
+            f"encoder's ({grid * grid}) are for different images; the checkpoint is inconsistent."
+        )
     depth = len({k.split(".")[2] for k in state if k.startswith("supmae.layers.")})
     values.update(
         hidden_size=width,
@@ -305,6 +342,17 @@ def infer_config(state: dict[str, torch.Tensor], hints: dict | None = None, **ov
         if name not in values and (name == "num_attention_heads" or "decoder_hidden_size" in values):
             raise ValueError(f"Cannot tell `{name}` from the shapes (known widths: {sorted(table)}); pass --{name}.")
     return SupMAEConfig(**values)
+
+
+def _square_grid(state: dict[str, torch.Tensor], key: str) -> int:
+    """The side of the square patch grid of a `(1, 1 + side**2, D)` position table."""
+    patches = state[key].shape[1] - 1
+    side = math.isqrt(max(patches, 0))
+    if side < 1 or side * side != patches:
+        raise ValueError(
+            f"{key} has {patches} patch rows, not a square grid: the converter reads square-image checkpoints only."
+        )
+    return side
 
 
 # -------------------------------------------------------------------------------------------------- the conversion
@@ -410,6 +458,14 @@ def convert(checkpoint: str, task: str = "auto", verify_release: bool = False, *
     report.new = ["supervised_head"] if missing else []
     if task == "encoder":
         state = {k.removeprefix("supmae."): v for k, v in state.items()}
+    expected_shapes = model.state_dict()
+    wrong = [
+        f"{k}: {tuple(v.shape)}, expected {tuple(expected_shapes[k].shape)}"
+        for k, v in state.items()
+        if k in expected_shapes and v.shape != expected_shapes[k].shape
+    ]
+    if wrong:
+        raise ValueError(f"{checkpoint}: tensors whose shapes do not fit one architecture: {'; '.join(wrong[:5])}.")
     model.load_state_dict(state, strict=not missing)
     report.used = len(state)
     return model.eval(), report
@@ -470,6 +526,8 @@ def main(argv: list[str] | None = None) -> ConversionReport:
     parser.add_argument("--push_to_hub", metavar="REPO", help="Upload the directory to this Hub repository.")
     parser.add_argument("--private", action="store_true", help="Create the Hub repository as private.")
     arguments = parser.parse_args(argv)
+    if arguments.export_timm and arguments.task not in ("auto", "classification"):
+        raise ValueError(f"--export_timm writes a fine-tuned classifier; --task {arguments.task} builds none.")
     if os.path.isfile(os.path.join(arguments.output_dir, "model.safetensors")):
         raise FileExistsError(
             f"{arguments.output_dir} already holds a model; choose another --output_dir or remove it."
@@ -485,6 +543,11 @@ def main(argv: list[str] | None = None) -> ConversionReport:
         )
     }
     model, report = convert(arguments.checkpoint, arguments.task, arguments.verify_release, **overrides)
+    if arguments.export_timm and report.task != "classification":  # found before anything is written
+        raise ValueError(
+            f"--export_timm writes a fine-tuned classifier, but {arguments.checkpoint} is {report.source} "
+            f"(converted for {report.task}). Fine-tune it with run_classification.py, then export that."
+        )
     command = shlex.join(["supmae-convert", *(sys.argv[1:] if argv is None else argv)])
     save_converted(model, report, arguments.output_dir, command, arguments.push_to_hub)
     print(report)

@@ -28,7 +28,13 @@ from ..training.checkpoints import resume_checkpoint
 from ..training.classification import FeatureProbe, SupMAEClassificationTrainer, extract_features
 from ..training.distributed import configure_streaming
 from ..training.files import write_report
-from ..training.optim import LARS_MIN_EFFECTIVE_BATCH, effective_batch_size, linear_probe_optimizer, peak_learning_rate
+from ..training.optim import (
+    LARS_MIN_EFFECTIVE_BATCH,
+    check_layer_decay,
+    effective_batch_size,
+    linear_probe_optimizer,
+    peak_learning_rate,
+)
 from ..training.runs import check_output_dir, previous_results, record_finished_run, write_model_card
 from .evaluation_sets import evaluation_set, evaluation_sets
 from .robustness import (
@@ -201,6 +207,7 @@ def parse(argv: list[str], prog: str = "run_classification.py", description: str
         target = model_args if hasattr(model_args, name) else args
         if name not in given and (getattr(target, name, None) is None or hasattr(TrainingArguments, name)):
             setattr(target, name, value)
+    check_layer_decay(args.layer_decay)
     if "warmup_steps" in given:
         args.warmup_epochs = None
     if "learning_rate" not in given:
@@ -293,9 +300,8 @@ def make_trainer(model, args, data, train_split, validation, trainer_kwargs, bad
         raise ValueError("Mixup / CutMix need an even --per_device_train_batch_size.")
     transform = train_transform(args, config.image_height_width, image_processor)
     if hasattr(train_split, "__len__"):
-        train = TransformedImageDataset(
-            train_split, data.image_column, data.label_column, transform, args.seed, bad_images
-        )
+        columns = (data.image_column, data.label_column)
+        train = TransformedImageDataset(train_split, *columns, transform, args.seed, bad_images, sample_seeds=mixing)
     else:  # streamed
         configure_streaming(args, train_split)
         train_split = train_split.shuffle(seed=args.seed, buffer_size=shuffle_buffer_size)

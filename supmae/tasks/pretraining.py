@@ -137,13 +137,31 @@ def main(argv: list[str], demo: list[str] | None = None) -> dict[str, float]:
 
 
 def pretraining_model(model_args, config, data: PreparedData, args) -> SupMAEForPreTraining:
-    """The model to pretrain: `config`'s architecture with the data's classes (a new model), or the checkpoint."""
-    if data.class_names is not None and not model_args.model_name_or_path:
-        config.num_labels = len(data.class_names)
-        config.id2label = dict(enumerate(data.class_names))
-        config.label2id = {name: i for i, name in enumerate(data.class_names)}
+    """The model to pretrain: `config`'s architecture (a new model) or the checkpoint's, with the data's classes. A
+    checkpoint continued on other classes gets a new supervised classifier (other count) or its classes renamed."""
+    names = data.class_names
+    checkpoint_names = [config.id2label[i] for i in range(config.num_labels)] if config.id2label else None
+    new_classes = names is not None and names != checkpoint_names
+    if new_classes:
+        if model_args.model_name_or_path:
+            what = (
+                "a new supervised classifier is trained"
+                if len(names) != config.num_labels
+                else ("its supervised classifier goes on, with the data's class names")
+            )
+            shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+            logger.warning(
+                f"{model_args.model_name_or_path} was pretrained on {config.num_labels} other classes; the data has "
+                f"{len(names)} ({shown}): {what}."
+            )
+        config.num_labels = len(names)
+        config.id2label = dict(enumerate(names))
+        config.label2id = {name: i for i, name in enumerate(names)}
     if model_args.model_name_or_path:
-        model = SupMAEForPreTraining.from_pretrained(model_args.model_name_or_path, config=config)
+        mismatched = new_classes and len(names) != len(checkpoint_names or [])
+        model = SupMAEForPreTraining.from_pretrained(
+            model_args.model_name_or_path, config=config, ignore_mismatched_sizes=mismatched
+        )
     else:
         model = SupMAEForPreTraining(config)
     if data.label_column is None:

@@ -28,7 +28,7 @@ from ..training.arguments import ModelArguments, SupMAETrainingArguments, build_
 from ..training.checkpoints import resume_checkpoint
 from ..training.distributed import sync_batch_norm_if_requested
 from ..training.files import write_report
-from ..training.optim import effective_batch_size
+from ..training.optim import check_layer_decay, effective_batch_size
 from ..training.runs import check_output_dir, previous_results, record_finished_run, write_model_card
 from ..training.segmentation import SupMAESegmentationTrainer
 
@@ -157,6 +157,12 @@ def parse(
         raise ValueError(
             f"--scale and --ratio_range take two numbers each, got {data_args.scale} and {data_args.ratio_range}."
         )
+    if min(data_args.scale) < 1 or min(data_args.ratio_range) <= 0:
+        raise ValueError(
+            f"--scale takes two positive sizes in pixels (long side, short side) and --ratio_range two positive factors; "
+            f"got {data_args.scale} and {data_args.ratio_range}."
+        )
+    check_layer_decay(args.layer_decay)
     if not 0 < args.stride <= args.crop_size:
         raise ValueError(
             f"--stride {args.stride} must be between 1 and --crop_size ({args.crop_size}): windows "

@@ -139,6 +139,21 @@ class SupMAETrainingArguments(TrainingArguments):
         default=DEFAULT_REPORT_TO, metadata={"help": "Where to report logs: TensorBoard when it is installed."}
     )
 
+    def __post_init__(self):
+        # Values Trainer would take and fail on later (a ZeroDivisionError, torch's message after the output folder
+        # was made, an ImportError traceback), or train nothing with: refused while the arguments are read.
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be a positive integer, got {getattr(self, name)}.")
+        if self.max_steps <= 0 and not self.num_train_epochs > 0:
+            raise ValueError(
+                f"--num_train_epochs {self.num_train_epochs:g} trains nothing: give a positive number of epochs, or "
+                "--max_steps."
+            )
+        if self.deepspeed and importlib.util.find_spec("deepspeed") is None:
+            raise ValueError("--deepspeed needs the deepspeed package: pip install deepspeed.")
+        super().__post_init__()
+
 
 def apply_config_overrides(config, overrides: str) -> list[str]:
     """Apply `--config_overrides` ("field=value,field=value") to `config`; returns the fields set. A field the config

@@ -68,6 +68,15 @@ def layer_id(name: str, num_layers: int) -> int:
     return num_layers + 1
 
 
+def check_layer_decay(layer_decay: float) -> None:
+    """Layer-wise lr decay scales layer l's lr by `layer_decay ** (L + 1 - l)`: it must lie in (0, 1] (a negative one
+    would flip the sign of every other layer's step)."""
+    if not 0 < layer_decay <= 1:
+        raise ValueError(
+            f"--layer_decay must be in (0, 1] (MAE: 0.65 for ViT-B, 0.75 for ViT-L), got {layer_decay:g}."
+        )
+
+
 def layer_decay_parameter_groups(model: nn.Module, weight_decay: float, layer_decay: float) -> list[dict]:
     """AdamW groups of MAE's fine-tuning: lr scale `layer_decay ** (num_layers + 1 - layer_id)` and no weight decay on
     biases, 1-D parameters, the cls token and the position table (ViT-B: 13 lr scales, 0.65**13 ... 1)."""

@@ -29,8 +29,17 @@ def finished_run(output_dir: str, command) -> dict | None:
     """
     path = os.path.join(output_dir, RUN_RECORD)
     if os.path.isfile(path):
-        with open(path) as file:
-            record = json.load(file)
+        try:
+            with open(path) as file:
+                record = json.load(file)
+        except (OSError, ValueError) as error:
+            record = error
+        if not isinstance(record, dict) or "command" not in record or not isinstance(record.get("results"), dict):
+            raise FileExistsError(
+                f"{path} is damaged ({record if isinstance(record, Exception) else 'not a run record'}): the folder "
+                "holds a finished run whose record cannot be read. Choose another --output_dir, or remove the folder "
+                "(or only that file, to resume from its last checkpoint)."
+            )
         if record.get("command") == command:
             return record
         saved = record.get("command")

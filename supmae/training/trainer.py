@@ -93,6 +93,19 @@ class SupMAEBaseTrainer(Trainer):
         if os.path.isfile(weights):
             verify_loaded_checkpoint(self.model if model is None else model, weights)
 
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        try:
+            super()._load_optimizer_and_scheduler(checkpoint)
+        except Exception as error:  # torch.load's unpickling errors, truncated zip archives, OSError
+            if checkpoint is None:
+                raise
+            # Not torch's own text: for an unpickling error it suggests weights_only=False, i.e. running the file.
+            raise OSError(
+                f"Cannot resume from {checkpoint}: its optimizer or scheduler state cannot be read "
+                f"({type(error).__name__}; the file is damaged). Resume from an earlier checkpoint with "
+                "--resume_from_checkpoint, or move this one aside."
+            ) from error
+
     def _run_epoch(self, *args, **kwargs):
         # Resumed from a checkpoint of the last step, Trainer would still take one more step before it checks.
         if self.state.global_step >= self.state.max_steps > 0:
