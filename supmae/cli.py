@@ -154,6 +154,8 @@ def arguments_from_json(path: str) -> list[str]:
         if any(isinstance(v, (list, dict)) for v in values) and not isinstance(value, dict):
             raise ValueError(f"The arguments file {path}: option {name!r} holds nested lists; give a list of values.")
         argv.append(f"--{name}")
+        if value is True:  # a bare flag: a boolean's `--x` and `--fsdp` (which refuses "true") both mean true
+            continue
         argv += [json.dumps(value)] if isinstance(value, dict) else [_flag_value(v) for v in values]
     return argv
 

@@ -12,6 +12,7 @@ from transformers import TrainingArguments
 
 from ..configuration_supmae import SUPMAE_PRESETS, SupMAEConfig
 from ..data.sources import DIGITS
+from .distributed import check_launch
 
 
 # TensorBoard when it is installed; nothing otherwise.
@@ -153,6 +154,7 @@ class SupMAETrainingArguments(TrainingArguments):
         if self.deepspeed and importlib.util.find_spec("deepspeed") is None:
             raise ValueError("--deepspeed needs the deepspeed package: pip install deepspeed.")
         super().__post_init__()
+        check_launch(self)
 
 
 def apply_config_overrides(config, overrides: str) -> list[str]:

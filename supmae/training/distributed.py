@@ -3,14 +3,39 @@
 with the same weights."""
 
 import logging
+import os
 
 import torch
 from torch import nn
 
-from .pretraining import SupMAETrainer
-
 
 logger = logging.getLogger(__name__)
+
+
+def check_launch(args) -> None:
+    """Refuse, while the arguments are read (before anything is written), a run whose parallelism is not what the
+    command asked for:
+    - launched as one of several processes (torchrun or accelerate set WORLD_SIZE > 1) while the Trainer set up no
+      process group: each process would train alone, all into the same --output_dir. On a machine without GPUs this is
+      what happens without `--use_cpu true`;
+    - `--fsdp` or `--deepspeed` on a CPU: accelerate enables both on accelerators only, and the Trainer would quietly
+      train with DDP instead."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and args.world_size == 1:
+        hint = "pass --use_cpu true (gloo)" if not torch.cuda.is_available() else "check the launcher's environment"
+        raise ValueError(
+            f"This process was launched as one of {launched} (WORLD_SIZE={launched}), but the Trainer set up no "
+            f"process group, so each process would train alone into the same --output_dir. On a machine without GPUs "
+            f"{hint}; with GPUs, {'check that torch sees them' if not torch.cuda.is_available() else hint}."
+        )
+    if args.device.type == "cpu":
+        for flag, value in (("fsdp", args.fsdp), ("deepspeed", args.deepspeed)):
+            if value:
+                raise ValueError(
+                    f"--{flag} runs on GPUs only (accelerate enables it on accelerators): on this CPU the Trainer "
+                    f"would quietly train with plain DDP instead. Remove --{flag} on CPUs (DDP with --use_cpu true is "
+                    "what runs there), or run on GPUs."
+                )
 
 
 def configure_streaming(training_args, stream) -> None:
@@ -52,7 +77,7 @@ def parameters_digest(model: nn.Module) -> torch.Tensor:
     return torch.stack([flat.sum(), (flat * weights).sum(), (flat * flat).sum()])
 
 
-def check_replicas_identical(trainer: SupMAETrainer) -> None:
+def check_replicas_identical(trainer) -> None:
     """With several processes, every replica must hold the same weights at the end (a desync is a bug)."""
     if trainer.accelerator.num_processes == 1:
         return
