@@ -6,6 +6,7 @@
 #
 #     bash benchmarks/run_gpu.sh [results.json]                 # SUITE=end-to-end (default): issue 15
 #     SUITE=models bash benchmarks/run_gpu.sh [results.json]    # the model comparisons of 2026-11-27
+#     SUITE=fsdp bash benchmarks/run_gpu.sh [results.json]      # FSDP on one GPU: train, save, kill, resume (issue 22)
 #     SUPMAE_BENCH_SMOKE=1 bash benchmarks/run_gpu.sh out.json  # every part on the CPU at tiny sizes (tests use it)
 #
 # end-to-end, cheap parts first (expected on an H200 with a cold compiler cache, about 8 minutes in all):
@@ -37,6 +38,7 @@ if [ -n "${SUPMAE_BENCH_SMOKE:-}" ]; then  # the same command lines, on the CPU 
   sweep="batch=4" rounds="--rounds 1 --warmup 1" at_most=8 default_batch=4
   e2e="--steps 2 --step_only_steps 1 --skip 2 --runs prepared:cpu,folder:cpu --max_side 128"
   profile_steps=1 seg_batch=2 seg_rounds="--rounds 1 --warmup 1"
+  fsdp="--tiny --batch_size 4 --max_steps 4 --save_steps 1"
 else
   "$python" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name())" || exit 1
   dev=cuda dtype=bf16 tiny= workers=$(( $(nproc) > 1 ? $(nproc) - 1 : 1 ))
@@ -45,6 +47,7 @@ else
   sweep="batch=512,1024,2048" rounds="--rounds 8 --warmup 3" at_most=1024 default_batch=512
   e2e="--steps 20 --runs folder:cuda,prepared:cpu,folder:cpu --max_side 256"
   profile_steps=5 seg_batch=16 seg_rounds="--rounds 10 --warmup 3"
+  fsdp="--batch_size 32 --max_steps 12 --save_steps 4"
 fi
 
 part() {  # part SECONDS DESCRIPTION SCRIPT ARGS...
@@ -101,6 +104,13 @@ if [ "$suite" = models ] || [ "$suite" = all ]; then
     --compile --rounds 10 --warmup 3 $tiny
   part 75 "inference, torch.compile" benchmarks/inference.py --device $dev --dtype $dtype --batch_size 256 \
     --compile --rounds 10 --warmup 3 $tiny
+fi
+
+if [ "$suite" = fsdp ] || [ "$suite" = all ]; then
+  # The README's FSDP command (FSDP2, SupMAELayer wrapped, sharded checkpoints) on one GPU; on the CPU (smoke) the
+  # same sequence without --fsdp, which CPUs refuse.
+  part ${FSDP_BUDGET:-240} "FSDP on one GPU: train, save, kill, resume (run_pretraining.py --fsdp)" benchmarks/fsdp_check.py \
+    --device $dev $fsdp
 fi
 
 echo

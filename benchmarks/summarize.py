@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -83,6 +84,17 @@ def table(records: list[dict], spec_tflops: float) -> str:
                 f"(<= {record['prepared_max_side']}) {per_core['ours_prepared']:.0f}, torchvision "
                 f"{per_core['torchvision']:.0f} img/s: {record['ratio']:.2f}x and {record['ratio_prepared']:.2f}x"
             )
+        elif record.get("benchmark") == "fsdp_check":
+            result = record["result"]
+            if result["problems"]:
+                lines.append(f"FSDP check: FAILED ({', '.join(result['problems'])})")
+            else:
+                how = "FSDP" if result["fsdp_enabled"] else f"no FSDP ({result['reason']})"
+                lines.append(
+                    f"FSDP check ({record['machine']['device_name']}): {how}, wrapped as {result['wrapped_model']}; "
+                    f"killed and resumed from {os.path.basename(result['resumed_from'] or '?')}; largest weight "
+                    f"difference to the uninterrupted run {result['max_weight_difference']:.2g}"
+                )
         elif record.get("script") == "segmentation_step.py":
             for point in record["results"]:
                 arms, ratio = point["arms"], point["comparisons"][0]["ratio"]
