@@ -385,6 +385,8 @@ class SupMAEPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     _can_compile_fullgraph = True
     _can_record_outputs = {"hidden_states": SupMAELayer, "attentions": SupMAEAttention}
+    # `get_input_embeddings()` is the patch embedding (`supmae.embeddings.patch_embeddings`), as for ViT and ViTMAE.
+    _input_embed_layer = "patch_embeddings"
     # The losses are computed in `forward` without Trainer's `num_items_in_batch`; let it average over accumulation.
     accepts_loss_kwargs = False
 
@@ -829,10 +831,11 @@ class SupMAEBackbone(BackboneMixin, SupMAEPreTrainedModel):
     """
     The SupMAE encoder as a Transformers backbone (for `UperNetForSemanticSegmentation` and other dense heads). Stage
     `stem` is the embeddings and `stage{i}` the output of encoder block i (1-based), without the cls token and reshaped
-    to `(B, D, H/P, W/P)`. By default a 12-block encoder returns `stage4, stage6, stage8, stage12`: the 0-based blocks
-    3, 5, 7 and 11 that MAE and BEiT take for segmentation (Transformers' `BeitBackbone` and
-    `BeitForSemanticSegmentation` take blocks one and two earlier for the same indices). With `config.add_fpn`, MAE's
-    feature pyramid turns the four stages into maps at strides 4, 8, 16 and 32.
+    to `(B, D, H/P, W/P)`. `config.out_features` names the stages; by default the last block only (Transformers'
+    backbone contract). For segmentation, `mae_dense_prediction_stages` gives MAE's and BEiT's four blocks: `stage4,
+    stage6, stage8, stage12` of a 12-block encoder, the 0-based blocks 3, 5, 7 and 11 (Transformers' `BeitBackbone`
+    and `BeitForSemanticSegmentation` take blocks one and two earlier for the same indices). With `config.add_fpn`,
+    MAE's feature pyramid turns four stages (MAE's four unless others are named) into maps at strides 4, 8, 16 and 32.
 
     The whole image is encoded (no masking) at any size divisible by the patch size: the position table, trainable
     here as in MAE's fine-tuning, is resized bicubically to the input's patch grid. The final LayerNorm is not used.

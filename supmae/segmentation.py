@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedConfig, SegformerImageProcessor, UperNetConfig, UperNetForSemanticSegmentation
 from transformers.utils import logging
 
-from .configuration_supmae import SupMAEConfig
+from .configuration_supmae import SupMAEConfig, mae_dense_prediction_stages
 from .data import IMAGENET_MEAN, IMAGENET_STD
 from .evaluation import metrics_from_confusion_matrix, segmentation_confusion_matrix
 from .modeling_supmae import SEGMENTATION_REMOTE_CODE_AUTO_MAP, SupMAEBackbone, interpolate_position_embeddings
@@ -69,7 +69,8 @@ def upernet_config(backbone_config: SupMAEConfig, id2label: dict[int, str], deco
 
 
 def backbone_config_from(encoder_config: SupMAEConfig, image_size: int, drop_path_rate: float = 0.1) -> SupMAEConfig:
-    """The backbone of `encoder_config`'s architecture for `image_size` crops, with MAE's feature pyramid."""
+    """The backbone of `encoder_config`'s architecture for `image_size` crops: MAE's four blocks, named explicitly
+    (a backbone's default is its last block only), into MAE's feature pyramid."""
     if image_size % encoder_config.patch_size:
         raise ValueError(
             f"--crop_size {image_size} is not a multiple of the encoder's patch size ({encoder_config.patch_size}): "
@@ -78,8 +79,9 @@ def backbone_config_from(encoder_config: SupMAEConfig, image_size: int, drop_pat
         )
     fields = {name: getattr(encoder_config, name) for name in ENCODER_FIELDS}
     # num_labels=1: the backbone classifies nothing, and 1000 label names would fill UperNet's config.json.
-    return SupMAEConfig(**fields, image_size=image_size, drop_path_rate=drop_path_rate, add_fpn=True, num_labels=1,
-                        attn_implementation=encoder_config._attn_implementation)  # fmt: skip
+    stages = mae_dense_prediction_stages(encoder_config.num_hidden_layers)
+    return SupMAEConfig(**fields, image_size=image_size, drop_path_rate=drop_path_rate, out_features=stages,
+                        add_fpn=True, num_labels=1, attn_implementation=encoder_config._attn_implementation)  # fmt: skip
 
 
 def checkpoint_weights(source: str, **hub_kwargs) -> dict[str, torch.Tensor]:
