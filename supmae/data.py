@@ -500,10 +500,9 @@ def _posterize(image: PIL.Image.Image, bits_to_keep: int, **kwargs) -> PIL.Image
 
 
 def eval_image_processor(image_size: int) -> SupMAEImageProcessor:
-    """MAE's evaluation transform for `image_size` (256 / 224 at 224 px)."""
-    return SupMAEImageProcessor(
-        size={"shortest_edge": int(round(image_size / 0.875))}, crop_size={"height": image_size, "width": image_size}
-    )
+    """MAE's evaluation transform for `image_size`: the shorter side to `round(image_size / 0.875)`, center crop
+    `image_size` (256 / 224 at 224 px). Stored as ConvNeXt stores it (`size` = the crop, `crop_pct` 0.875)."""
+    return SupMAEImageProcessor(size={"shortest_edge": image_size}, crop_pct=0.875)
 
 
 def _sample_rng(seed: int, epoch: int, index: int) -> random.Random:

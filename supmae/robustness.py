@@ -156,9 +156,7 @@ def imagenet_c_image_processor(image_size: int) -> SupMAEImageProcessor:
     """ImageNet-C's evaluation transform. Its files are already `Resize(256) + CenterCrop(224)` crops of the validation
     images, so Hendrycks' evaluation only center-crops them: the shorter side goes to `image_size` (a no-op for the
     224 px files and a 224 px model, whose pixels pass through unchanged), then the center crop."""
-    return SupMAEImageProcessor(
-        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
-    )
+    return SupMAEImageProcessor(size={"shortest_edge": image_size}, crop_pct=1.0)
 
 
 def _subfolders(folder: str) -> list[str]:
@@ -398,7 +396,8 @@ class CorruptingTransform:
             ) from None
         self.corrupt, self.corruption, self.severity = corrupt, corruption, severity
         self.crop = SupMAEImageProcessor(size=image_processor.size, crop_size=image_processor.crop_size,
-                                         do_rescale=False, do_normalize=False)  # fmt: skip
+                                         crop_pct=image_processor.crop_pct, do_rescale=False,
+                                         do_normalize=False)  # fmt: skip
 
     def __call__(self, image, rng=None) -> torch.Tensor:
         pixels = self.crop(image, return_tensors="pt").pixel_values[0]  # (3, S, S), 0..255

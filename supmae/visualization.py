@@ -122,9 +122,8 @@ def figure_size(num_images: int, tile_height: int, tile_width: int) -> tuple[int
 def _default_image_processor(config) -> SupMAEImageProcessor:
     """The MAE evaluation transform at the model's size: shorter side to image_size / 0.875, center crop."""
     height, width = _pair(config.image_size)
-    return SupMAEImageProcessor(
-        size={"shortest_edge": round(min(height, width) / 0.875)}, crop_size={"height": height, "width": width}
-    )
+    size = {"shortest_edge": height} if height == width else {"height": height, "width": width}
+    return SupMAEImageProcessor(size=size, crop_pct=0.875)
 
 
 def _to_pil(image: torch.Tensor, scale: int) -> PIL.Image.Image:
