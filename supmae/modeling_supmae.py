@@ -25,7 +25,8 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BackboneOutput, ImageClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.upernet.modeling_upernet import UperNetFCNHead, UperNetHead, UperNetPreTrainedModel
-from transformers.utils import ModelOutput, logging
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs, logging
 from transformers.utils.generic import can_return_tuple
 from transformers.utils.output_capturing import capture_outputs
 
@@ -250,7 +251,9 @@ class SupMAEAttention(nn.Module):
         self.qkv_proj = nn.Linear(hidden_size, 3 * hidden_size, bias=config.qkv_bias)
         self.o_proj = nn.Linear(hidden_size, hidden_size)
 
-    def forward(self, hidden_states: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, hidden_states: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch_size, length, _ = hidden_states.shape
         qkv = self.qkv_proj(hidden_states).view(batch_size, length, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, N, head_dim)
@@ -306,7 +309,7 @@ class SupMAELayer(GradientCheckpointingLayer):
         self.mlp = SupMAEMLP(config, hidden_size, intermediate_size)
         self.drop_path_rate = drop_path_rate
 
-    def forward(self, hidden_states: torch.Tensor, **kwargs) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> torch.Tensor:
         attention_output, _ = self.attention(self.layernorm_before(hidden_states), **kwargs)
         hidden_states = hidden_states + drop_path(attention_output, self.drop_path_rate, self.training)
         mlp_output = self.mlp(self.layernorm_after(hidden_states))
@@ -598,7 +601,7 @@ class SupMAEModel(SupMAEPreTrainedModel):
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
         interpolate_pos_encoding: bool = False,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> SupMAEModelOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(B, C, H, W)`):
@@ -675,7 +678,7 @@ class SupMAEForPreTraining(SupMAEPreTrainedModel):
         labels: torch.LongTensor | None = None,
         noise: torch.Tensor | None = None,
         interpolate_pos_encoding: bool = False,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> SupMAEForPreTrainingOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(B, C, H, W)`):
@@ -778,7 +781,7 @@ class SupMAEForImageClassification(SupMAEPreTrainedModel):
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
         interpolate_pos_encoding: bool = False,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> ImageClassifierOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(B, C, H, W)`):
@@ -876,7 +879,7 @@ class SupMAEBackbone(BackboneMixin, SupMAEPreTrainedModel):
 
     @can_return_tuple
     @filter_output_hidden_states
-    def forward(self, pixel_values: torch.Tensor, **kwargs) -> BackboneOutput:
+    def forward(self, pixel_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> BackboneOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(B, C, H, W)`):
             Normalized images, H and W divisible by the patch size.
