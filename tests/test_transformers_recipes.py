@@ -11,15 +11,13 @@ The two size rules are written here from what the recipes do (no code copied):
 """
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
 from conftest import tiny_config
 from generated import write_shapes_folder
+from isolated import run_without_supmae
 from torchvision import transforms as T
 from transformers import AutoImageProcessor
 
@@ -76,27 +74,12 @@ def test_both_recipes_feed_the_model_its_own_size(recipe, image_size, tmp_path):
         assert model(pixel_values).logits.shape == (1, 5)
 
 
-# Runs in a process where `import supmae` fails: argv = pretraining directory, image folder, output JSON.
+# Runs where `import supmae` fails (tests/isolated.py): argv = pretraining directory, image folder, output JSON.
 RECIPES_WITHOUT_THE_PACKAGE = textwrap.dedent(
     """
-    import importlib.abc, json, os, sys
-
-
-    class NoSupMAE(importlib.abc.MetaPathFinder):
-        # The venv has supmae installed (editable); this process must not see it.
-        def find_spec(self, name, path=None, target=None):
-            if name == "supmae" or name.startswith("supmae."):
-                raise ModuleNotFoundError(f"No module named {name!r} (blocked for this test)", name=name)
-            return None
-
-
-    sys.meta_path.insert(0, NoSupMAE())
-    try:
-        import supmae  # noqa: F401
-    except ModuleNotFoundError:
-        pass
-    else:
-        raise SystemExit("supmae is importable in the recipe process")
+    import json
+    import os
+    import sys
 
     import numpy as np
     import torch
@@ -195,12 +178,9 @@ def test_both_recipes_fine_tune_a_pretraining_directory_through_remote_code(tmp_
 
     work = tmp_path / "elsewhere"  # not the repository: nothing there to import
     work.mkdir()
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    arguments = [str(pretrained), str(tmp_path / "shapes"), str(tmp_path / "results.json")]
-    # -I: neither PYTHONPATH nor the working directory on sys.path (the script blocks the installed package itself).
-    command = [sys.executable, "-I", "-c", RECIPES_WITHOUT_THE_PACKAGE, *arguments]
-    result = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    arguments = [pretrained, tmp_path / "shapes", tmp_path / "results.json"]
+    env = {"HF_MODULES_CACHE": str(tmp_path / "modules")}
+    result = run_without_supmae(RECIPES_WITHOUT_THE_PACKAGE, *arguments, cwd=work, env=env)
     assert result.returncode == 0, result.stderr[-4000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["supmae_modules"] == []
