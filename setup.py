@@ -22,12 +22,15 @@ install_requires = [
 ]
 extras = {
     "train": ["accelerate>=1.15", "datasets>=5.2", "timm>=1.0.31", "scikit-learn>=1.9", "tensorboard>=2.21"],
-    "dev": ["pytest>=9.2", "ruff>=0.17"],
+    # parameterized: Transformers' common test mixins (tests/test_transformers_common.py) import it.
+    "dev": ["pytest>=9.2", "ruff>=0.17", "parameterized>=0.9"],
+    # ONNX export through Transformers' exporters and running it with ONNX Runtime (docs/DEPLOY.md).
+    "deploy": ["onnx>=1.23", "onnxscript>=0.7", "onnxruntime>=1.32"],
     # --corrupt: ImageNet-C's corruptions on the fly (a maintained port of Hendrycks' code; numpy 2.4, Pillow 13 and
     # scikit-image 0.26 checked)
     "corrupt": ["imagecorruptions-imaug>=1.1.5"],
 }
-extras["dev"] += extras["train"] + extras["corrupt"]
+extras["dev"] += extras["train"] + extras["corrupt"] + extras["deploy"]
 
 setup(
     name="supmae",

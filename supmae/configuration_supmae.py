@@ -99,11 +99,13 @@ class SupMAEConfig(BackboneConfigMixin, PreTrainedConfig):
             `drop_path_rate * i / (num_hidden_layers - 1)`. The fine-tuning recipe uses 0.1.
         out_features (`list[str]`, *optional*), out_indices (`list[int]`, *optional*): what `SupMAEBackbone`
             returns, from `stage_names` = `["stem", "stage1", ..., "stageN"]`, where `stem` is the embeddings and
-            `stage{i}` the output of encoder block i (1-based). Default: MAE's and BEiT's four blocks for dense
-            prediction, `["stage4", "stage6", "stage8", "stage12"]` for 12 blocks (0-based blocks 3, 5, 7, 11), and
-            blocks N/3, N/2, 2N/3 and N (rounded) for N >= 4 blocks (ViT-L: 8, 12, 16, 24); every block for fewer.
+            `stage{i}` the output of encoder block i (1-based). Default: the last block only, Transformers' backbone
+            contract. Dense prediction names its stages: `mae_dense_prediction_stages(N)` gives MAE's and BEiT's four
+            blocks (`["stage4", "stage6", "stage8", "stage12"]` for 12 blocks, the 0-based blocks 3, 5, 7, 11).
         add_fpn (`bool`, defaults to `False`): end `SupMAEBackbone` with MAE's feature pyramid, which turns four
             stages into maps at strides 4, 8, 16 and 32 (for 16 px patches; the nearest powers of two otherwise).
+            The pyramid needs four stages: with `add_fpn` and none named, the default is MAE's four blocks (which is
+            also how segmentation configs saved before the stages were named load, with the stages they had).
 
     Example:
 
@@ -153,7 +155,8 @@ class SupMAEConfig(BackboneConfigMixin, PreTrainedConfig):
         super().__post_init__(**kwargs)
 
     # The backbone's stages follow the depth: `stage_names`, and `out_features` unless given, are derived from
-    # `num_hidden_layers` (stored as None), so that a config whose depth is changed later stays consistent.
+    # `num_hidden_layers` (stored as None), so that a config whose depth is changed later stays consistent. The
+    # default is the last block (Transformers' backbone contract), or MAE's four blocks for the feature pyramid.
     @property
     def stage_names(self) -> list[str]:
         return ["stem"] + [f"stage{i}" for i in range(1, self.num_hidden_layers + 1)]
@@ -170,7 +173,9 @@ class SupMAEConfig(BackboneConfigMixin, PreTrainedConfig):
 
     @property
     def out_features(self) -> list[str]:
-        return self._out_features if self._out_features is not None else default_out_features(self.num_hidden_layers)
+        if self._out_features is not None:
+            return self._out_features
+        return mae_dense_prediction_stages(self.num_hidden_layers) if self.add_fpn else [self.stage_names[-1]]
 
     @out_features.setter
     def out_features(self, out_features: list[str] | None):
@@ -268,15 +273,16 @@ class SupMAEConfig(BackboneConfigMixin, PreTrainedConfig):
         if self.add_fpn and len(self.out_features) != 4:
             raise ValueError(
                 f"`add_fpn` needs exactly 4 `out_features` (the pyramid's strides 4, 8, 16, 32), got "
-                f"{self.out_features}; e.g. {default_out_features(max(self.num_hidden_layers, 4))} for "
+                f"{self.out_features}; e.g. {mae_dense_prediction_stages(max(self.num_hidden_layers, 4))} for "
                 f"{max(self.num_hidden_layers, 4)} blocks."
             )
 
 
-def default_out_features(num_hidden_layers: int) -> list[str]:
-    """MAE's and BEiT's stages for dense prediction: blocks N/3, N/2, 2N/3 and N (1-based, rounded, each after the one
-    before: 2, 3, 4, 5 for N = 5); for 12 blocks `stage4, stage6, stage8, stage12` (the 0-based out_indices 3, 5, 7,
-    11 of their code). Every block for N < 4."""
+def mae_dense_prediction_stages(num_hidden_layers: int) -> list[str]:
+    """MAE's and BEiT's four stages for dense prediction (`out_features` of a segmentation backbone): blocks N/3, N/2,
+    2N/3 and N (1-based, rounded, each after the one before: 2, 3, 4, 5 for N = 5); for 12 blocks `stage4, stage6,
+    stage8, stage12` (the 0-based out_indices 3, 5, 7, 11 of their code), for ViT-L's 24 blocks 8, 12, 16, 24. Every
+    block for N < 4."""
     if num_hidden_layers < 4:
         return [f"stage{i}" for i in range(1, num_hidden_layers + 1)]
     blocks = []
@@ -305,4 +311,4 @@ class SupMAEUperNetConfig(UperNetConfig):
         super().__post_init__(**kwargs)
 
 
-__all__ = ["SUPMAE_PRESETS", "SupMAEConfig", "SupMAEUperNetConfig"]
+__all__ = ["SUPMAE_PRESETS", "SupMAEConfig", "SupMAEUperNetConfig", "mae_dense_prediction_stages"]

@@ -27,6 +27,7 @@ from transformers.image_utils import (
     SizeDict,
     infer_channel_dimension_format,
 )
+from transformers.processing_utils import ImagesKwargs
 
 
 # PIL modes whose pixels are not 8-bit: PIL's own `convert("RGB")` clips them at 255, which turns
@@ -118,6 +119,36 @@ def _load_image_from_string(source: str) -> PIL.Image.Image:
     return PIL.ImageOps.exif_transpose(image)
 
 
+def resize_size_for_crop(image_size: tuple[int, int], crop: tuple[int, int], crop_pct: float) -> tuple[int, int]:
+    """
+    (height, width) to resize an `image_size` image to before a center crop of `crop`, aspect ratio kept, so that
+    the crop spans `crop_pct` of the resized image along the side where it is tighter and less along the other.
+
+    For a square crop S that is ConvNeXt's and MAE's rule: the shorter side goes to `round(S / crop_pct)` (224 ->
+    256 at 0.875), the longer side to `int(new_short * long / short)` as torchvision's `Resize(int)` computes it.
+    For a (h, w) crop the binding side is the one with the larger `crop / image` ratio; it goes to
+    `round(side / crop_pct)`, the other follows the aspect ratio. With `crop_pct <= 1` the resized image always
+    covers the crop; above 1 it is smaller, and the crop pads it.
+    """
+    height, width = image_size
+    crop_height, crop_width = crop
+    if crop_height * width >= crop_width * height:  # crop_height / height >= crop_width / width: the height binds
+        new_height = round(crop_height / crop_pct)
+        return new_height, int(new_height * width / height)
+    new_width = round(crop_width / crop_pct)
+    return int(new_width * height / width), new_width
+
+
+class SupMAEImageProcessorKwargs(ImagesKwargs, total=False):
+    r"""
+    crop_pct (`float`, *optional*, defaults to `self.crop_pct`):
+        Share of the resized image that the center crop keeps along its tighter side: images are resized so that
+        the crop of `size` spans `crop_pct` of them (shorter side to `size / crop_pct`, 256 for 224 at 0.875).
+    """
+
+    crop_pct: float
+
+
 class SupMAEImageProcessor(TorchvisionBackend):
     r"""
     The evaluation transform of MAE and SupMAE, as used for ImageNet fine-tuning evaluation and linear
@@ -125,6 +156,19 @@ class SupMAEImageProcessor(TorchvisionBackend):
     224x224, rescale by 1/255 and normalize with the ImageNet mean (0.485, 0.456, 0.406) and std
     (0.229, 0.224, 0.225). This is `torchvision.transforms` `Resize(256, BICUBIC)`, `CenterCrop(224)`,
     `ToTensor()`, `Normalize(mean, std)` on an RGB PIL image, computed on tensors.
+
+    Sizes follow ConvNeXt's convention: `size` is the model's input, `{"shortest_edge": 224}` (square) or
+    `{"height": h, "width": w}`, and `crop_pct` (0.875) says how much of the resized image the center crop keeps:
+    images are resized so that their shorter side is `round(224 / 0.875)` = 256, then cropped to 224x224 (for a
+    (h, w) crop, the side where the crop is tighter is resized to `side / crop_pct`; see `resize_size_for_crop`).
+    Recipes that read `size` for their own transforms (Transformers' image-classification example and
+    fine-tuning tutorial) therefore train and evaluate at the model's input size. With `do_center_crop=False`
+    images are only resized to `size`.
+
+    Older directories stored the two sizes instead (`size={"shortest_edge": 256}`, `crop_size={"height": 224,
+    "width": 224}`). They load unchanged: a square crop is read as `size` = the crop and `crop_pct` = crop / resize
+    (224 / 256), which gives the same pixels; any other explicit `crop_size` keeps its meaning (resize to `size`,
+    then crop `crop_size`, `crop_pct` unused).
 
     Example:
 
@@ -162,13 +206,15 @@ class SupMAEImageProcessor(TorchvisionBackend):
     """
 
     model_input_names = ["pixel_values"]
+    valid_kwargs = SupMAEImageProcessorKwargs
 
     resample = PILImageResampling.BICUBIC
     image_mean = IMAGENET_DEFAULT_MEAN
     image_std = IMAGENET_DEFAULT_STD
-    size = {"shortest_edge": 256}
+    size = {"shortest_edge": 224}
     default_to_square = False
-    crop_size = {"height": 224, "width": 224}
+    crop_pct = 0.875
+    crop_size = None  # only in the explicit (resize, crop) form; see the class docstring
     do_resize = True
     do_center_crop = True
     do_rescale = True
@@ -177,6 +223,9 @@ class SupMAEImageProcessor(TorchvisionBackend):
     # Off by default in the backend; MAE always works on RGB (its loader calls `convert("RGB")`).
     do_convert_rgb = True
     return_tensors = "pt"
+
+    def __init__(self, **kwargs):
+        super().__init__(**_crop_pct_form(kwargs))
 
     def fetch_images(self, image_url_or_urls):
         """Open strings (paths, URLs, base64) with PIL; pass images through; reject anything else."""
@@ -308,6 +357,22 @@ class SupMAEImageProcessor(TorchvisionBackend):
             image = composite.to(image.dtype)
         return image.movedim(-3, channel_axis)
 
+    def _validate_preprocess_kwargs(self, size=None, crop_size=None, crop_pct=None, do_center_crop=None, **kwargs):
+        """The backend's checks, plus the sizes of the `crop_pct` form (where `size` is also the crop)."""
+        if crop_size is None and size is not None:
+            _output_size(size)  # names the problem if `size` is not one of the two forms
+            if do_center_crop and not (isinstance(crop_pct, (int, float)) and crop_pct > 0):
+                raise ValueError(
+                    f"crop_pct must be a number > 0 (the share of the resized image the crop keeps, e.g. 0.875); "
+                    f"got {crop_pct!r}."
+                )
+        super()._validate_preprocess_kwargs(
+            size=size,
+            crop_size=crop_size if crop_size is not None else size,
+            do_center_crop=do_center_crop,
+            **kwargs,
+        )
+
     def center_crop(self, image: torch.Tensor, size: SizeDict, **kwargs) -> torch.Tensor:
         """Center crop (zero-padding first if needed) with torchvision's offset rounding.
 
@@ -336,25 +401,33 @@ class SupMAEImageProcessor(TorchvisionBackend):
         pad_size: SizeDict | None,
         disable_grouping: bool | None,
         return_tensors,
+        crop_pct: float | None = None,
         **kwargs,
     ) -> BatchFeature:
         """Resize, clip, center crop, rescale and normalize; images of one shape are processed as a batch.
 
-        The backend's pipeline plus one step: float images (float inputs, kept in float for precision)
-        are clipped to [0, 1 / rescale_factor] after the resize, as PIL's 8-bit resize and torchvision's
-        uint8 resize clip the bicubic overshoot; otherwise values past black or white survive at
-        high-contrast edges. (One grouping pass instead of the backend's two: images of one input shape
-        also share their resized shape.)
+        The resize makes the crop of `size` span `crop_pct` of the image (`resize_size_for_crop`); without
+        the center crop, or in the explicit form (`crop_size` given), it resizes to `size`. Float images
+        (float inputs, kept in float for precision) are clipped to [0, 1 / rescale_factor] after the resize,
+        as PIL's 8-bit resize and torchvision's uint8 resize clip the bicubic overshoot; otherwise values past
+        black or white survive at high-contrast edges. (One grouping pass instead of the backend's two:
+        images of one input shape also share their resized shape.)
         """
+        explicit_crop = crop_size is not None
+        crop = (crop_size.height, crop_size.width) if explicit_crop else _output_size(size)
         grouped_images, grouped_images_index = group_images_by_shape(images, disable_grouping=disable_grouping)
         processed_images_grouped = {}
         for shape, stacked_images in grouped_images.items():
             if do_resize:
-                stacked_images = self.resize(stacked_images, size=size, resample=resample)
+                resize_to = size
+                if do_center_crop and not explicit_crop:
+                    height, width = resize_size_for_crop(tuple(stacked_images.shape[-2:]), crop, crop_pct)
+                    resize_to = SizeDict(height=height, width=width)
+                stacked_images = self.resize(stacked_images, size=resize_to, resample=resample)
                 if do_rescale and stacked_images.is_floating_point():
                     stacked_images = stacked_images.clamp(0.0, 1.0 / rescale_factor)
             if do_center_crop:
-                stacked_images = self.center_crop(stacked_images, crop_size)
+                stacked_images = self.center_crop(stacked_images, SizeDict(height=crop[0], width=crop[1]))
             stacked_images = self.rescale_and_normalize(
                 stacked_images, do_rescale, rescale_factor, do_normalize, image_mean, image_std
             )
@@ -364,6 +437,37 @@ class SupMAEImageProcessor(TorchvisionBackend):
         if do_pad:
             processed_images = self.pad(processed_images, pad_size=pad_size, disable_grouping=disable_grouping)
         return BatchFeature(data={"pixel_values": processed_images}, tensor_type=return_tensors)
+
+
+def _output_size(size: SizeDict) -> tuple[int, int]:
+    """(height, width) of the crop in the `crop_pct` form: `size` itself, a square for `shortest_edge`."""
+    if size.shortest_edge and not (size.height or size.width or size.longest_edge):
+        return size.shortest_edge, size.shortest_edge
+    if size.height and size.width and not size.shortest_edge:
+        return size.height, size.width
+    raise ValueError(
+        f"size must be {{'shortest_edge': S}} (an S x S input) or {{'height': h, 'width': w}}; got {dict(size)}. "
+        "(To resize to one size and crop another, give `crop_size` as well.)"
+    )
+
+
+def _crop_pct_form(kwargs: dict) -> dict:
+    """Read the explicit form of older directories, `size={"shortest_edge": R}` + a square `crop_size` S (and no
+    `crop_pct`), as `size={"shortest_edge": S}` + `crop_pct = S / R`: the same resize (`round(S / crop_pct)` = R) and
+    crop, in the form that recipes reading `size` understand. Other explicit sizes are left as they are."""
+    crop_size, size = kwargs.get("crop_size"), kwargs.get("size")
+    if crop_size is None or kwargs.get("crop_pct") is not None:
+        return kwargs
+    if isinstance(crop_size, int):
+        crop_size = {"height": crop_size, "width": crop_size}
+    if isinstance(size, int):
+        size = {"shortest_edge": size}
+    if not (isinstance(crop_size, dict) and isinstance(size, dict) and set(size) == {"shortest_edge"}):
+        return kwargs
+    side = crop_size.get("height")
+    if side is None or side != crop_size.get("width") or not size["shortest_edge"]:
+        return kwargs
+    return {**kwargs, "size": {"shortest_edge": side}, "crop_size": None, "crop_pct": side / size["shortest_edge"]}
 
 
 __all__ = ["SupMAEImageProcessor"]

@@ -25,7 +25,8 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BackboneOutput, ImageClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.upernet.modeling_upernet import UperNetFCNHead, UperNetHead, UperNetPreTrainedModel
-from transformers.utils import ModelOutput, logging
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs, logging
 from transformers.utils.generic import can_return_tuple
 from transformers.utils.output_capturing import capture_outputs
 
@@ -250,7 +251,9 @@ class SupMAEAttention(nn.Module):
         self.qkv_proj = nn.Linear(hidden_size, 3 * hidden_size, bias=config.qkv_bias)
         self.o_proj = nn.Linear(hidden_size, hidden_size)
 
-    def forward(self, hidden_states: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, hidden_states: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch_size, length, _ = hidden_states.shape
         qkv = self.qkv_proj(hidden_states).view(batch_size, length, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, N, head_dim)
@@ -306,7 +309,7 @@ class SupMAELayer(GradientCheckpointingLayer):
         self.mlp = SupMAEMLP(config, hidden_size, intermediate_size)
         self.drop_path_rate = drop_path_rate
 
-    def forward(self, hidden_states: torch.Tensor, **kwargs) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> torch.Tensor:
         attention_output, _ = self.attention(self.layernorm_before(hidden_states), **kwargs)
         hidden_states = hidden_states + drop_path(attention_output, self.drop_path_rate, self.training)
         mlp_output = self.mlp(self.layernorm_after(hidden_states))
@@ -385,6 +388,8 @@ class SupMAEPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     _can_compile_fullgraph = True
     _can_record_outputs = {"hidden_states": SupMAELayer, "attentions": SupMAEAttention}
+    # `get_input_embeddings()` is the patch embedding (`supmae.embeddings.patch_embeddings`), as for ViT and ViTMAE.
+    _input_embed_layer = "patch_embeddings"
     # The losses are computed in `forward` without Trainer's `num_items_in_batch`; let it average over accumulation.
     accepts_loss_kwargs = False
 
@@ -602,7 +607,7 @@ class SupMAEModel(SupMAEPreTrainedModel):
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
         interpolate_pos_encoding: bool = False,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> SupMAEModelOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(B, C, H, W)`):
@@ -679,7 +684,7 @@ class SupMAEForPreTraining(SupMAEPreTrainedModel):
         labels: torch.LongTensor | None = None,
         noise: torch.Tensor | None = None,
         interpolate_pos_encoding: bool = False,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> SupMAEForPreTrainingOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(B, C, H, W)`):
@@ -782,7 +787,7 @@ class SupMAEForImageClassification(SupMAEPreTrainedModel):
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
         interpolate_pos_encoding: bool = False,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> ImageClassifierOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(B, C, H, W)`):
@@ -835,10 +840,11 @@ class SupMAEBackbone(BackboneMixin, SupMAEPreTrainedModel):
     """
     The SupMAE encoder as a Transformers backbone (for `UperNetForSemanticSegmentation` and other dense heads). Stage
     `stem` is the embeddings and `stage{i}` the output of encoder block i (1-based), without the cls token and reshaped
-    to `(B, D, H/P, W/P)`. By default a 12-block encoder returns `stage4, stage6, stage8, stage12`: the 0-based blocks
-    3, 5, 7 and 11 that MAE and BEiT take for segmentation (Transformers' `BeitBackbone` and
-    `BeitForSemanticSegmentation` take blocks one and two earlier for the same indices). With `config.add_fpn`, MAE's
-    feature pyramid turns the four stages into maps at strides 4, 8, 16 and 32.
+    to `(B, D, H/P, W/P)`. `config.out_features` names the stages; by default the last block only (Transformers'
+    backbone contract). For segmentation, `mae_dense_prediction_stages` gives MAE's and BEiT's four blocks: `stage4,
+    stage6, stage8, stage12` of a 12-block encoder, the 0-based blocks 3, 5, 7 and 11 (Transformers' `BeitBackbone`
+    and `BeitForSemanticSegmentation` take blocks one and two earlier for the same indices). With `config.add_fpn`,
+    MAE's feature pyramid turns four stages (MAE's four unless others are named) into maps at strides 4, 8, 16 and 32.
 
     The whole image is encoded (no masking) at any size divisible by the patch size: the position table, trainable
     here as in MAE's fine-tuning, is resized bicubically to the input's patch grid. The final LayerNorm is not used.
@@ -879,7 +885,7 @@ class SupMAEBackbone(BackboneMixin, SupMAEPreTrainedModel):
 
     @can_return_tuple
     @filter_output_hidden_states
-    def forward(self, pixel_values: torch.Tensor, **kwargs) -> BackboneOutput:
+    def forward(self, pixel_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> BackboneOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(B, C, H, W)`):
             Normalized images, H and W divisible by the patch size.

@@ -9,6 +9,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))  # tests/reference_supmae.py
 
+# Stand-ins imported by Transformers' common test mixins (tests/transformers_mixins.py), not tests of their own.
+collect_ignore = ["transformers_shims"]
+
 # Nothing in the test suite may reach a hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

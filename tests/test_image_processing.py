@@ -160,8 +160,9 @@ def test_wide_image_loses_equal_amounts_left_and_right(processor):
 
 
 def test_crop_larger_than_resize_pads_black_like_torchvision():
-    # shortest_edge 200 < crop 224: both sides are zero-padded (black) symmetrically, as CenterCrop does.
-    processor = SupMAEImageProcessor(size={"shortest_edge": 200})
+    # crop_pct 224 / 200 > 1: the shorter side goes to 200 < crop 224, and both sides are zero-padded (black)
+    # symmetrically, as CenterCrop does.
+    processor = SupMAEImageProcessor(size={"shortest_edge": 224}, crop_pct=224 / 200)
     image = Image.fromarray(natural_image(300, 200))
     ours = run(processor, image)[0]
     reference = T.Compose(
@@ -180,8 +181,12 @@ def test_crop_larger_than_resize_pads_black_like_torchvision():
 
 
 def test_int_size_means_shortest_edge():
+    processor = SupMAEImageProcessor(size=256)
+    assert dict(processor.size) == {"shortest_edge": 256}
+    assert run(processor, Image.fromarray(natural_image(400, 300))).shape == (1, 3, 256, 256)
+    # The explicit form with ints (resize 288, crop 256) reads as the crop_pct form.
     processor = SupMAEImageProcessor(size=288, crop_size=256)
-    assert dict(processor.size) == {"shortest_edge": 288}
+    assert dict(processor.size) == {"shortest_edge": 256} and processor.crop_pct == 256 / 288
     assert run(processor, Image.fromarray(natural_image(400, 300))).shape == (1, 3, 256, 256)
 
 
@@ -428,8 +433,8 @@ def test_save_and_load_round_trip(tmp_path):
     processor.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "preprocessor_config.json").read_text())
     assert saved["image_processor_type"] == "SupMAEImageProcessor"
-    assert saved["size"] == {"shortest_edge": 256}
-    assert saved["crop_size"] == {"height": 224, "width": 224}
+    assert saved["size"] == {"shortest_edge": 224} and saved["crop_pct"] == 0.875  # ConvNeXt's convention
+    assert "crop_size" not in saved
     assert saved["resample"] == 3  # PIL bicubic
     assert saved["image_mean"] == list(MEAN) and saved["image_std"] == list(STD)
     assert saved["rescale_factor"] == pytest.approx(1 / 255)
@@ -443,10 +448,10 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 def test_custom_settings_survive_the_round_trip(tmp_path):
-    processor = SupMAEImageProcessor(size={"shortest_edge": 288}, crop_size={"height": 256, "width": 256})
+    processor = SupMAEImageProcessor(size={"shortest_edge": 256}, crop_pct=0.9)
     processor.save_pretrained(tmp_path)
     loaded = SupMAEImageProcessor.from_pretrained(tmp_path)
-    assert dict(loaded.size) == {"shortest_edge": 288} and dict(loaded.crop_size) == {"height": 256, "width": 256}
+    assert dict(loaded.size) == {"shortest_edge": 256} and loaded.crop_pct == 0.9
     assert run(loaded, Image.fromarray(natural_image(400, 300))).shape == (1, 3, 256, 256)
 
 

@@ -207,10 +207,9 @@ def _posterize(image: PIL.Image.Image, bits_to_keep: int, **kwargs) -> PIL.Image
 
 
 def eval_image_processor(image_size, crop_fraction: float = 0.875) -> SupMAEImageProcessor:
-    """MAE's evaluation transform for `image_size` (an int or a (height, width) pair): the shorter side to the crop's
-    longer side / `crop_fraction` (256 for 224 px), bicubic, then the center crop."""
+    """MAE's evaluation transform for `image_size` (an int or a (height, width) pair): the shorter side to
+    `round(side / crop_fraction)` (256 for 224 px), bicubic, then the center crop of `image_size`. Stored as ConvNeXt
+    stores it, so that recipes reading `size` see the model's input: `size` = the crop, `crop_pct` = `crop_fraction`."""
     height, width = size_pair(image_size)
-    return SupMAEImageProcessor(
-        size={"shortest_edge": int(round(max(height, width) / crop_fraction))},
-        crop_size={"height": height, "width": width},
-    )
+    size = {"shortest_edge": height} if height == width else {"height": height, "width": width}
+    return SupMAEImageProcessor(size=size, crop_pct=crop_fraction)

@@ -185,14 +185,17 @@ def _pretrained_cfg(config: SupMAEConfig, image_processor=None) -> dict:
     from transformers.image_utils import PILImageResampling
 
     processor = image_processor if image_processor is not None else SupMAEImageProcessor()
-    shortest_edge, crop_height = processor.size.get("shortest_edge"), processor.crop_size.get("height")
+    crop_pct = processor.crop_pct  # timm's meaning too: the crop's share of the resized shorter side
+    if processor.crop_size is not None:  # the explicit (resize, crop) form of older directories
+        shortest_edge, crop_height = processor.size.get("shortest_edge"), processor.crop_size.get("height")
+        crop_pct = crop_height / shortest_edge if shortest_edge and crop_height else 1.0
     return {
         "tag": "supmae",
         "custom_load": False,
         "input_size": [config.num_channels, *size_pair(config.image_size)],
         "fixed_input_size": True,
         "interpolation": PILImageResampling(processor.resample).name.lower(),
-        "crop_pct": crop_height / shortest_edge if shortest_edge and crop_height else 1.0,
+        "crop_pct": crop_pct,
         "crop_mode": "center",
         "mean": list(processor.image_mean),
         "std": list(processor.image_std),

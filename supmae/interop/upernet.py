@@ -12,7 +12,7 @@ import torch
 from transformers import PreTrainedConfig, SegformerImageProcessor, UperNetConfig, UperNetForSemanticSegmentation
 
 from .. import modeling_supmae
-from ..configuration_supmae import SupMAEConfig
+from ..configuration_supmae import SupMAEConfig, mae_dense_prediction_stages
 from ..data.segmentation import UNLABELED_PIXEL
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..modeling_supmae import SEGMENTATION_REMOTE_CODE_AUTO_MAP, SupMAEBackbone, interpolate_position_embeddings
@@ -66,7 +66,8 @@ def upernet_config(
 
 
 def backbone_config_from(encoder_config: SupMAEConfig, image_size: int, drop_path_rate: float = 0.1) -> SupMAEConfig:
-    """The backbone of `encoder_config`'s architecture for `image_size` crops, with MAE's feature pyramid."""
+    """The backbone of `encoder_config`'s architecture for `image_size` crops: MAE's four blocks, named explicitly
+    (a backbone's default is its last block only), into MAE's feature pyramid."""
     if image_size % encoder_config.patch_size:
         raise ValueError(
             f"--crop_size {image_size} is not a multiple of the encoder's patch size ({encoder_config.patch_size}): "
@@ -79,6 +80,7 @@ def backbone_config_from(encoder_config: SupMAEConfig, image_size: int, drop_pat
         **fields,
         image_size=image_size,
         drop_path_rate=drop_path_rate,
+        out_features=mae_dense_prediction_stages(encoder_config.num_hidden_layers),
         add_fpn=True,
         num_labels=1,
         attn_implementation=encoder_config._attn_implementation,

@@ -31,6 +31,7 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from ..cli import run_script
 from ..configuration_supmae import size_pair
+from ..data.transforms import eval_image_processor
 from ..image_processing_supmae import SupMAEImageProcessor
 from ..modeling_supmae import SupMAEForPreTraining
 
@@ -122,10 +123,7 @@ def figure_size(num_images: int, tile_height: int, tile_width: int) -> tuple[int
 
 def _default_image_processor(config) -> SupMAEImageProcessor:
     """The MAE evaluation transform at the model's size: shorter side to image_size / 0.875, center crop."""
-    height, width = size_pair(config.image_size)
-    return SupMAEImageProcessor(
-        size={"shortest_edge": round(min(height, width) / 0.875)}, crop_size={"height": height, "width": width}
-    )
+    return eval_image_processor(config.image_height_width)
 
 
 def _to_pil(image: torch.Tensor, scale: int) -> PIL.Image.Image:

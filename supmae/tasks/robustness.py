@@ -441,7 +441,11 @@ class CorruptingTransform:
             ) from None
         self.corrupt, self.corruption, self.severity = corrupt, corruption, severity
         self.crop = SupMAEImageProcessor(
-            size=image_processor.size, crop_size=image_processor.crop_size, do_rescale=False, do_normalize=False
+            size=image_processor.size,
+            crop_size=image_processor.crop_size,
+            crop_pct=image_processor.crop_pct,
+            do_rescale=False,
+            do_normalize=False,
         )
 
     def __call__(self, image, rng=None) -> torch.Tensor:
