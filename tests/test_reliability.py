@@ -604,7 +604,14 @@ def test_a_skipped_step_under_fp16_leaves_the_weights_and_lowers_the_scale():
 def test_resuming_from_a_named_incomplete_checkpoint_is_refused(tmp_path):
     (tmp_path / "checkpoint-4").mkdir()
     with pytest.raises(ValueError, match=r"Cannot resume from --resume_from_checkpoint .*checkpoint-4: its save did"):
-        run("--train_dir", tmp_path, "--output_dir", tmp_path, "--resume_from_checkpoint", tmp_path / "checkpoint-4")
+        run(
+            "--train_dir",
+            tmp_path / "data",  # never read: the checkpoint is refused first
+            "--output_dir",
+            tmp_path / "out",  # apart from the data, and without another run's checkpoints
+            "--resume_from_checkpoint",
+            tmp_path / "checkpoint-4",
+        )
 
 
 # ------------------------------------------------------------------------------------------- the output directory

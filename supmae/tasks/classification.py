@@ -27,7 +27,7 @@ from ..training.arguments import DataArguments, SupMAETrainingArguments, apply_c
 from ..training.checkpoints import resume_checkpoint
 from ..training.classification import FeatureProbe, SupMAEClassificationTrainer, extract_features
 from ..training.distributed import configure_streaming
-from ..training.files import write_report
+from ..training.files import path_inside, write_report
 from ..training.optim import (
     LARS_MIN_EFFECTIVE_BATCH,
     check_layer_decay,
@@ -35,8 +35,16 @@ from ..training.optim import (
     linear_probe_optimizer,
     peak_learning_rate,
 )
-from ..training.runs import check_output_dir, previous_results, record_finished_run, write_model_card
-from .evaluation_sets import evaluation_set, evaluation_sets
+from ..training.runs import (
+    RunDirectory,
+    check_output_dir,
+    local_sources,
+    previous_results,
+    record_finished_run,
+    run_recipe,
+    write_model_card,
+)
+from .evaluation_sets import evaluation_set, evaluation_sets, parse_eval_spec
 from .robustness import (
     ROBUSTNESS_SETS,
     RobustnessArguments,
@@ -193,6 +201,10 @@ def parse(argv: list[str], prog: str = "run_classification.py", description: str
             "--cache_features encodes each image once, without augmentation: it cannot be combined with "
             "--linprobe_augment true."
         )
+    for spec in args.eval_datasets:  # each entry's name becomes a report's file name: checked before anything runs
+        parse_eval_spec(spec)
+    if args.few_shot is not None:
+        few_shot_seeds(args)  # each seed names a folder
     for pair in (("learning_rate", "base_learning_rate"), ("warmup_steps", "warmup_epochs")):
         if set(pair) <= given:
             raise ValueError(f"--{pair[0]} and --{pair[1]} both set the same thing; pass one of them.")
@@ -222,22 +234,37 @@ def main(argv: list[str], demo: list[str] | None = None) -> dict:
     model_args, data_args, args, robustness_args = parse(argv, extra=(RobustnessArguments,))
     configure_logging(args)
     check_arguments(model_args, data_args, args, robustness_args)
-    transformers.set_seed(args.seed)
-    has_data = data_args.dataset_name is not None or data_args.train_dir is not None
-    data = prepare_data(data_args, args.seed) if has_data or args.mode != "eval" else None
-    if args.mode != "eval" and data.label_column is None:
-        raise ValueError(f"No label column in the training data (columns: {data.train.column_names}).")
     command = command_of(argv)
-    if args.few_shot is None:
-        reports = run(model_args, data_args, args, data, robustness_args, command=command)
-    else:
-        reports = run_few_shot(model_args, data_args, args, data, command=command)
-    for name, metrics in reports.items():
-        top1 = metrics["top1"]["mean"] if isinstance(metrics["top1"], dict) else metrics["top1"]
-        spread = f" +- {metrics['top1']['std']:.4f}" if isinstance(metrics["top1"], dict) else ""
-        print(f"{name}: top-1 {top1:.4f}{spread}")
-    print(f"Written to {os.path.abspath(args.output_dir)}")
-    return reports
+    recipe = run_recipe(model_args, data_args, args, robustness_args)
+    sources = read_sources(model_args, data_args, args, robustness_args)
+    with RunDirectory(args, "run_classification.py", command, recipe, sources):
+        transformers.set_seed(args.seed)
+        has_data = data_args.dataset_name is not None or data_args.train_dir is not None
+        data = prepare_data(data_args, args.seed) if has_data or args.mode != "eval" else None
+        if args.mode != "eval" and data.label_column is None:
+            raise ValueError(f"No label column in the training data (columns: {data.train.column_names}).")
+        if args.few_shot is None:
+            reports = run(model_args, data_args, args, data, robustness_args, command=command)
+        else:
+            reports = run_few_shot(model_args, data_args, args, data, command=command)
+        for name, metrics in reports.items():
+            top1 = metrics["top1"]["mean"] if isinstance(metrics["top1"], dict) else metrics["top1"]
+            spread = f" +- {metrics['top1']['std']:.4f}" if isinstance(metrics["top1"], dict) else ""
+            print(f"{name}: top-1 {top1:.4f}{spread}")
+        print(f"Written to {os.path.abspath(args.output_dir)}")
+        return reports
+
+
+def read_sources(model_args, data_args, args, robustness_args) -> dict[str, str | None]:
+    """What the run reads, by option (the model, the data, each evaluation set): --output_dir must stay apart."""
+    sources = local_sources(model_args, data_args)
+    for spec in map(parse_eval_spec, args.eval_datasets):
+        sources[f"--eval_datasets {spec['name']}"] = spec["source"]
+    for name, argument in ROBUSTNESS_SETS.items():
+        if getattr(robustness_args, argument):
+            sources[f"--{argument}"] = parse_eval_spec(f"{name}={getattr(robustness_args, argument)}")["source"]
+    sources["--imagenet_c"] = robustness_args.imagenet_c
+    return sources
 
 
 def build_model(model_args: ClassificationModelArguments, args: ClassificationArguments, names: list[str] | None):
@@ -448,7 +475,7 @@ def evaluate_sets(evaluator, sets, model_name: str, mode: str) -> dict[str, dict
         reports[name] = metrics
         if evaluator.is_world_process_zero():
             write_report(
-                os.path.join(output_dir, f"eval_{name}.json"),
+                path_inside(output_dir, f"eval_{name}.json"),
                 name,
                 metrics,
                 model=model_name,
@@ -489,16 +516,16 @@ def run_few_shot(model_args, data_args, args, data, command=None) -> dict[str, d
     """`run` on `args.few_shot` images per class for each of `args.few_shot_seeds`, each seed in its own
     `K-shot-seed-S` folder; returns (and writes as `few_shot_K.json`) the mean and spread over seeds."""
     output_dir, runs = args.output_dir, []
-    seeds = [int(seed) for seed in args.few_shot_seeds.split(",")]
+    seeds = few_shot_seeds(args)
     for seed in seeds:
         indices = few_shot_indices(data.train[data.label_column], args.few_shot, seed)
-        args.output_dir, args.seed = os.path.join(output_dir, f"{args.few_shot}-shot-seed-{seed}"), seed
+        args.output_dir, args.seed = path_inside(output_dir, f"{args.few_shot}-shot-seed-{seed}"), seed
         transformers.set_seed(seed)
         runs.append(run(model_args, data_args, args, data, train_indices=indices, command=command))
     args.output_dir = output_dir
     reports = {name: summarize_runs([r[name] for r in runs]) for name in runs[0]}
     write_report(
-        os.path.join(output_dir, f"few_shot_{args.few_shot}.json"),
+        path_inside(output_dir, f"few_shot_{args.few_shot}.json"),
         "few-shot",
         reports,
         shots=args.few_shot,
@@ -507,3 +534,18 @@ def run_few_shot(model_args, data_args, args, data, command=None) -> dict[str, d
         model=model_args.model_name_or_path,
     )
     return reports
+
+
+def few_shot_seeds(args) -> list[int]:
+    """The seeds of `--few_shot_seeds` ("0,1,2"), each naming its run's folder `K-shot-seed-S`: distinct integers."""
+    try:
+        seeds = [int(seed) for seed in args.few_shot_seeds.split(",")]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds) or args.few_shot < 1:
+        raise ValueError(
+            f"--few_shot {args.few_shot} --few_shot_seeds {args.few_shot_seeds!r}: --few_shot takes a positive number "
+            "of images per class and --few_shot_seeds distinct comma-separated integers, e.g. 0,1,2 (each names its "
+            "run's folder, K-shot-seed-S)."
+        )
+    return seeds

@@ -6,14 +6,17 @@ from ..data.classes import label_map_for, load_class_subset
 from ..data.datasets import RelabeledDataset, transform_streaming_dataset
 from ..data.sources import load_labelled_split
 from ..data.transforms import EvalTransform
+from ..training.files import check_path_name
 
 
 def parse_eval_spec(spec: str) -> dict:
-    """`NAME=SOURCE,key=value,...` -> {"name", "source", "split", "subset", "labels_in_subset", ...}."""
+    """`NAME=SOURCE,key=value,...` -> {"name", "source", "split", "subset", "labels_in_subset", ...}. NAME becomes
+    the report's file name (`eval_NAME.json`, `corrupted_NAME.json`): a single file name (`check_path_name`)."""
     head, *options = spec.split(",")
     name, _, source = head.partition("=")
     if not name or not source:
         raise ValueError(f"--eval_datasets entry {spec!r} must start with NAME=SOURCE.")
+    check_path_name(name, f"--eval_datasets entry {spec!r}: the name")
     parsed = {"name": name, "source": source}
     allowed = {"split", "subset", "labels_in_subset", "image_column", "label_column", "config"}
     key = None

@@ -28,7 +28,15 @@ from ..training.checkpoints import resume_checkpoint
 from ..training.distributed import check_replicas_identical, configure_streaming, sync_batch_norm_if_requested
 from ..training.optim import effective_batch_size, peak_learning_rate
 from ..training.pretraining import DeviceDecodingTrainer, SupMAETrainer
-from ..training.runs import check_output_dir, previous_results, record_finished_run, write_model_card
+from ..training.runs import (
+    RunDirectory,
+    check_output_dir,
+    local_sources,
+    previous_results,
+    record_finished_run,
+    run_recipe,
+    write_model_card,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -103,37 +111,39 @@ def main(argv: list[str], demo: list[str] | None = None) -> dict[str, float]:
         check_device_decoding(args.device, data_args.streaming)
     config = build_config(model_args, mask_ratio=model_args.mask_ratio, norm_pix_loss=model_args.norm_pix_loss)
     command = command_of(argv)
-    previous = previous_results(args.output_dir, command)
-    if previous is not None:
-        report(args.output_dir, **previous)
-        return previous["metrics"]
-    resume = resume_checkpoint(args)
-    transformers.set_seed(args.seed)
-    data = prepare_data(data_args, args.seed)
-    model = pretraining_model(model_args, config, data, args)
-    check_output_dir(args, model)
-    for split, dataset in (("training", data.train), ("validation", data.validation)):
-        check_labels(dataset, data.label_column, model.config.num_labels, split)
+    recipe = run_recipe(model_args, data_args, args)
+    with RunDirectory(args, "run_pretraining.py", command, recipe, local_sources(model_args, data_args)):
+        previous = previous_results(args.output_dir, command)
+        if previous is not None:
+            report(args.output_dir, **previous)
+            return previous["metrics"]
+        resume = resume_checkpoint(args)
+        transformers.set_seed(args.seed)
+        data = prepare_data(data_args, args.seed)
+        model = pretraining_model(model_args, config, data, args)
+        check_output_dir(args, model)
+        for split, dataset in (("training", data.train), ("validation", data.validation)):
+            check_labels(dataset, data.label_column, model.config.num_labels, split)
 
-    trainer = pretraining_trainer(model, data, data_args, args, given)
-    result = trainer.train(resume_from_checkpoint=resume)
-    result.metrics["skipped_images"] = count_skipped_images(os.path.join(args.output_dir, SKIPPED_IMAGES))
-    trainer.save_model()
-    trainer.log_metrics("train", result.metrics)
-    trainer.save_metrics("train", result.metrics)
-    trainer.save_state()
-    metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}
-    if metrics:
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
-    check_replicas_identical(trainer)
-    if trainer.is_world_process_zero():
-        results = finish(trainer, data, model_args, data_args, metrics, argv, result.metrics["skipped_images"])
-        record_finished_run(args.output_dir, command, results)
-        report(args.output_dir, **results)
-    if args.push_to_hub:
-        trainer.push_to_hub()
-    return metrics
+        trainer = pretraining_trainer(model, data, data_args, args, given)
+        result = trainer.train(resume_from_checkpoint=resume)
+        result.metrics["skipped_images"] = count_skipped_images(os.path.join(args.output_dir, SKIPPED_IMAGES))
+        trainer.save_model()
+        trainer.log_metrics("train", result.metrics)
+        trainer.save_metrics("train", result.metrics)
+        trainer.save_state()
+        metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}
+        if metrics:
+            trainer.log_metrics("eval", metrics)
+            trainer.save_metrics("eval", metrics)
+        check_replicas_identical(trainer)
+        if trainer.is_world_process_zero():
+            results = finish(trainer, data, model_args, data_args, metrics, argv, result.metrics["skipped_images"])
+            record_finished_run(args.output_dir, command, results)
+            report(args.output_dir, **results)
+        if args.push_to_hub:
+            trainer.push_to_hub()
+        return metrics
 
 
 def pretraining_model(model_args, config, data: PreparedData, args) -> SupMAEForPreTraining:

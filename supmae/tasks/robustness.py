@@ -28,7 +28,7 @@ from ..metrics import (
     mean_corruption_error,
     topk_accuracy,
 )
-from ..training.files import write_report, write_text
+from ..training.files import path_inside, write_report, write_text
 from .evaluation_sets import evaluation_set, parse_eval_spec
 
 
@@ -604,7 +604,7 @@ def evaluate_robustness(
             new[f"corrupted-{name}"] = result
             if evaluator.is_world_process_zero():
                 write_report(
-                    os.path.join(output_dir, f"corrupted_{name}.json"),
+                    path_inside(output_dir, f"corrupted_{name}.json"),
                     name,
                     result,
                     model=model,

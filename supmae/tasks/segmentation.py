@@ -29,7 +29,15 @@ from ..training.checkpoints import resume_checkpoint
 from ..training.distributed import sync_batch_norm_if_requested
 from ..training.files import write_report
 from ..training.optim import check_layer_decay, effective_batch_size
-from ..training.runs import check_output_dir, previous_results, record_finished_run, write_model_card
+from ..training.runs import (
+    RunDirectory,
+    check_output_dir,
+    local_sources,
+    previous_results,
+    record_finished_run,
+    run_recipe,
+    write_model_card,
+)
 from ..training.segmentation import SupMAESegmentationTrainer
 
 
@@ -190,123 +198,135 @@ def main(argv: list[str], demo: list[str] | None = None) -> dict:
     # From scratch, the architecture; a wrong preset or field fails here, before any data is read.
     config = None if model_args.model_name_or_path else build_config(model_args)
     command = command_of(argv)
-    previous = previous_results(args.output_dir, command)
-    if previous is not None:
-        report_results(args.output_dir, **previous)
-        return previous["metrics"]
-    transformers.set_seed(args.seed)
+    recipe = run_recipe(model_args, data_args, args)
+    with RunDirectory(args, "run_segmentation.py", command, recipe, local_sources(model_args, data_args)):
+        previous = previous_results(args.output_dir, command)
+        if previous is not None:
+            report_results(args.output_dir, **previous)
+            return previous["metrics"]
+        transformers.set_seed(args.seed)
 
-    # Data
-    splits = load_segmentation_datasets(
-        data_args.dataset_name,
-        data_args.dataset_config_name,
-        data_args.train_dir,
-        data_args.dataset_revision,
-        data_args.cache_dir,
-        data_args.dataset_data_dir,
-    )
-    train, validation = splits["train"], splits.get("validation")
-    if validation is None and data_args.train_val_split > 0:
-        held_out = train.train_test_split(data_args.train_val_split, seed=args.seed)
-        train, validation = held_out["train"], held_out["test"]
-    train = train.select(range(min(data_args.max_train_samples or len(train), len(train))))
-    if validation is not None and data_args.max_eval_samples:
-        validation = validation.select(range(min(data_args.max_eval_samples, len(validation))))
-    image_column = find_image_column(train, data_args.image_column_name)
-    mask_column = find_mask_column(train, data_args.mask_column_name, image_column)
-    id2label, reduce_labels = segmentation_class_names(
-        data_args.dataset_name,
-        data_args.train_dir,
-        data_args.id2label,
-        data_args.num_labels,
-        data_args.reduce_zero_label,
-        data_args.cache_dir,
-    )
-
-    # Model
-    resume = resume_checkpoint(args)
-    model, report = segmentation_model(
-        model_args.model_name_or_path,
-        id2label,
-        args.crop_size,
-        config=config,
-        random_init=model_args.random_init,
-        drop_path_rate=model_args.drop_path_rate,
-        decode_channels=model_args.decode_channels,
-        auxiliary_channels=model_args.auxiliary_channels,
-        cache_dir=data_args.cache_dir,
-    )
-    check_output_dir(args, model)
-    model = sync_batch_norm_if_requested(model, args, explicit="sync_batch_norm" in given_names(argv))
-    image_processor = segmentation_image_processor(args.crop_size, reduce_labels)
-    bad_images = BadImagePolicy(data_args.bad_images, os.path.join(args.output_dir, SKIPPED_IMAGES))
-    train_transform = SegmentationTrainTransform(
-        (args.crop_size, args.crop_size),
-        tuple(data_args.scale),
-        tuple(data_args.ratio_range),
-        data_args.cat_max_ratio,
-        data_args.photometric_distortion,
-    )
-    eval_transform = SegmentationEvalTransform(tuple(data_args.scale))
-    common = {"reduce_labels": reduce_labels, "seed": args.seed, "bad_images": bad_images, "num_labels": len(id2label)}
-    datasets = {
-        # An unreadable pair is replaced in training, left out in evaluation (which scores each readable image once).
-        name: SegmentationDataset(split, image_column, mask_column, transform, substitute=name == "train", **common)
-        for name, split, transform in (("train", train, train_transform), ("validation", validation, eval_transform))
-        if split is not None
-    }
-    if "validation" not in datasets:
-        args.eval_strategy = "no"
-    trainer = SupMAESegmentationTrainer(
-        model=model,
-        args=args,
-        train_dataset=datasets["train"],
-        eval_dataset=datasets.get("validation"),
-        processing_class=image_processor,
-        layer_decay=args.layer_decay,
-        crop_size=args.crop_size,
-        stride=args.stride,
-        windows_per_batch=args.windows_per_batch,
-    )
-
-    trainer.train(resume_from_checkpoint=resume)
-    metrics = trainer.evaluate() if "validation" in datasets else {}
-    if trainer.is_world_process_zero():
-        save_segmentation_model(trainer.accelerator.unwrap_model(model), args.output_dir, image_processor)
-        trainer.save_state()
-        write_report(
-            os.path.join(args.output_dir, "eval_validation.json"),
-            "validation",
-            metrics,
-            model=model_args.model_name_or_path,
-            classes=[id2label[i] for i in range(len(id2label))],
-            weights=report,
+        # Data
+        splits = load_segmentation_datasets(
+            data_args.dataset_name,
+            data_args.dataset_config_name,
+            data_args.train_dir,
+            data_args.dataset_revision,
+            data_args.cache_dir,
+            data_args.dataset_data_dir,
         )
-        card = segmentation_model_card(
-            model.config,
-            dataset=data_args.dataset_name or data_args.train_dir,
-            metrics=metrics,
-            report=report,
-            training={
-                "iterations": args.max_steps,
-                "batch per process": args.per_device_train_batch_size,
-                "learning rate": args.learning_rate,
-                "layer decay": args.layer_decay,
-                "crop": args.crop_size,
-                "evaluation stride": args.stride,
-                "seed": args.seed,
-            },
-            base_model=None if model_args.random_init else model_args.model_name_or_path,
+        train, validation = splits["train"], splits.get("validation")
+        if validation is None and data_args.train_val_split > 0:
+            held_out = train.train_test_split(data_args.train_val_split, seed=args.seed)
+            train, validation = held_out["train"], held_out["test"]
+        train = train.select(range(min(data_args.max_train_samples or len(train), len(train))))
+        if validation is not None and data_args.max_eval_samples:
+            validation = validation.select(range(min(data_args.max_eval_samples, len(validation))))
+        image_column = find_image_column(train, data_args.image_column_name)
+        mask_column = find_mask_column(train, data_args.mask_column_name, image_column)
+        id2label, reduce_labels = segmentation_class_names(
+            data_args.dataset_name,
+            data_args.train_dir,
+            data_args.id2label,
+            data_args.num_labels,
+            data_args.reduce_zero_label,
+            data_args.cache_dir,
         )
-        write_model_card(args.output_dir, card)
-        figure = None
-        if run_demo:
-            figure = os.path.join(args.output_dir, "predictions.png")
-            model = trainer.accelerator.unwrap_model(model)
-            prediction_figure(model, datasets["validation"], args.crop_size, args.stride, args.device).save(figure)
-        record_finished_run(args.output_dir, command, {"metrics": metrics, "figure": figure})
-        report_results(args.output_dir, metrics, figure)
-    return metrics
+
+        # Model
+        resume = resume_checkpoint(args)
+        model, report = segmentation_model(
+            model_args.model_name_or_path,
+            id2label,
+            args.crop_size,
+            config=config,
+            random_init=model_args.random_init,
+            drop_path_rate=model_args.drop_path_rate,
+            decode_channels=model_args.decode_channels,
+            auxiliary_channels=model_args.auxiliary_channels,
+            cache_dir=data_args.cache_dir,
+        )
+        check_output_dir(args, model)
+        model = sync_batch_norm_if_requested(model, args, explicit="sync_batch_norm" in given_names(argv))
+        image_processor = segmentation_image_processor(args.crop_size, reduce_labels)
+        bad_images = BadImagePolicy(data_args.bad_images, os.path.join(args.output_dir, SKIPPED_IMAGES))
+        train_transform = SegmentationTrainTransform(
+            (args.crop_size, args.crop_size),
+            tuple(data_args.scale),
+            tuple(data_args.ratio_range),
+            data_args.cat_max_ratio,
+            data_args.photometric_distortion,
+        )
+        eval_transform = SegmentationEvalTransform(tuple(data_args.scale))
+        common = {
+            "reduce_labels": reduce_labels,
+            "seed": args.seed,
+            "bad_images": bad_images,
+            "num_labels": len(id2label),
+        }
+        datasets = {
+            # An unreadable pair is replaced in training, left out in evaluation (which scores each readable image once).
+            name: SegmentationDataset(
+                split, image_column, mask_column, transform, substitute=name == "train", **common
+            )
+            for name, split, transform in (
+                ("train", train, train_transform),
+                ("validation", validation, eval_transform),
+            )
+            if split is not None
+        }
+        if "validation" not in datasets:
+            args.eval_strategy = "no"
+        trainer = SupMAESegmentationTrainer(
+            model=model,
+            args=args,
+            train_dataset=datasets["train"],
+            eval_dataset=datasets.get("validation"),
+            processing_class=image_processor,
+            layer_decay=args.layer_decay,
+            crop_size=args.crop_size,
+            stride=args.stride,
+            windows_per_batch=args.windows_per_batch,
+        )
+
+        trainer.train(resume_from_checkpoint=resume)
+        metrics = trainer.evaluate() if "validation" in datasets else {}
+        if trainer.is_world_process_zero():
+            save_segmentation_model(trainer.accelerator.unwrap_model(model), args.output_dir, image_processor)
+            trainer.save_state()
+            write_report(
+                os.path.join(args.output_dir, "eval_validation.json"),
+                "validation",
+                metrics,
+                model=model_args.model_name_or_path,
+                classes=[id2label[i] for i in range(len(id2label))],
+                weights=report,
+            )
+            card = segmentation_model_card(
+                model.config,
+                dataset=data_args.dataset_name or data_args.train_dir,
+                metrics=metrics,
+                report=report,
+                training={
+                    "iterations": args.max_steps,
+                    "batch per process": args.per_device_train_batch_size,
+                    "learning rate": args.learning_rate,
+                    "layer decay": args.layer_decay,
+                    "crop": args.crop_size,
+                    "evaluation stride": args.stride,
+                    "seed": args.seed,
+                },
+                base_model=None if model_args.random_init else model_args.model_name_or_path,
+            )
+            write_model_card(args.output_dir, card)
+            figure = None
+            if run_demo:
+                figure = os.path.join(args.output_dir, "predictions.png")
+                model = trainer.accelerator.unwrap_model(model)
+                prediction_figure(model, datasets["validation"], args.crop_size, args.stride, args.device).save(figure)
+            record_finished_run(args.output_dir, command, {"metrics": metrics, "figure": figure})
+            report_results(args.output_dir, metrics, figure)
+        return metrics
 
 
 def report_results(output_dir: str, metrics: dict, figure: str | None) -> None:

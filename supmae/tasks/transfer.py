@@ -27,7 +27,7 @@ import yaml
 from datasets import ClassLabel
 from transformers import default_data_collator
 
-from ..cli import configure_logging, given_names
+from ..cli import command_of, configure_logging, given_names
 from ..data.collators import MixupCollator, TransferCollator
 from ..data.datasets import FeatureDataset, TransformedImageDataset
 from ..data.few_shot import few_shot_split
@@ -37,10 +37,11 @@ from ..data.transforms import eval_image_processor
 from ..metrics import TRANSFER_METRICS, summarize_runs, transfer_score
 from ..reports.score_plot import plot_scores
 from ..training.classification import FeatureProbe, extract_features
-from ..training.files import write_report, write_text
+from ..training.files import MAX_NAME_LENGTH, path_inside, path_name_problem, write_report, write_text
+from ..training.runs import RunDirectory, run_recipe
 from ..training.transfer import TransferTrainer
 from . import classification
-from .classification import RECIPES, build_model, optimizer_for, train_transform, training_schedule
+from .classification import build_model, optimizer_for, train_transform, training_schedule
 from .evaluation_sets import evaluation_set
 
 
@@ -166,9 +167,12 @@ def load_suite(path: str) -> Suite:
                 + f"; each dataset has {list(DATASET_KEYS)}."
             )
         name = entry["name"]
-        if not isinstance(name, str) or not name or "/" in name or name in (".", "..") or name in names:
+        problem = path_name_problem(name) or ("an earlier dataset has it" if name in names else None)
+        if problem:
             raise ValueError(
-                f"{where}: 'name' must be a unique string without '/' (it names a results folder), got {name!r}."
+                f"{where}: 'name' must be a unique string that is a single file name (it names the dataset's results "
+                f"folder: printable, at most {MAX_NAME_LENGTH} characters, no '/' or '\\', not '.' or '..'), got "
+                f"{name!r}: {problem}."
             )
         if entry["metric"] not in TRANSFER_METRICS:
             raise ValueError(f"{where}: 'metric' must be one of {list(TRANSFER_METRICS)}, got {entry['metric']!r}.")
@@ -454,29 +458,20 @@ class FewShotRunner:
 
 
 def result_path(output_dir: str, dataset: str, shots: int, seed: int) -> str:
-    return os.path.join(output_dir, "results", dataset, f"{shots}-shot-seed-{seed}.json")
+    return path_inside(output_dir, "results", dataset, f"{shots}-shot-seed-{seed}.json")
 
 
 def run_settings(suite: Suite, entry: SuiteDataset, model_args, args) -> dict:
-    """What a result depends on: a record made with other settings must not be mixed into this suite's table."""
+    """What a result depends on: the dataset's entry in the suite (its data and metric), the suite's grid and held-out
+    fraction, and the run's recipe (`run_recipe`: every option that can change the trained weights). A record made
+    with other settings must not be mixed into this suite's table."""
     return {
-        "model": model_args.model_name_or_path,
-        "mode": args.mode,
         "metric": entry.metric,
         "train": dataclasses.asdict(entry.train),
         "test": dataclasses.asdict(entry.test),
         "grid": suite.grid_for(args.mode),
         "holdout_fraction": suite.holdout_fraction,
-        "num_train_epochs": args.num_train_epochs,
-        "max_steps": args.max_steps,
-        "per_device_train_batch_size": args.per_device_train_batch_size,
-        "gradient_accumulation_steps": args.gradient_accumulation_steps,
-        "recipe": {
-            name: getattr(model_args if hasattr(model_args, name) else args, name) for name in RECIPES[args.mode]
-        },
-        "warmup_steps": args.warmup_steps if args.warmup_epochs is None else None,
-        "linprobe_optimizer": args.linprobe_optimizer,
-        "config_overrides": model_args.config_overrides,
+        **run_recipe(model_args, args),
     }
 
 
@@ -492,11 +487,9 @@ def existing_result(path: str, settings: dict) -> dict | None:
     recorded = record.get("settings", {})
     differing = [key for key in settings if json.dumps(recorded.get(key)) != json.dumps(settings[key])]
     if differing:
-        key = differing[0]
-        raise ValueError(
-            f"{path} was made with another {key} ({recorded.get(key)!r}, now {settings[key]!r}); "
-            "choose another --output_dir, or remove it."
-        )
+        shown = "; ".join(f"another {key} ({recorded.get(key)!r}, now {settings[key]!r})" for key in differing[:5])
+        more = f"; and {len(differing) - 5} more" if len(differing) > 5 else ""
+        raise ValueError(f"{path} was made with {shown}{more}; choose another --output_dir, or remove it.")
     return record
 
 
@@ -526,7 +519,7 @@ def run_suite(
             continue
         logger.info(f"{entry.name}: {len(runs) - len(pending)} of {len(runs)} results exist; running the rest.")
         data = TransferData.load(entry, cache_dir)
-        runner = FewShotRunner(data, model_args, args, bad_images, os.path.join(output_dir, "work", entry.name))
+        runner = FewShotRunner(data, model_args, args, bad_images, path_inside(output_dir, "work", entry.name))
         if args.mode == "linprobe":
             splits = [few_shot_split(data.labels(), k, s, suite.holdout_fraction) for k, s, _ in pending]
             runner.encode(sorted({i for train, held_out in splits for i in train + held_out}))
@@ -692,6 +685,13 @@ def main(argv: list[str]) -> dict:
     configure_logging(args)
     shots, seeds = check_transfer_arguments(transfer_args, model_args, data_args, args, given_names(argv))
     suite = load_suite(transfer_args.suite)
-    summary = run_suite(suite, model_args, args, shots, seeds, data_args.cache_dir, data_args.bad_images)
+    sources = {"--model_name_or_path": model_args.model_name_or_path}
+    for entry in suite.datasets:
+        sources.update(
+            {f"{suite.path}: {entry.name} {split}": getattr(entry, split).source for split in ("train", "test")}
+        )
+    # The suite resumes result by result, each checked against its own settings (`existing_result`): no recipe here.
+    with RunDirectory(args, "run_transfer.py", command_of(argv), None, sources):
+        summary = run_suite(suite, model_args, args, shots, seeds, data_args.cache_dir, data_args.bad_images)
     print(f"Written to {args.output_dir}: results/, summary.json, summary.md, scores.png")
     return summary

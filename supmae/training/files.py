@@ -1,5 +1,7 @@
 # Copyright 2026 The supmae authors. Licensed under the Apache License, Version 2.0.
-"""Files a run writes whole or not at all: atomic text and JSON writes, JSON reports."""
+"""Files a run writes: whole or not at all (atomic text and JSON writes, JSON reports), and only inside its output
+directory (a name that becomes part of a path is checked when the arguments are read, and the path again when it is
+written)."""
 
 import json
 import os
@@ -8,6 +10,55 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+
+MAX_NAME_LENGTH = 100  # characters of a name that becomes a file or folder name (file systems allow 255 bytes)
+
+
+def path_name_problem(name) -> str | None:
+    """Why `name` cannot be one file or folder name inside an output directory, or None when it can: it must be a
+    non-empty printable string of at most `MAX_NAME_LENGTH` characters, without a path separator ('/', or '\\' on
+    Windows), and not '.' or '..'."""
+    if not isinstance(name, str):
+        return "it is not a string"
+    if not name:
+        return "it is empty"
+    if "/" in name or "\\" in name:
+        return "it holds a path separator"
+    if name in (".", ".."):
+        return f"{name!r} names a folder, not a file"
+    if not name.isprintable():  # NUL, newlines, tabs, terminal escapes
+        return "it holds a control character"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"it is {len(name)} characters long, at most {MAX_NAME_LENGTH} are allowed"
+    return None
+
+
+def check_path_name(name, what: str) -> str:
+    """`name`, when it can be one file or folder name inside an output directory (`path_name_problem`); else a
+    ValueError that names `what` (the option or the file and field it came from), the value and the rule."""
+    problem = path_name_problem(name)
+    if problem is not None:
+        raise ValueError(
+            f"{what} {name!r} becomes a file or folder name in --output_dir, so it must be a single name: printable, "
+            f"at most {MAX_NAME_LENGTH} characters, no '/' or '\\', not '.' or '..'; {problem}. Choose a name "
+            "such as 'imagenet-r'."
+        )
+    return name
+
+
+def path_inside(directory: str | os.PathLike, *parts: str) -> str:
+    """`os.path.join(directory, *parts)`, checked to resolve (symbolic links followed, '..' applied) to a path inside
+    `directory`: the last guard before a run writes a file whose name came from its arguments. A ValueError names
+    the path and where it leads otherwise."""
+    path = os.path.join(directory, *map(str, parts))
+    root, resolved = os.path.realpath(directory), os.path.realpath(path)
+    if resolved == root or os.path.commonpath([root, resolved]) != root:
+        raise ValueError(
+            f"Refusing to write {path}: it leads to {resolved}, outside the output directory {directory}. A name "
+            "that becomes part of a path must be a single file name."
+        )
+    return path
 
 
 def _to_builtin(value):
