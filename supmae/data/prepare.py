@@ -48,6 +48,7 @@ from .images import (
     SKIPPED_IMAGES,
     BadImagePolicy,
     _exif_orientation,
+    check_image_size,
     encoded_bytes,
     image_name,
     plain_jpeg,
@@ -101,8 +102,10 @@ def shrunk_size(width: int, height: int, max_side: int) -> tuple[int, int]:
 def reencode(data: bytes, max_side: int, quality: int = 90) -> bytes:
     """One image file, prepared: the same bytes when nothing needs doing (a baseline RGB or grayscale JPEG, upright,
     within the cap); otherwise decoded, turned upright, converted to RGB (grayscale stays grayscale), shrunk so that
-    its shorter side is at most `max_side` (antialiased bicubic), and saved as a baseline JPEG at `quality`."""
+    its shorter side is at most `max_side` (antialiased bicubic), and saved as a baseline JPEG at `quality`. An image
+    more elongated than `MAX_ASPECT_RATIO` is refused (`UnacceptableImageError`), as the training transforms do."""
     image = PIL.Image.open(io.BytesIO(data))
+    check_image_size(*image.size)  # one the training transforms would refuse is listed here instead
     size = shrunk_size(*image.size, max_side)
     rotated = _exif_orientation(image)
     if plain_jpeg(image, data) and size == image.size:

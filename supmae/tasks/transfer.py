@@ -14,6 +14,7 @@ The suite file (YAML) lists the datasets (`load_suite`); run_transfer.py is the 
 """
 
 import dataclasses
+import io
 import json
 import logging
 import math
@@ -57,6 +58,59 @@ SUITE_KEYS = ("datasets", "grid", "holdout_fraction")
 
 
 GRID_KEYS = ("learning_rate", "weight_decay")
+
+
+MAX_SUITE_FILE_BYTES = 1_048_576  # 1 MiB; ELEVATER's 20 datasets take 3 kB (suites/elevater.yaml)
+
+
+MAX_SHOWN_CHARACTERS = 200  # of a value from the file quoted in an error message
+
+
+class SuiteLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases (`*name`). An alias repeats the node its anchor names without copying it
+    in the file: a few hundred bytes of nested aliases expand to gigabytes ("billion laughs"). Without them a
+    suite's size is bounded by its file's."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                "found an alias (*name): suite files may not use YAML aliases",
+                self.peek_event().start_mark,
+            )
+        return super().compose_node(parent, index)
+
+
+def shown(value, limit: int = MAX_SHOWN_CHARACTERS) -> str:
+    """`repr(value)` cut to `limit` characters, for error messages that quote the file."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def read_suite_file(path: str):
+    """A suite file's YAML, parsed with `SuiteLoader` once its size (at most `MAX_SUITE_FILE_BYTES`) and encoding
+    (UTF-8) are checked; every failure a ValueError naming the file, in one short paragraph."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"The suite file {path} does not exist.")
+    size = os.path.getsize(path)
+    if size > MAX_SUITE_FILE_BYTES:
+        raise ValueError(
+            f"The suite file {path} is {size:,} bytes; a suite file lists datasets in at most "
+            f"MAX_SUITE_FILE_BYTES = {MAX_SUITE_FILE_BYTES:,} bytes. Is it the right file?"
+        )
+    with open(path, "rb") as file:
+        data = file.read(MAX_SUITE_FILE_BYTES + 1)
+    try:
+        text = io.StringIO(data.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"The suite file {path} is not UTF-8 text (byte {error.start}).") from None
+    text.name = path  # for the line numbers of YAML's errors
+    try:
+        return yaml.load(text, Loader=SuiteLoader)  # a SafeLoader, without aliases
+    except yaml.YAMLError as error:
+        reason = " ".join(str(error).split())
+        raise ValueError(f"{path} is not valid YAML: {reason[:MAX_SHOWN_CHARACTERS]}") from None
 
 
 # The learning rates and weight decays tried when the suite names none (the optimizer's peak lr, as ELEVATER's grid).
@@ -117,14 +171,14 @@ def _source(value, where: str) -> DataSource:
     if not isinstance(value, dict) or "source" not in value:
         raise ValueError(
             f"{where} must be a source (a path or Hub dataset) or a mapping with 'source' and optional "
-            f"{list(SOURCE_KEYS[1:])}; got {value!r}."
+            f"{list(SOURCE_KEYS[1:])}; got {shown(value)}."
         )
     unknown = sorted(set(value) - set(SOURCE_KEYS))
     if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}; allowed: {list(SOURCE_KEYS)}.")
+        raise ValueError(f"{where}: unknown keys {shown(unknown)}; allowed: {list(SOURCE_KEYS)}.")
     for key, v in value.items():
         if not (isinstance(v, str) and v) and not (v is None and key != "source"):
-            raise ValueError(f"{where}: '{key}' must be a non-empty string, got {v!r}.")
+            raise ValueError(f"{where}: '{key}' must be a non-empty string, got {shown(v)}.")
     return DataSource(**value)
 
 
@@ -133,28 +187,22 @@ def _numbers(value, where: str) -> list[float]:
     if not values or not all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < math.inf for v in values
     ):
-        raise ValueError(f"{where} must be a non-negative number or a list of them, got {value!r}.")
+        raise ValueError(f"{where} must be a non-negative number or a list of them, got {shown(value)}.")
     return [float(v) for v in values]
 
 
 def load_suite(path: str) -> Suite:
     """Read and check a suite file; every mistake is an error naming the file, the entry and the field."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"The suite file {path} does not exist.")
-    with open(path) as file:
-        try:
-            content = yaml.safe_load(file)
-        except yaml.YAMLError as error:
-            raise ValueError(f"{path} is not valid YAML: {error}") from None
+    content = read_suite_file(path)
     if not isinstance(content, dict) or not isinstance(content.get("datasets"), list) or not content["datasets"]:
         raise ValueError(f"{path} must be a mapping with a non-empty list 'datasets'.")
     unknown = sorted(set(content) - set(SUITE_KEYS))
     if unknown:
-        raise ValueError(f"{path}: unknown top-level keys {unknown}; allowed: {list(SUITE_KEYS)}.")
+        raise ValueError(f"{path}: unknown top-level keys {shown(unknown)}; allowed: {list(SUITE_KEYS)}.")
     datasets, names = [], set()
     for i, entry in enumerate(content["datasets"]):
         where = f"{path}: datasets[{i}]" + (
-            f" ({entry['name']})" if isinstance(entry, dict) and "name" in entry else ""
+            f" ({str(entry['name'])[:MAX_SHOWN_CHARACTERS]})" if isinstance(entry, dict) and "name" in entry else ""
         )
         if not isinstance(entry, dict):
             raise ValueError(f"{where} must be a mapping with {list(DATASET_KEYS)}.")
@@ -162,16 +210,18 @@ def load_suite(path: str) -> Suite:
         if missing or unknown:
             raise ValueError(
                 f"{where}: "
-                + (f"missing {missing}" if missing else f"unknown keys {unknown}")
+                + (f"missing {missing}" if missing else f"unknown keys {shown(unknown)}")
                 + f"; each dataset has {list(DATASET_KEYS)}."
             )
         name = entry["name"]
         if not isinstance(name, str) or not name or "/" in name or name in (".", "..") or name in names:
             raise ValueError(
-                f"{where}: 'name' must be a unique string without '/' (it names a results folder), got {name!r}."
+                f"{where}: 'name' must be a unique string without '/' (it names a results folder), got {shown(name)}."
             )
         if entry["metric"] not in TRANSFER_METRICS:
-            raise ValueError(f"{where}: 'metric' must be one of {list(TRANSFER_METRICS)}, got {entry['metric']!r}.")
+            raise ValueError(
+                f"{where}: 'metric' must be one of {list(TRANSFER_METRICS)}, got {shown(entry['metric'])}."
+            )
         names.add(name)
         datasets.append(
             SuiteDataset(
@@ -183,14 +233,16 @@ def load_suite(path: str) -> Suite:
         )
     grid = content.get("grid") or {}
     if not isinstance(grid, dict) or not set(grid) <= set(DEFAULT_GRIDS):
-        raise ValueError(f"{path}: 'grid' maps a mode ({list(DEFAULT_GRIDS)}) to {list(GRID_KEYS)}; got {grid!r}.")
+        raise ValueError(
+            f"{path}: 'grid' maps a mode ({list(DEFAULT_GRIDS)}) to {list(GRID_KEYS)}; got {shown(grid)}."
+        )
     for mode, points in grid.items():
         if not isinstance(points, dict) or not set(points) <= set(GRID_KEYS):
-            raise ValueError(f"{path}: grid.{mode} takes {list(GRID_KEYS)}; got {points!r}.")
+            raise ValueError(f"{path}: grid.{mode} takes {list(GRID_KEYS)}; got {shown(points)}.")
         grid[mode] = {key: _numbers(value, f"{path}: grid.{mode}.{key}") for key, value in points.items()}
     holdout = content.get("holdout_fraction", 0.2)
     if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0 < holdout < 1:
-        raise ValueError(f"{path}: 'holdout_fraction' must be a number in (0, 1), got {holdout!r}.")
+        raise ValueError(f"{path}: 'holdout_fraction' must be a number in (0, 1), got {shown(holdout)}.")
     return Suite(path, datasets, grid, float(holdout))
 
 
