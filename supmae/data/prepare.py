@@ -235,12 +235,15 @@ def prepare(
     if shard_size < 1:
         raise ValueError(f"--shard_size must be at least 1, got {shard_size}.")
     previous = _read_manifest(output)
-    if previous is None and os.path.isdir(output) and os.listdir(output):
+    # Empty, or holding only the list of files a run skipped before it failed (a setting, say).
+    if previous is None and os.path.isdir(output) and set(os.listdir(output)) - {SKIPPED_IMAGES}:
         raise FileExistsError(
             f"--output {output} is not empty and holds no preparation to resume ({PREPARE_MANIFEST}); choose an empty "
             "or new directory."
         )
-    loaded = load_image_datasets(source, config_name)
+    loaded = load_image_datasets(  # files whose names are not UTF-8 are skipped and listed as the source loads
+        source, config_name, bad_images=BadImagePolicy(bad_images, os.path.join(output, SKIPPED_IMAGES))
+    )
     wanted = splits or list(loaded)
     missing = [name for name in wanted if name not in loaded]
     if missing:

@@ -224,7 +224,8 @@ def main(argv: list[str], demo: list[str] | None = None) -> dict:
     check_arguments(model_args, data_args, args, robustness_args)
     transformers.set_seed(args.seed)
     has_data = data_args.dataset_name is not None or data_args.train_dir is not None
-    data = prepare_data(data_args, args.seed) if has_data or args.mode != "eval" else None
+    listing = BadImagePolicy(data_args.bad_images, os.path.join(args.output_dir, SKIPPED_IMAGES))
+    data = prepare_data(data_args, args.seed, listing) if has_data or args.mode != "eval" else None
     if args.mode != "eval" and data.label_column is None:
         raise ValueError(f"No label column in the training data (columns: {data.train.column_names}).")
     command = command_of(argv)

@@ -57,6 +57,7 @@ def evaluation_sets(
             spec.get("image_column"),
             spec.get("label_column"),
             what=f"The evaluation set {spec['name']!r}",
+            bad_images=bad_images,
         )
         subset = load_class_subset(spec["subset"], config.num_labels) if spec.get("subset") else None
         label_map = label_map_for(dataset, label_column, config, subset, spec.get("labels_in_subset", False))

@@ -159,6 +159,7 @@ def robustness_sets(
             spec.get("image_column"),
             spec.get("label_column"),
             what=f"--{argument} {spec['source']}",
+            bad_images=bad_images,
         )
         subset_spec = spec.get("subset") or DEFAULT_SUBSETS.get(name)
         subset = load_class_subset(subset_spec, config.num_labels) if subset_spec else None
@@ -239,7 +240,7 @@ def _looks_local(source: str) -> bool:
     return os.path.exists(source) or source.startswith(("/", ".", "~")) or source.count("/") != 1
 
 
-def templated_imagenet_c(template: str, cache_dir=None) -> dict[tuple[str, int], tuple]:
+def templated_imagenet_c(template: str, cache_dir=None, bad_images=None) -> dict[tuple[str, int], tuple]:
     """
     ImageNet-C from one dataset per (corruption, severity), named by a template of the `--eval_datasets` form with
     `{corruption}` and `{severity}` in it, e.g. `user/imagenet-c-{corruption}-{severity},split=test` (Hub copies) or
@@ -263,6 +264,7 @@ def templated_imagenet_c(template: str, cache_dir=None) -> dict[tuple[str, int],
                     cache_dir,
                     spec.get("image_column"),
                     spec.get("label_column"),
+                    bad_images=bad_images,
                 )
             except FileNotFoundError:  # datasets' DatasetNotFoundError: no such Hub dataset
                 continue
@@ -291,7 +293,7 @@ def imagenet_c_datasets(
             imagenet_label_map(dataset, label_column, config),
             bad_images,
         )
-        for key, (dataset, image_column, label_column) in templated_imagenet_c(spec, cache_dir).items()
+        for key, (dataset, image_column, label_column) in templated_imagenet_c(spec, cache_dir, bad_images).items()
     }
 
 

@@ -130,10 +130,16 @@ class DataSource:
     image_column: str | None = None
     label_column: str | None = None
 
-    def load(self, cache_dir=None):
+    def load(self, cache_dir=None, bad_images=None):
         """The split, its image column and its label column."""
         return load_labelled_split(
-            self.source, self.split, self.config, cache_dir, self.image_column, self.label_column
+            self.source,
+            self.split,
+            self.config,
+            cache_dir,
+            self.image_column,
+            self.label_column,
+            bad_images=bad_images,
         )
 
 
@@ -260,16 +266,17 @@ class TransferData:
     names: list[str]
 
     @classmethod
-    def load(cls, entry: SuiteDataset, cache_dir=None) -> "TransferData":
+    def load(cls, entry: SuiteDataset, cache_dir=None, bad_images=None) -> "TransferData":
         splits = []
         for split, source in (("train", entry.train), ("test", entry.test)):
             try:
-                splits.append(source.load(cache_dir))
+                splits.append(source.load(cache_dir, bad_images))
             except (ValueError, OSError) as error:  # the loader's message, placed in the suite
                 raise ValueError(f"Suite dataset {entry.name!r}, {split} ({source.source}): {error}") from error
         (train, image_column, label_column), (test, test_image_column, test_label_column) = splits
         train, test = encode_string_labels(entry.name, train, label_column, test, test_label_column)
-        multi_label = len(train) > 0 and isinstance(train[0][label_column], list)
+        # The label column alone: a row would decode its image inside datasets, unnamed if it cannot be read.
+        multi_label = len(train) > 0 and isinstance(train.select_columns([label_column])[0][label_column], list)
         if multi_label != entry.multi_label:
             wanted = "single-label data: multi-label data takes 11point_mAP" if multi_label else "multi-label data"
             raise ValueError(
@@ -577,7 +584,7 @@ def run_suite(
             logger.info(f"{entry.name}: all {len(runs)} results exist.")
             continue
         logger.info(f"{entry.name}: {len(runs) - len(pending)} of {len(runs)} results exist; running the rest.")
-        data = TransferData.load(entry, cache_dir)
+        data = TransferData.load(entry, cache_dir, bad_images)
         runner = FewShotRunner(data, model_args, args, bad_images, os.path.join(output_dir, "work", entry.name))
         if args.mode == "linprobe":
             splits = [few_shot_split(data.labels(), k, s, suite.holdout_fraction) for k, s, _ in pending]
