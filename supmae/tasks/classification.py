@@ -25,7 +25,12 @@ from ..modeling_supmae import SupMAEForImageClassification
 from ..reports.model_card import classification_model_card
 from ..training.arguments import DataArguments, SupMAETrainingArguments, apply_config_overrides
 from ..training.checkpoints import resume_checkpoint
-from ..training.classification import FeatureProbe, SupMAEClassificationTrainer, extract_features
+from ..training.classification import (
+    FeatureProbe,
+    SupMAEClassificationTrainer,
+    extract_features,
+    scored_features,
+)
 from ..training.distributed import configure_streaming
 from ..training.files import write_report
 from ..training.optim import (
@@ -291,8 +296,11 @@ def make_trainer(model, args, data, train_split, validation, trainer_kwargs, bad
         train_images = evaluation_set(
             train_split, data.image_column, data.label_column, image_processor, bad_images=bad_images
         )
-        train = FeatureDataset(extract_features(model, train_images, args, collator))
-        validation = validation and FeatureDataset(extract_features(model, validation, args, collator))
+        # Without the rows of unreadable images: features of nothing would train and score the head.
+        train = FeatureDataset(scored_features(extract_features(model, train_images, args, collator)))
+        validation = validation and FeatureDataset(
+            scored_features(extract_features(model, validation, args, collator))
+        )
         return SupMAEClassificationTrainer(
             model=FeatureProbe(model), train_dataset=train, eval_dataset=validation, **trainer_kwargs
         )

@@ -198,8 +198,8 @@ def pretraining_trainer(model, data: PreparedData, data_args, args, given: set[s
         )
     else:
         train_dataset = TransformedImageDataset(data.train, *columns, train_transform, args.seed, bad_images)
-        eval_dataset = data.validation and TransformedImageDataset(
-            data.validation, *columns, eval_transform, bad_images=bad_images
+        eval_dataset = data.validation and TransformedImageDataset(  # no substitutes: no image is scored twice
+            data.validation, *columns, eval_transform, bad_images=bad_images, substitute=False
         )
     if eval_dataset is None and args.eval_strategy != "no":
         logger.warning("No validation data: evaluation is turned off.")

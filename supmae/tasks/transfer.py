@@ -37,7 +37,7 @@ from ..data.sources import class_names, load_labelled_split
 from ..data.transforms import eval_image_processor
 from ..metrics import TRANSFER_METRICS, summarize_runs, transfer_score
 from ..reports.score_plot import plot_scores
-from ..training.classification import FeatureProbe, extract_features
+from ..training.classification import FeatureProbe, extract_features, scored_features, scored_rows
 from ..training.files import write_report, write_text
 from ..training.transfer import TransferTrainer
 from . import classification
@@ -380,7 +380,8 @@ class FewShotRunner:
         )
 
     def encode(self, train_indices: list[int]) -> None:
-        """Linear probing: the features of the test split and of the training images `train_indices`."""
+        """Linear probing: the features of the test split and of the training images `train_indices`, the unreadable
+        ones left out (`self.encoded` has no entry for them)."""
         args = dataclasses.replace(self.args, output_dir=self.work_dir)
         data = self.data
         train = extract_features(
@@ -389,15 +390,18 @@ class FewShotRunner:
             args,
             self.collator,
         )
-        self.encoded = dict(zip(train_indices, zip(train["features"], train["labels"], strict=True), strict=True))
+        rows = zip(train_indices, train["features"], train["labels"], scored_rows(train["labels"]), strict=True)
+        self.encoded = {index: (feature, target) for index, feature, target, scored in rows if scored}
         test = self._images(data.test, data.test_image_column, data.test_label_column)
-        self.test_encoded = extract_features(self.model, test, args, self.collator)
+        self.test_encoded = scored_features(extract_features(self.model, test, args, self.collator))
 
     def train(self, indices: list[int], point: dict[str, float], seed: int):
         """The model, reset to its initial weights and trained on the training images `indices` with the grid
         point's hyper-parameters."""
         transformers.set_seed(seed)
         self.model.load_state_dict(self.initial, strict=False)
+        if self.args.mode == "linprobe":  # the images that were read
+            indices = [i for i in indices if i in self.encoded]
         args = run_arguments(self.args, self.work_dir, point, len(indices))
         optimizer = optimizer_for(args, args.per_device_train_batch_size * args.gradient_accumulation_steps)[0]
         options = dict(
@@ -439,13 +443,13 @@ class FewShotRunner:
 
     def predict(self, model, indices: list[int] | None) -> tuple[np.ndarray, np.ndarray]:
         """(N, C) logits of the training images `indices` (the held-out part), or of the test split (None), and
-        their targets: each item's own label, so that an unreadable image replaced by the next one (--bad_images
-        skip) is scored with the label of the image that took its place."""
+        their targets, N the images that could be read: no image is scored in an unreadable one's place."""
         data = self.data
         if self.args.mode == "linprobe":
             if indices is None:
                 features, targets = self.test_encoded["features"], self.test_encoded["labels"]
             else:
+                indices = [i for i in indices if i in self.encoded]
                 features = torch.stack([self.encoded[i][0] for i in indices])
                 targets = torch.stack([self.encoded[i][1] for i in indices])
             device = next(model.parameters()).device  # the features are on the CPU, the model where Trainer put it
@@ -465,10 +469,13 @@ class FewShotRunner:
             multi_label=self.multi_label,
         )
         prediction = evaluator.predict(images)
-        return prediction.predictions, prediction.label_ids
+        scored = scored_rows(prediction.label_ids).numpy()
+        return prediction.predictions[scored], prediction.label_ids[scored]
 
-    def score(self, model, indices: list[int] | None) -> float:
-        return transfer_score(self.data.entry.metric, *self.predict(model, indices))
+    def score(self, model, indices: list[int] | None) -> tuple[float, int]:
+        """The metric on the images `indices` (or the test split), and how many of them it scored."""
+        logits, targets = self.predict(model, indices)
+        return transfer_score(self.data.entry.metric, logits, targets), len(targets)
 
     def run(self, shots: int, seed: int, grid: list[dict], holdout_fraction: float) -> dict:
         """One (shots, seed): the grid searched on the held-out part, then all K per class with the choice, scored on
@@ -492,21 +499,21 @@ class FewShotRunner:
             )
         if len(grid) > 1 and held_out:
             for point in grid:
-                searched.append({**point, "holdout_score": self.score(self.train(train, point, seed), held_out)})
+                searched.append({**point, "holdout_score": self.score(self.train(train, point, seed), held_out)[0]})
                 logger.info(
                     f"{self.data.entry.name} {shots}-shot seed {seed}: {point} -> held-out "
                     f"{searched[-1]['holdout_score']:.4f}"
                 )
         chosen = max(searched, key=lambda s: s["holdout_score"]) if searched else {**grid[0]}  # first of equals
         chosen = {key: chosen[key] for key in ("learning_rate", "weight_decay")}
-        score = self.score(self.train(every, chosen, seed), None)
+        score, num_test = self.score(self.train(every, chosen, seed), None)
         return {
             "score": score,
             "chosen": chosen,
             "grid": searched,
             "num_few_shot": len(every),
             "num_held_out": len(held_out),
-            "num_test": len(self.data.test),
+            "num_test": num_test,  # the test images scored: those that could be read
             "classes_with_fewer_images": short,
             "few_shot_indices": every,
         }

@@ -56,7 +56,8 @@ def test_an_unreadable_validation_image_leaves_the_figure_and_the_run_record_who
         *"--per_device_train_batch_size 4 --per_device_eval_batch_size 4 --num_figure_images 4".split(),
         *["--config_overrides", TINY_OVERRIDES, *COMMON],
     ]
-    pretraining.main(argv)
+    metrics = pretraining.main(argv)
+    assert metrics["eval_num_samples"] == 3  # evaluation scored the readable images, none in the unreadable's place
     assert (output / "README.md").is_file() and (output / "run_complete.json").is_file()
     with PIL.Image.open(output / "reconstructions.png") as figure:
         assert figure.size == figures.figure_size(3, 128, 128)  # 4 images, the unreadable one left out
