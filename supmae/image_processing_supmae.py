@@ -9,7 +9,9 @@ import base64
 import binascii
 import io
 import os
+import struct
 import urllib.request
+import zlib
 
 import numpy as np
 import PIL.Image
@@ -29,6 +31,24 @@ from transformers.image_utils import (
 )
 from transformers.processing_utils import ImagesKwargs
 
+
+# What reading a broken image file raises: PIL (UnidentifiedImageError is an OSError; truncated files, broken
+# streams), torchvision's JPEG decoder (RuntimeError), zlib and struct inside PIL's plugins, and PIL's guard against
+# decompression bombs (more than 2 x PIL.Image.MAX_IMAGE_PIXELS pixels).
+IMAGE_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    RuntimeError,
+    EOFError,
+    struct.error,
+    zlib.error,
+    PIL.Image.DecompressionBombError,
+)
+# The most pixels a resize may make of one image: 32 Mi pixels (96 MiB as uint8 RGB, 384 MiB as float32). The
+# shorter side goes to 256, so a 1 x 400000 strip would otherwise become 256 x 102 400 000 pixels (hundreds of GB);
+# an image of aspect ratio 100 needs 6.6 M pixels.
+MAX_RESIZED_PIXELS = 2**25
 
 # PIL modes whose pixels are not 8-bit: PIL's own `convert("RGB")` clips them at 255, which turns
 # most of a 16-bit image white. They are rescaled by their bit depth instead.
@@ -90,7 +110,8 @@ def _load_image_from_string(source: str) -> PIL.Image.Image:
     """Open an image from a local path, an http(s) URL or a base64 string (optionally a data URI).
 
     PIL decodes it so that file inputs get the same mode handling as PIL inputs (alpha on white,
-    16-bit gray rescaled) and every format PIL reads works; EXIF orientation is applied.
+    16-bit gray rescaled) and every format PIL reads works; EXIF orientation is applied. A file that
+    cannot be read (corrupt, truncated, not an image, a decompression bomb) is a ValueError naming it.
     """
     not_a_source = ValueError(
         f"Could not load an image from the string {source[:100]!r}: it is not an existing file, an http(s) URL "
@@ -108,15 +129,56 @@ def _load_image_from_string(source: str) -> PIL.Image.Image:
             data = base64.b64decode(payload, validate=True)
             image = PIL.Image.open(io.BytesIO(data))
             image.load()
-        except (binascii.Error, ValueError, PIL.UnidentifiedImageError, OSError):
+        except (binascii.Error, *IMAGE_ERRORS):
             raise not_a_source from None
         return PIL.ImageOps.exif_transpose(image)
     try:
         image = PIL.Image.open(io.BytesIO(data))
         image.load()
-    except (PIL.UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"Could not decode the image at {source[:100]!r}: {error}") from error
-    return PIL.ImageOps.exif_transpose(image)
+    except IMAGE_ERRORS as error:
+        raise ValueError(f"Could not decode the image at {source[:100]!r}: {_reason(error)}") from error
+    image = PIL.ImageOps.exif_transpose(image)
+    image.filename = source  # later errors (an image too elongated to resize) name it
+    return image
+
+
+def _reason(error: Exception) -> str:
+    """An exception as one short line, without the object address PIL puts in for in-memory files."""
+    text = f"{type(error).__name__}: {error}".replace("\n", " ")
+    return " ".join(text.split(" <_io.BytesIO object")[0].split())[:300]
+
+
+def _image_name(image) -> str:
+    """How an error names an input: a PIL image by its file, any image by its size."""
+    filename = getattr(image, "filename", None)
+    if isinstance(image, PIL.Image.Image):
+        return f"{filename} ({image.width}x{image.height})" if filename else f"a {image.width}x{image.height} image"
+    return f"an image of shape {tuple(image.shape)}"
+
+
+def resized_pixels(height: int, width: int, size: SizeDict) -> int:
+    """How many pixels `size` resizes a `height` x `width` image to: the shorter side to `shortest_edge` (aspect ratio
+    kept; the longer side then capped at `longest_edge` if given), or `height` x `width` given outright."""
+    if size.shortest_edge:
+        short, long = sorted((height, width))
+        new_short, new_long = size.shortest_edge, size.shortest_edge * long / max(short, 1)
+        if size.longest_edge and new_long > size.longest_edge:
+            new_short, new_long = new_short * size.longest_edge / new_long, size.longest_edge
+        return int(new_short) * int(new_long)
+    if size.longest_edge:
+        return size.longest_edge**2
+    return (size.height or height) * (size.width or width)
+
+
+def check_resized_size(image, height: int, width: int, size: SizeDict) -> None:
+    """Refuse, before anything is allocated, an image that `size` would resize to more than `MAX_RESIZED_PIXELS`
+    pixels (an extreme aspect ratio: the shorter side is scaled up to `shortest_edge` with the longer one)."""
+    pixels = resized_pixels(height, width, size)
+    if pixels > MAX_RESIZED_PIXELS:
+        raise ValueError(
+            f"{_image_name(image)} would be resized to {pixels:,} pixels (shorter side to {size.shortest_edge}), "
+            f"more than MAX_RESIZED_PIXELS = {MAX_RESIZED_PIXELS:,}: its aspect ratio is too extreme. Crop it first."
+        )
 
 
 def resize_size_for_crop(image_size: tuple[int, int], crop: tuple[int, int], crop_pct: float) -> tuple[int, int]:
@@ -273,9 +335,17 @@ class SupMAEImageProcessor(TorchvisionBackend):
         return flat
 
     def process_image(self, image, do_convert_rgb=None, input_data_format=None, device=None, **kwargs):
-        """One raw image -> (3, H, W) tensor: uint8 in 0..255, or float in 0..255 for float inputs."""
+        """One raw image -> (3, H, W) tensor: uint8 in 0..255, or float in 0..255 for float inputs. An image that
+        would be resized to more than `MAX_RESIZED_PIXELS` pixels, or a PIL image whose file cannot be decoded, is a
+        ValueError naming it."""
+        size = kwargs.get("size") if kwargs.get("do_resize") else None
+        if isinstance(image, PIL.Image.Image) and size is not None:  # from the header, before decoding
+            check_resized_size(image, image.height, image.width, size)
         if isinstance(image, PIL.Image.Image) and do_convert_rgb:
-            image = torch.from_numpy(pil_to_rgb_array(image).copy())
+            try:  # a lazily opened file is decoded here
+                image = torch.from_numpy(pil_to_rgb_array(image).copy())
+            except IMAGE_ERRORS as error:
+                raise ValueError(f"Cannot decode {_image_name(image)}: {_reason(error)}") from error
             input_data_format = ChannelDimension.LAST
         elif isinstance(image, (np.ndarray, torch.Tensor)):
             image = self._check_channels(image, input_data_format)
@@ -290,6 +360,8 @@ class SupMAEImageProcessor(TorchvisionBackend):
         image = super().process_image(
             image, do_convert_rgb=do_convert_rgb, input_data_format=input_data_format, device=device, **kwargs
         )
+        if size is not None:  # arrays and tensors: (3, H, W) now, before the resize
+            check_resized_size(image, *image.shape[-2:], size)
 
         if image.is_floating_point():
             do_rescale, rescale_factor = kwargs.get("do_rescale"), kwargs.get("rescale_factor")

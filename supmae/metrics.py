@@ -49,6 +49,28 @@ def topk_logits_preprocessor(
     return preprocess
 
 
+def topk_and_loss_preprocessor(
+    k: int = 5, class_subset: Sequence[int] | None = None
+) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.LongTensor, torch.Tensor]]:
+    """
+    `topk_logits_preprocessor`, and each row's cross-entropy over all the classes (0 where the label is -100):
+    `((B, k) class indices, (B,) losses)`. `classification_metrics` then averages the loss over the scored images
+    only, as it does the accuracy (Trainer's own evaluation loss weights each batch's mean by the batch's size,
+    rows of unreadable images included).
+    """
+    topk = topk_logits_preprocessor(k, class_subset)
+
+    def preprocess(logits, labels):
+        if isinstance(logits, (tuple, list)):
+            logits = logits[0]
+        if labels is None:
+            return topk(logits, labels), logits.new_zeros(len(logits), dtype=torch.float32)
+        losses = torch.nn.functional.cross_entropy(logits.float(), labels.clamp(min=0), reduction="none")
+        return topk(logits, labels), losses * (labels != UNLABELED)
+
+    return preprocess
+
+
 def topk_accuracy(predictions, labels, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
     """
     Top-k accuracy of ranked predictions.
@@ -409,18 +431,35 @@ def segmentation_metrics(predictions, references, num_labels: int, ignore_index:
     return metrics_from_confusion_matrix(confusion)
 
 
-def pretraining_metrics(prediction) -> dict[str, float]:
-    """`reconstruction_loss`, and over labeled images `classification_loss` and `classification_accuracy`, from the
-    per-image statistics of `SupMAETrainer.prediction_step`."""
+def pretraining_metrics(prediction, supervised_loss_weight: float | None = None) -> dict[str, float]:
+    """`reconstruction_loss` and `num_samples` over the scored images, and over the labeled ones among them
+    `classification_loss` and `classification_accuracy`, from the per-image statistics of
+    `SupMAETrainer.prediction_step` `(N, 4)`: [reconstruction loss, cross-entropy, correct, scored] (without the
+    last column every image is scored). Given the model's `supervised_loss_weight`, also the evaluation `loss`:
+    reconstruction + weight x classification, the training objective over the whole set."""
     stats, labels = np.asarray(prediction.predictions), np.asarray(prediction.label_ids)
-    metrics = {"reconstruction_loss": float(stats[:, 0].mean())}
-    labeled = labels != -100
+    scored = stats[:, 3] > 0 if stats.shape[1] > 3 else np.ones(len(stats), dtype=bool)
+    if not scored.any():
+        raise ValueError("No image of the evaluation set could be read: every one was skipped (see the warnings).")
+    metrics = {"reconstruction_loss": float(stats[scored, 0].mean()), "num_samples": int(scored.sum())}
+    labeled = scored & (labels != UNLABELED)
     if labeled.any():
         metrics["classification_loss"] = float(stats[labeled, 1].mean())
         metrics["classification_accuracy"] = float(stats[labeled, 2].mean())
+    if supervised_loss_weight is not None:
+        classification = metrics.get("classification_loss", 0.0)
+        metrics["loss"] = metrics["reconstruction_loss"] + supervised_loss_weight * classification
     return metrics
 
 
 def classification_metrics(prediction) -> dict[str, float]:
-    """top-1 / top-5 accuracy from `topk_predictions` output (Trainer's `compute_metrics`)."""
-    return topk_accuracy(prediction.predictions, prediction.label_ids, ks=(1, 5))
+    """top-1 / top-5 accuracy and `num_samples` from `topk_predictions` output (Trainer's `compute_metrics`), and the
+    mean `loss` over the scored images when `topk_and_loss_preprocessor` gave the rows' losses."""
+    predictions, losses = prediction.predictions, None
+    if isinstance(predictions, (tuple, list)):
+        predictions, losses = predictions
+    metrics = topk_accuracy(predictions, prediction.label_ids, ks=(1, 5))
+    if losses is not None:
+        scored = np.asarray(prediction.label_ids).reshape(-1) != UNLABELED
+        metrics["loss"] = float(np.asarray(losses).reshape(-1)[scored].mean())
+    return metrics

@@ -11,14 +11,22 @@ from .transforms import seeded_global_rngs
 
 class ImageCollator:
     """Stacks items into `{"pixel_values": (B, 3, S, S), "labels": (B,)}` and checks labels against `num_labels`
-    (-100, an unlabeled image, is allowed)."""
+    (-100, an unlabeled image, is allowed). Evaluation items carry `scored` (False: an unreadable image's row,
+    `TransformedImageDataset(substitute=False)`), which becomes a `(B,)` bool `scored`."""
 
     def __init__(self, num_labels: int | None = None):
         self.num_labels = num_labels
 
     def __call__(self, items: list[dict]) -> dict:
         batch = {"pixel_values": torch.stack([torch.as_tensor(item["pixel_values"]) for item in items])}
-        return self.add_labels(batch, items)
+        return self.add_scored(self.add_labels(batch, items), items)
+
+    @staticmethod
+    def add_scored(batch: dict, items: list[dict]) -> dict:
+        """`batch` with the items' `scored` flags `(B,)` bool, when they have them."""
+        if "scored" in items[0]:
+            batch["scored"] = torch.tensor([bool(item["scored"]) for item in items])
+        return batch
 
     def add_labels(self, batch: dict, items: list[dict]) -> dict:
         """`batch` with the items' labels `(B,)`, checked, when they have any."""
@@ -57,7 +65,7 @@ class MixupCollator(ImageCollator):
 
 class TransferCollator(ImageCollator):
     """`ImageCollator` for single-label data; multi-label items (lists of classes, or one class) become multi-hot
-    float targets `(B, num_labels)`."""
+    float targets `(B, num_labels)`, an unscored row's all -100."""
 
     def __init__(self, num_labels: int, multi_label: bool = False):
         super().__init__(num_labels)
@@ -67,8 +75,15 @@ class TransferCollator(ImageCollator):
         if not self.multi_label:
             return super().__call__(items)
         batch = super().__call__([{"pixel_values": item["pixel_values"]} for item in items])
-        batch["labels"] = torch.stack([multi_hot(item["labels"], self.num_labels) for item in items])
-        return batch
+        batch["labels"] = torch.stack(
+            [
+                multi_hot(item["labels"], self.num_labels)
+                if item.get("scored", True)
+                else torch.full((self.num_labels,), -100.0)
+                for item in items
+            ]
+        )
+        return self.add_scored(batch, items)
 
 
 def multi_hot(labels, num_labels: int) -> torch.Tensor:

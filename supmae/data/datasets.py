@@ -5,8 +5,10 @@ cached features."""
 import random
 
 import datasets
+import PIL.Image
 import torch
 
+from ..metrics import UNLABELED
 from .images import IMAGE_ERRORS, MAX_BAD_IMAGES_IN_A_ROW, BadImageError, BadImagePolicy, image_name, undecoded
 from .transforms import apply_transform
 
@@ -23,9 +25,14 @@ class TransformedImageDataset(torch.utils.data.Dataset):
     epoch `e` draws from a `random.Random` seeded with `(seed, e, i)`: the same crops whatever the number of dataloader
     workers or processes, and after resuming from a checkpoint. The Trainer calls `set_epoch`.
 
-    An unreadable image goes to `bad_images` (skipped and logged by default) and the next readable one takes its
-    place, so batches keep their size. With `sample_seeds`, each item also carries a `sample_seed` from (seed, epoch,
-    index), for a collator's own draws (`MixupCollator`).
+    An unreadable image goes to `bad_images` (skipped and logged by default). In training the next readable one takes
+    its place, so batches keep their size. In evaluation (`substitute=False`) no image is scored twice: the item of an
+    unreadable one is an unscored row, `{"pixel_values": zeros, "labels": -100, "scored": False}`, which the metrics
+    leave out (every item then carries `scored`). A row per item keeps the Trainer's multi-process prediction loop
+    exact: it pads the last batches with repeated items and cuts them off again by position after gathering.
+
+    With `sample_seeds`, each item also carries a `sample_seed` from (seed, epoch, index), for a collator's own draws
+    (`MixupCollator`).
     """
 
     def __init__(
@@ -37,12 +44,14 @@ class TransformedImageDataset(torch.utils.data.Dataset):
         seed: int = 0,
         bad_images=None,
         sample_seeds: bool = False,
+        substitute: bool = True,
     ):
         self.dataset = undecoded(dataset, image_column)
         self.image_column, self.label_column = image_column, label_column
         self.transform, self.seed, self.epoch = transform, seed, 0
         self.bad_images = bad_images or BadImagePolicy()
-        self.sample_seeds = sample_seeds
+        self.sample_seeds, self.substitute = sample_seeds, substitute
+        self._placeholder, self._unreadable_in_a_row = None, 0  # evaluation's unscored rows (per worker)
 
     def set_epoch(self, epoch: int):
         self.epoch = int(epoch)
@@ -59,17 +68,40 @@ class TransformedImageDataset(torch.utils.data.Dataset):
                 pixels = apply_transform(self.transform, example[self.image_column], rng)
             except IMAGE_ERRORS as error:
                 self.bad_images.handle(image_name(example[self.image_column], position), error)
+                if not self.substitute:
+                    return self.unscored_item(index)
                 continue
             item = {"pixel_values": pixels}
             if self.label_column is not None:
                 item["labels"] = example[self.label_column]
             if self.sample_seeds:
                 item["sample_seed"] = random.Random(f"collate-{self.seed}-{self.epoch}-{index}").getrandbits(32)
+            if not self.substitute:
+                item["scored"], self._unreadable_in_a_row = True, 0
             return item
         raise BadImageError(
             f"Items {index} to {position} are all unreadable images ({MAX_BAD_IMAGES_IN_A_ROW} in a row): is "
             f"{self.image_column!r} the image column, and are the files images?"
         )
+
+    def unscored_item(self, index: int) -> dict:
+        """An unreadable image's row in evaluation: black pixels of the transform's output shape, label -100 (which
+        the losses and metrics skip), `scored` False."""
+        self._unreadable_in_a_row += 1
+        if self._unreadable_in_a_row >= MAX_BAD_IMAGES_IN_A_ROW:
+            raise BadImageError(
+                f"Items up to {index} are all unreadable images ({MAX_BAD_IMAGES_IN_A_ROW} in a row): is "
+                f"{self.image_column!r} the image column, and are the files images?"
+            )
+        if self._placeholder is None:  # the shape of whatever the transform makes of an image
+            blank = PIL.Image.new("RGB", (1, 1))
+            self._placeholder = torch.zeros_like(apply_transform(self.transform, blank, random.Random(0)))
+        item = {"pixel_values": self._placeholder.clone(), "scored": False}
+        if self.label_column is not None:
+            item["labels"] = UNLABELED
+        if self.sample_seeds:
+            item["sample_seed"] = 0
+        return item
 
 
 def transform_streaming_dataset(
@@ -112,7 +144,7 @@ class RelabeledDataset(TransformedImageDataset):
 
     def __getitem__(self, index):
         item = super().__getitem__(index)
-        if self.label_map is not None and "labels" in item:
+        if self.label_map is not None and "labels" in item and item.get("scored", True):
             item["labels"] = self.label_map[item["labels"]]
         return item
 

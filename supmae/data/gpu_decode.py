@@ -39,6 +39,7 @@ from .images import (
     IMAGE_ERRORS,
     BadImageError,
     BadImagePolicy,
+    check_image_size,
     encoded_bytes,
     image_name,
     open_image,
@@ -73,6 +74,7 @@ class DeviceDecodeTransform:
         if data is None:  # a decoded (PIL) image
             return self.cpu_transform(image, rng)
         header = PIL.Image.open(io.BytesIO(data))  # the header only; an unreadable one raises, as on the CPU path
+        check_image_size(*header.size)  # as PretrainingTransform does, before plain_jpeg reads the EXIF
         if not plain_jpeg(header, data):
             return self.cpu_transform(data, rng)
         t = self.cpu_transform

@@ -6,30 +6,22 @@ import io
 import logging
 import os
 import re
-import struct
-import zlib
 from dataclasses import dataclass, field
 
 import datasets
 import PIL.Image
 import PIL.ImageOps
 
+# IMAGE_ERRORS: what reading a broken image file raises (defined beside the image processor, which catches it too).
+from ..image_processing_supmae import IMAGE_ERRORS as IMAGE_ERRORS
 from ..image_processing_supmae import pil_to_rgb_array
 
 
-# What reading a broken image file raises: PIL (UnidentifiedImageError is an OSError; truncated files, broken
-# streams), torchvision's JPEG decoder (RuntimeError), zlib and struct inside PIL's plugins, and PIL's guard against
-# decompression bombs (more than 2 x PIL.Image.MAX_IMAGE_PIXELS pixels).
-IMAGE_ERRORS = (
-    OSError,
-    ValueError,
-    SyntaxError,
-    RuntimeError,
-    EOFError,
-    struct.error,
-    zlib.error,
-    PIL.Image.DecompressionBombError,
-)
+# The most elongated image accepted, longer side / shorter side: beyond it an image is a bad image (skipped and
+# listed, or an error with --bad_images error), refused from its header before anything is decoded or resized.
+# Panoramas are 2:1 to 10:1; a 1 x 400000 PNG of 1.6 kB would otherwise make the evaluation transform (shorter side
+# to 256) allocate gigabytes, and leave the crops of training a strip of a few pixels.
+MAX_ASPECT_RATIO = 100
 
 
 SKIPPED_IMAGES = "skipped_images.tsv"  # the unreadable images a run skipped, in its output directory
@@ -65,6 +57,27 @@ class BadImageError(ValueError):
     """An image file that cannot be read (with `--bad_images error`, or too many in a row)."""
 
 
+class UnacceptableImageError(ValueError):
+    """A readable image that the transforms refuse: more elongated than `MAX_ASPECT_RATIO`. A bad image."""
+
+
+def check_image_size(width: int, height: int) -> None:
+    """Refuse, from the header's size, an image more elongated than `MAX_ASPECT_RATIO` (or without pixels)."""
+    short, long = sorted((width, height))
+    if short < 1 or long > MAX_ASPECT_RATIO * short:
+        raise UnacceptableImageError(
+            f"{width}x{height} pixels: more elongated than MAX_ASPECT_RATIO = {MAX_ASPECT_RATIO} (longer side / "
+            "shorter side) allows"
+        )
+
+
+def shown_name(name: str) -> str:
+    """A file name as logs and `skipped_images.tsv` can show it, on one line: bytes that are not UTF-8 (which Python
+    keeps as surrogate escapes) as \\xNN, and tabs, newlines and other control characters escaped."""
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(ch if ch.isprintable() or ch == " " else ascii(ch)[1:-1] for ch in text)
+
+
 @dataclass
 class BadImagePolicy:
     """What happens to an image that cannot be read (corrupt, truncated, empty, not an image, a decompression bomb).
@@ -81,6 +94,7 @@ class BadImagePolicy:
             raise ValueError(f"bad_images must be 'skip' or 'error', got {self.action!r}.")
 
     def handle(self, name: str, error: Exception) -> None:
+        name = shown_name(name)
         # PIL names an in-memory file by its object address: "cannot identify image file <_io.BytesIO object ...>".
         reason = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-f]+>", "", f"{type(error).__name__}: {error}")
         reason = " ".join(reason.split())
@@ -97,6 +111,7 @@ class BadImagePolicy:
                     return
         logger.warning(f"Skipping unreadable image {name}: {reason}")
         if self.log_file:
+            os.makedirs(os.path.dirname(os.path.abspath(self.log_file)), exist_ok=True)  # before the run's own files
             with open(self.log_file, "a") as file:  # one short append per line: safe across dataloader workers
                 file.write(f"{name}\t{reason}\n")
 
@@ -122,10 +137,13 @@ def image_name(value, index=None) -> str:
 
 def open_image(value) -> PIL.Image.Image:
     """Decode an undecoded datasets image (`{"bytes", "path"}`) or the file's bytes as datasets' Image feature
-    does: PIL, fully loaded, EXIF orientation applied. A PIL image is returned as it is."""
+    does: PIL, fully loaded, EXIF orientation applied. A PIL image is returned as it is. Either is first checked
+    against `MAX_ASPECT_RATIO` (`UnacceptableImageError`), from the header."""
     if isinstance(value, PIL.Image.Image):
+        check_image_size(*value.size)
         return value
     image = PIL.Image.open(io.BytesIO(encoded_bytes(value)))
+    check_image_size(*image.size)
     image.load()
     return PIL.ImageOps.exif_transpose(image) if _exif_orientation(image) else image
 

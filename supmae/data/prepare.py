@@ -48,6 +48,7 @@ from .images import (
     SKIPPED_IMAGES,
     BadImagePolicy,
     _exif_orientation,
+    check_image_size,
     encoded_bytes,
     image_name,
     plain_jpeg,
@@ -101,8 +102,10 @@ def shrunk_size(width: int, height: int, max_side: int) -> tuple[int, int]:
 def reencode(data: bytes, max_side: int, quality: int = 90) -> bytes:
     """One image file, prepared: the same bytes when nothing needs doing (a baseline RGB or grayscale JPEG, upright,
     within the cap); otherwise decoded, turned upright, converted to RGB (grayscale stays grayscale), shrunk so that
-    its shorter side is at most `max_side` (antialiased bicubic), and saved as a baseline JPEG at `quality`."""
+    its shorter side is at most `max_side` (antialiased bicubic), and saved as a baseline JPEG at `quality`. An image
+    more elongated than `MAX_ASPECT_RATIO` is refused (`UnacceptableImageError`), as the training transforms do."""
     image = PIL.Image.open(io.BytesIO(data))
+    check_image_size(*image.size)  # one the training transforms would refuse is listed here instead
     size = shrunk_size(*image.size, max_side)
     rotated = _exif_orientation(image)
     if plain_jpeg(image, data) and size == image.size:
@@ -232,12 +235,15 @@ def prepare(
     if shard_size < 1:
         raise ValueError(f"--shard_size must be at least 1, got {shard_size}.")
     previous = _read_manifest(output)
-    if previous is None and os.path.isdir(output) and os.listdir(output):
+    # Empty, or holding only the list of files a run skipped before it failed (a setting, say).
+    if previous is None and os.path.isdir(output) and set(os.listdir(output)) - {SKIPPED_IMAGES}:
         raise FileExistsError(
             f"--output {output} is not empty and holds no preparation to resume ({PREPARE_MANIFEST}); choose an empty "
             "or new directory."
         )
-    loaded = load_image_datasets(source, config_name)
+    loaded = load_image_datasets(  # files whose names are not UTF-8 are skipped and listed as the source loads
+        source, config_name, bad_images=BadImagePolicy(bad_images, os.path.join(output, SKIPPED_IMAGES))
+    )
     wanted = splits or list(loaded)
     missing = [name for name in wanted if name not in loaded]
     if missing:

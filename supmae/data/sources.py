@@ -10,6 +10,9 @@ import datasets
 import numpy as np
 import PIL.Image
 import PIL.ImageOps
+from datasets.data_files import DataFilesDict, DataFilesList, get_data_patterns
+
+from .images import BadImagePolicy
 
 
 IMAGE_COLUMN_NAMES = ("image", "img", "jpg", "jpeg", "png", "webp", "pixel_values")
@@ -38,11 +41,13 @@ def load_image_datasets(
     streaming: bool = False,
     cache_dir: str | None = None,
     trust_remote_code: bool = False,
+    bad_images: BadImagePolicy | None = None,
 ) -> datasets.DatasetDict | datasets.IterableDatasetDict:
     """
     The splits of a Hub dataset or local dataset directory (`dataset_name`), of image folders (`train_dir`,
     `validation_dir`: one subfolder per class gives labels, images directly inside give none), or of the built-in
-    `"digits"`. Fails with a message naming the path or the splits that exist.
+    `"digits"`. Fails with a message naming the path or the splits that exist. A local file whose name is not valid
+    UTF-8 goes to `bad_images` (skipped and listed by default) and the rest loads.
     """
     if dataset_name is not None and (train_dir or validation_dir):
         raise ValueError("Give either `dataset_name` or `train_dir`/`validation_dir`, not both.")
@@ -64,7 +69,15 @@ def load_image_datasets(
                     f"The {split} folder {directory!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})."
                 )
             data_files[split] = os.path.join(os.path.abspath(directory), "**")
-        loaded = datasets.load_dataset("imagefolder", data_files=data_files, streaming=streaming, cache_dir=cache_dir)
+        if skip_unencodable_names([train_dir, validation_dir], bad_images):
+            loaded = image_folder_without_unencodable_names(data_files, None, streaming, cache_dir)
+        else:
+            loaded = datasets.load_dataset(
+                "imagefolder", data_files=data_files, streaming=streaming, cache_dir=cache_dir
+            )
+    elif _local_image_folder(dataset_name) and skip_unencodable_names([dataset_name], bad_images):
+        base_path = os.path.abspath(dataset_name)
+        loaded = image_folder_without_unencodable_names(get_data_patterns(base_path), base_path, streaming, cache_dir)
     else:
         loaded = datasets.load_dataset(
             dataset_name,
@@ -82,9 +95,12 @@ def load_image_datasets(
     return loaded
 
 
-def load_image_split(source: str, split: str | None = None, config_name: str | None = None, cache_dir=None):
+def load_image_split(
+    source: str, split: str | None = None, config_name: str | None = None, cache_dir=None, bad_images=None
+):
     """One split of a Hub dataset, a local dataset directory or image folder, or `"digits"`, loading only that split.
-    Without `split`: "validation" if the source has one, else its only split."""
+    Without `split`: "validation" if the source has one, else its only split. A local file whose name is not valid
+    UTF-8 goes to `bad_images` (skipped and listed by default)."""
     check_prepared(source)
     if source == DIGITS:
         splits = digits_datasets()
@@ -96,6 +112,10 @@ def load_image_split(source: str, split: str | None = None, config_name: str | N
             split = "validation" if "validation" in names or len(names) > 1 else names[0]
         if split not in names:
             raise ValueError(f"{source!r} has no split {split!r}; it has {names}.")
+        if _local_image_folder(source) and skip_unencodable_names([source], bad_images):
+            base_path = os.path.abspath(source)
+            patterns = {name: value for name, value in get_data_patterns(base_path).items() if name == split}
+            return image_folder_without_unencodable_names(patterns, base_path, False, cache_dir)[split]
         return datasets.load_dataset(source, config_name, split=split, cache_dir=cache_dir)
     split = split or "validation"
     if split not in splits:
@@ -117,6 +137,58 @@ def check_prepared(path: str | None) -> None:
             f"python -m supmae.prepare_dataset --source {plan.get('source')} --output {path} --max_side "
             f"{plan.get('max_side')} --quality {plan.get('quality')} --shard_size {plan.get('shard_size')}"
         )
+
+
+def _utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8, kept by Python as surrogate escapes
+        return False
+    return True
+
+
+def _local_image_folder(path: str | None) -> bool:
+    """A local directory of image files (not of Parquet or Arrow data files): datasets reads it as an imagefolder."""
+    return bool(path) and os.path.isdir(path) and not _holds_files(path, DATA_FILE_EXTENSIONS)
+
+
+def skip_unencodable_names(directories, bad_images: BadImagePolicy | None) -> bool:
+    """Hand every file under `directories` (None entries ignored) whose path is not valid UTF-8 to `bad_images`
+    (skipped and listed by default, `error` stops); True if there was one. datasets cannot store such a path: one of
+    them fails the whole folder's load. (Hidden files and folders, which datasets leaves out, are not looked at.)"""
+    bad_images = bad_images or BadImagePolicy()
+    found = False
+    for directory in filter(None, directories):
+        for root, folders, names in os.walk(directory, followlinks=True):
+            folders[:] = [name for name in folders if not name.startswith((".", "__"))]
+            for name in names:
+                path = os.path.join(root, name)
+                if not name.startswith((".", "__")) and not _utf8(path):
+                    error = UnicodeError("its name is not valid UTF-8, which datasets cannot store: rename the file")
+                    bad_images.handle(path, error)
+                    found = True
+    return found
+
+
+def image_folder_without_unencodable_names(patterns: dict, base_path: str | None, streaming: bool, cache_dir=None):
+    """datasets' imagefolder on the files `patterns` ({split: pattern or patterns}) resolve to (as `load_dataset`
+    resolves them, relative to `base_path`), less those whose paths are not valid UTF-8. The splits, or streamed
+    splits."""
+    from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
+
+    kept = {}
+    patterns = {split: [value] if isinstance(value, str) else value for split, value in patterns.items()}
+    for split, files in DataFilesDict.from_patterns(patterns, base_path=base_path).items():
+        keep = [_utf8(path) for path in files]
+        metadata = files.origin_metadata  # one entry per file for local files: their modification times
+        if len(metadata) == len(files):
+            metadata = [entry for entry, k in zip(metadata, keep, strict=True) if k]
+        kept[split] = DataFilesList([path for path, k in zip(files, keep, strict=True) if k], metadata)
+    builder = ImageFolder(cache_dir=cache_dir, data_files=DataFilesDict(kept))
+    if streaming:
+        return builder.as_streaming_dataset()
+    builder.download_and_prepare()
+    return builder.as_dataset()
 
 
 def _holds_files(directory: str, extensions=IMAGE_EXTENSIONS) -> bool:
@@ -197,10 +269,11 @@ def load_labelled_split(
     image_column=None,
     label_column=None,
     what: str | None = None,
+    bad_images=None,
 ):
     """One split (`load_image_split`) with its image and label columns (detected unless named): `(dataset,
     image_column, label_column)`. A split without labels is an error naming `what` (default: the source)."""
-    dataset = load_image_split(source, split, config_name, cache_dir)
+    dataset = load_image_split(source, split, config_name, cache_dir, bad_images)
     found = find_label_column(dataset, label_column)
     if found is None:
         raise ValueError(f"{what or source}: no label column (columns: {dataset.column_names}); name it.")
@@ -217,9 +290,9 @@ class PreparedData:
     class_names: list[str] | None
 
 
-def prepare_data(data_args, seed: int) -> PreparedData:
+def prepare_data(data_args, seed: int, bad_images: BadImagePolicy | None = None) -> PreparedData:
     """The splits `data_args` (the tasks' `DataArguments`) name: loaded, their columns found, a validation split held
-    out if there is none, their sizes capped."""
+    out if there is none, their sizes capped. Files that cannot be loaded at all go to `bad_images`."""
     splits = load_image_datasets(
         data_args.dataset_name,
         data_args.dataset_config_name,
@@ -228,6 +301,7 @@ def prepare_data(data_args, seed: int) -> PreparedData:
         streaming=data_args.streaming,
         cache_dir=data_args.cache_dir,
         trust_remote_code=data_args.trust_remote_code,
+        bad_images=bad_images,
     )
     train = splits["train"]
     image_column = find_image_column(train, data_args.image_column_name)

@@ -17,7 +17,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from ..configuration_supmae import size_pair
 from ..image_processing_supmae import SupMAEImageProcessor
-from .images import _exif_orientation, encoded_bytes, open_image, to_rgb
+from .images import _exif_orientation, check_image_size, encoded_bytes, open_image, to_rgb
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -97,12 +97,16 @@ class PretrainingTransform:
         self.mean, self.std = mean, std
 
     def __call__(self, image, rng: random.Random | None = None) -> torch.Tensor:
-        """`image`: a PIL image, the file's bytes, or datasets' `{"bytes", "path"}`. Returns `(3, H, W)` float32."""
+        """`image`: a PIL image, the file's bytes, or datasets' `{"bytes", "path"}`. Returns `(3, H, W)` float32. An
+        image more elongated than `MAX_ASPECT_RATIO` is refused from its header (`UnacceptableImageError`)."""
         data = encoded_bytes(image)
         if data is not None:
             image = PIL.Image.open(io.BytesIO(data))  # the header only
+            check_image_size(*image.size)
             if _exif_orientation(image):  # rare: decode and rotate with PIL first
                 image, data = open_image(data), None
+        else:
+            check_image_size(*image.size)
         box = random_resized_crop_box(*image.size, self.scale, self.ratio, rng)
         pixels, box = self._decode(image, data, box)
         left, top, right, bottom = (round(v) for v in box)

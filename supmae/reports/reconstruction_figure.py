@@ -18,6 +18,7 @@ Shapes: B images, C = 3 channels, H x W pixels, P patch size, L = (H / P)(W / P)
 
 import argparse
 import json
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -25,15 +26,18 @@ from collections.abc import Sequence
 import PIL.Image
 import PIL.ImageDraw
 import PIL.ImageFont
-import PIL.ImageOps
 import torch
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from ..cli import run_script
 from ..configuration_supmae import size_pair
+from ..data.images import IMAGE_ERRORS, BadImageError, BadImagePolicy, image_name, open_image
 from ..data.transforms import eval_image_processor
 from ..image_processing_supmae import SupMAEImageProcessor
 from ..modeling_supmae import SupMAEForPreTraining
+
+
+logger = logging.getLogger(__name__)
 
 
 COLUMN_TITLES = ("original", "masked", "reconstruction", "reconstruction + visible")
@@ -145,6 +149,28 @@ def _wrap(draw: PIL.ImageDraw.ImageDraw, text: str, font, width: int) -> list[st
     return lines
 
 
+def preprocess(processor: SupMAEImageProcessor, images: Sequence, bad_images: BadImagePolicy) -> torch.Tensor:
+    """`(B, 3, H, W)` pixel values of the `images` (PIL images, or undecoded dataset images) that can be read and
+    resized, processed one by one: each one that cannot goes to `bad_images` (`skip`: left out of the figure, with
+    a warning; `error`: BadImageError naming it). None readable is a BadImageError."""
+    pixel_values, unreadable = [], []
+    for index, image in enumerate(images):
+        try:
+            pixel_values.append(processor(images=open_image(image), return_tensors="pt")["pixel_values"])
+        except IMAGE_ERRORS as error:
+            name = image_name(image, index)  # as evaluation names the first images of a dataset
+            bad_images.handle(name, error)
+            unreadable.append(f"{name} ({type(error).__name__}: {error})")
+    if not pixel_values:
+        raise BadImageError(f"None of the figure's images can be read: {'; '.join(unreadable)[:1000]}.")
+    if unreadable:  # said here too: the policy names a file only once per run
+        logger.warning(
+            f"The figure leaves out {len(unreadable)} of its {len(images)} images, which cannot be read: "
+            + "; ".join(unreadable)[:1000]
+        )
+    return torch.cat(pixel_values)
+
+
 def reconstruction_figure(
     model: SupMAEForPreTraining,
     images: Sequence[PIL.Image.Image] | torch.Tensor,
@@ -153,6 +179,7 @@ def reconstruction_figure(
     seed: int = 0,
     path: str | os.PathLike | None = None,
     scale: int | None = None,
+    bad_images: BadImagePolicy | None = None,
 ) -> PIL.Image.Image:
     """
     One picture of what the model reconstructs: a row per image, columns original | masked | reconstruction |
@@ -160,24 +187,27 @@ def reconstruction_figure(
 
     Args:
         model: a `SupMAEForPreTraining`.
-        images: a list of PIL images, preprocessed with `image_processor`, or a `(B, 3, H, W)` tensor of pixels
-            already normalized with the processor's mean and std.
+        images: a list of PIL images or undecoded dataset images (`{"bytes", "path"}`), preprocessed with
+            `image_processor`, or a `(B, 3, H, W)` tensor of pixels already normalized with the processor's mean and
+            std.
         image_processor: defaults to the MAE evaluation transform sized to the model (shorter side to
             `round(image_size / 0.875)`, center crop `image_size`, ImageNet mean and std).
         noise: `(B, L)` masking noise; by default `torch.rand` from a generator seeded with `seed`, so the same
             seed draws the same masks and the same figure.
         path: where to save the figure as PNG (parent directories are created).
         scale: integer NEAREST upscaling of every tile; defaults to the smallest making tiles >= 128 px tall.
+        bad_images: what happens to an image that cannot be read or resized (`BadImagePolicy`): `skip` leaves it out
+            of the figure and says so; `error` (the default) raises BadImageError naming it.
 
     Returns:
-        An RGB image of exactly `figure_size(B, H * scale, W * scale)` pixels:
+        An RGB image of exactly `figure_size(B, H * scale, W * scale)` pixels, B the images it shows:
         width `4 * W * scale + 5 * 4`, height `28 + B * H * scale + (B + 1) * 4`.
     """
     processor = image_processor if image_processor is not None else _default_image_processor(model.config)
     if isinstance(images, torch.Tensor):
         pixel_values = images
     else:
-        pixel_values = processor(images=list(images), return_tensors="pt")["pixel_values"]
+        pixel_values = preprocess(processor, list(images), bad_images or BadImagePolicy("error"))
     batch_size, _, height, width = pixel_values.shape
     if noise is None:
         patch_size = model.config.patch_size
@@ -238,17 +268,6 @@ def _load_pretraining_model(model_dir: str, mask_ratio: float | None) -> SupMAEF
     return model
 
 
-def _open_image(path: str) -> PIL.Image.Image:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Image file not found: {path}")
-    try:
-        image = PIL.Image.open(path)
-        image.load()
-    except (PIL.UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"Cannot open the image {path}: {error}") from error
-    return PIL.ImageOps.exif_transpose(image)
-
-
 def main(argv: Sequence[str] | None = None) -> str:
     """Command-line entry point: write a reconstruction figure and return (and print) its path."""
     parser = argparse.ArgumentParser(
@@ -259,19 +278,29 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--output", help="where to write the PNG figure (default: MODEL-reconstructions.png)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the masking noise")
     parser.add_argument("--mask_ratio", type=float, default=None, help="fraction of patches removed (config's)")
+    parser.add_argument(
+        "--bad_images",
+        choices=("skip", "error"),
+        default="skip",
+        help="an image that cannot be read: left out of the figure, with a warning (skip), or an error naming it",
+    )
     args = parser.parse_args(argv)
     if args.output is None:  # beside the model's folder; for a Hub name "user/model", user-model-... here
         local = os.path.isdir(args.model)
         model_name = os.path.abspath(args.model) if local else args.model.replace("/", "-")
         args.output = model_name + "-reconstructions.png"
 
+    missing = [path for path in args.images if not os.path.isfile(path)]
+    if missing:
+        raise FileNotFoundError(f"Image file not found: {', '.join(missing)}")
     model = _load_pretraining_model(args.model, args.mask_ratio)
-    images = [_open_image(path) for path in args.images]
+    images = [{"path": path, "bytes": None} for path in args.images]  # decoded under --bad_images
     if os.path.isfile(os.path.join(args.model, "preprocessor_config.json")):
         processor = SupMAEImageProcessor.from_pretrained(args.model)
     else:
         processor = _default_image_processor(model.config)
-    reconstruction_figure(model, images, image_processor=processor, seed=args.seed, path=args.output)
+    bad_images = BadImagePolicy(args.bad_images)
+    reconstruction_figure(model, images, processor, seed=args.seed, path=args.output, bad_images=bad_images)
     print(args.output)
     return args.output
 

@@ -1,11 +1,16 @@
 # Copyright 2026 The supmae authors. Licensed under the Apache License, Version 2.0.
 """Segmentation pictures: a fixed palette, and image | ground truth | prediction rows."""
 
+import logging
+
 import numpy as np
 import PIL.Image
 
 from ..data.segmentation import UNLABELED_PIXEL
 from ..training.segmentation import predict_segmentation
+
+
+logger = logging.getLogger(__name__)
 
 
 def palette(num_labels: int) -> np.ndarray:
@@ -48,12 +53,15 @@ def segmentation_figure(
 
 def prediction_figure(model, dataset, crop_size, stride, device, count: int = 6) -> PIL.Image.Image:
     """`segmentation_figure` of the first `count` readable items of a `SegmentationDataset` (evaluation transform):
-    each image, its annotation and `model`'s sliding-window prediction, enlarged 4 times."""
-    images, references, predictions = [], [], []
+    each image, its annotation and `model`'s sliding-window prediction, enlarged 4 times. The files are read under
+    the dataset's `bad_images` policy: an unreadable pair is left out (and said so), or, with `error`, named in a
+    BadImageError."""
+    images, references, predictions, left_out = [], [], [], 0
     model.eval()
     for index in range(len(dataset)):
         pair, item = dataset.read(index), dataset[index]
         if pair is None or item is None:
+            left_out += 1
             continue
         predictions.append(
             predict_segmentation(model, item["pixel_values"][None].to(device), item["labels"].shape, crop_size, stride)
@@ -62,4 +70,6 @@ def prediction_figure(model, dataset, crop_size, stride, device, count: int = 6)
         references.append(item["labels"].numpy())
         if len(images) == count:
             break
+    if left_out:  # said here too: the policy names a file only once per run
+        logger.warning(f"The segmentation figure leaves out {left_out} unreadable pairs (listed as skipped images).")
     return segmentation_figure(images, references, predictions, model.config.num_labels, scale=4)

@@ -25,7 +25,12 @@ from ..modeling_supmae import SupMAEForImageClassification
 from ..reports.model_card import classification_model_card
 from ..training.arguments import DataArguments, SupMAETrainingArguments, apply_config_overrides
 from ..training.checkpoints import resume_checkpoint
-from ..training.classification import FeatureProbe, SupMAEClassificationTrainer, extract_features
+from ..training.classification import (
+    FeatureProbe,
+    SupMAEClassificationTrainer,
+    extract_features,
+    scored_features,
+)
 from ..training.distributed import configure_streaming
 from ..training.files import path_inside, write_report
 from ..training.optim import (
@@ -240,7 +245,8 @@ def main(argv: list[str], demo: list[str] | None = None) -> dict:
     with RunDirectory(args, "run_classification.py", command, recipe, sources):
         transformers.set_seed(args.seed)
         has_data = data_args.dataset_name is not None or data_args.train_dir is not None
-        data = prepare_data(data_args, args.seed) if has_data or args.mode != "eval" else None
+        listing = BadImagePolicy(data_args.bad_images, os.path.join(args.output_dir, SKIPPED_IMAGES))
+        data = prepare_data(data_args, args.seed, listing) if has_data or args.mode != "eval" else None
         if args.mode != "eval" and data.label_column is None:
             raise ValueError(f"No label column in the training data (columns: {data.train.column_names}).")
         if args.few_shot is None:
@@ -317,8 +323,11 @@ def make_trainer(model, args, data, train_split, validation, trainer_kwargs, bad
         train_images = evaluation_set(
             train_split, data.image_column, data.label_column, image_processor, bad_images=bad_images
         )
-        train = FeatureDataset(extract_features(model, train_images, args, collator))
-        validation = validation and FeatureDataset(extract_features(model, validation, args, collator))
+        # Without the rows of unreadable images: features of nothing would train and score the head.
+        train = FeatureDataset(scored_features(extract_features(model, train_images, args, collator)))
+        validation = validation and FeatureDataset(
+            scored_features(extract_features(model, validation, args, collator))
+        )
         return SupMAEClassificationTrainer(
             model=FeatureProbe(model), train_dataset=train, eval_dataset=validation, **trainer_kwargs
         )

@@ -32,11 +32,14 @@ def parse_eval_spec(spec: str) -> dict:
 
 
 def evaluation_set(dataset, image_column, label_column, image_processor, label_map=None, bad_images=None):
-    """An evaluation set with the evaluation transform, labels in the model's class space."""
+    """An evaluation set with the evaluation transform, labels in the model's class space. No image is scored twice:
+    an unreadable one is an unscored row of a map-style set (`substitute=False`), and left out of a stream."""
     transform = EvalTransform(image_processor)
     if not hasattr(dataset, "__len__"):  # streamed
         return transform_streaming_dataset(dataset, image_column, label_column, transform, bad_images)
-    return RelabeledDataset(dataset, image_column, label_column, transform, bad_images=bad_images, label_map=label_map)
+    return RelabeledDataset(
+        dataset, image_column, label_column, transform, bad_images=bad_images, label_map=label_map, substitute=False
+    )
 
 
 def evaluation_sets(
@@ -60,6 +63,7 @@ def evaluation_sets(
             spec.get("image_column"),
             spec.get("label_column"),
             what=f"The evaluation set {spec['name']!r}",
+            bad_images=bad_images,
         )
         subset = load_class_subset(spec["subset"], config.num_labels) if spec.get("subset") else None
         label_map = label_map_for(dataset, label_column, config, subset, spec.get("labels_in_subset", False))

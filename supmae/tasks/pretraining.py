@@ -5,6 +5,7 @@ batch / 256, AdamW (0.9, 0.95), weight decay 0.05 (none on biases and norms), pe
 RandomResizedCrop(0.2-1) + flip, mask ratio 0.75, normalized-pixel loss. Without labels it is plain MAE.
 """
 
+import itertools
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ from ..cli import ScriptParser, command_of, configure_logging, demo_or_given, pa
 from ..data.collators import ImageCollator
 from ..data.datasets import TransformedImageDataset, transform_streaming_dataset
 from ..data.gpu_decode import BatchDecoder, DeviceDecodeTransform, EncodedImageCollator, check_device_decoding
-from ..data.images import SKIPPED_IMAGES, BadImagePolicy, count_skipped_images
+from ..data.images import SKIPPED_IMAGES, BadImageError, BadImagePolicy, count_skipped_images, undecoded
 from ..data.sources import PreparedData, check_labels, prepare_data
 from ..data.transforms import EvalTransform, PretrainingTransform, eval_image_processor
 from ..modeling_supmae import SupMAEForPreTraining
@@ -119,7 +120,8 @@ def main(argv: list[str], demo: list[str] | None = None) -> dict[str, float]:
             return previous["metrics"]
         resume = resume_checkpoint(args)
         transformers.set_seed(args.seed)
-        data = prepare_data(data_args, args.seed)
+        # Files that cannot even be listed (a name that is not UTF-8) are skipped and listed as they load.
+        data = prepare_data(data_args, args.seed, BadImagePolicy(data_args.bad_images, skipped_images_file(args)))
         model = pretraining_model(model_args, config, data, args)
         check_output_dir(args, model)
         for split, dataset in (("training", data.train), ("validation", data.validation)):
@@ -144,6 +146,11 @@ def main(argv: list[str], demo: list[str] | None = None) -> dict[str, float]:
         if args.push_to_hub:
             trainer.push_to_hub()
         return metrics
+
+
+def skipped_images_file(args) -> str:
+    """Where the run lists the images it skipped: OUTPUT_DIR/skipped_images.tsv."""
+    return os.path.join(args.output_dir, SKIPPED_IMAGES)
 
 
 def pretraining_model(model_args, config, data: PreparedData, args) -> SupMAEForPreTraining:
@@ -190,7 +197,7 @@ def pretraining_trainer(model, data: PreparedData, data_args, args, given: set[s
     image_size = model.config.image_height_width
     image_processor = eval_image_processor(image_size)
     train_transform, eval_transform = PretrainingTransform(image_size), EvalTransform(image_processor)
-    bad_images = BadImagePolicy(data_args.bad_images, os.path.join(args.output_dir, SKIPPED_IMAGES))
+    bad_images = BadImagePolicy(data_args.bad_images, skipped_images_file(args))
     columns = (data.image_column, data.label_column)
     if data_args.streaming:
         configure_streaming(args, data.train)
@@ -201,8 +208,8 @@ def pretraining_trainer(model, data: PreparedData, data_args, args, given: set[s
         )
     else:
         train_dataset = TransformedImageDataset(data.train, *columns, train_transform, args.seed, bad_images)
-        eval_dataset = data.validation and TransformedImageDataset(
-            data.validation, *columns, eval_transform, bad_images=bad_images
+        eval_dataset = data.validation and TransformedImageDataset(  # no substitutes: no image is scored twice
+            data.validation, *columns, eval_transform, bad_images=bad_images, substitute=False
         )
     if eval_dataset is None and args.eval_strategy != "no":
         logger.warning("No validation data: evaluation is turned off.")
@@ -233,13 +240,22 @@ def pretraining_trainer(model, data: PreparedData, data_args, args, given: set[s
 def finish(trainer, data: PreparedData, model_args, data_args, metrics: dict, argv, skipped_images: int) -> dict:
     """The main process's last writes: the reconstruction figure and the model card. Returns the run's results."""
     args, model = trainer.args, trainer.accelerator.unwrap_model(trainer.model)
-    source = data.validation if data.validation is not None else data.train
-    images = [example[data.image_column] for _, example in zip(range(args.num_figure_images), source, strict=False)]
+    source = undecoded(data.validation if data.validation is not None else data.train, data.image_column)
+    # Undecoded: each is decoded under --bad_images (skip: left out of the figure, and said so).
+    images = [example[data.image_column] for example in itertools.islice(source, args.num_figure_images)]
     figure = "reconstructions.png" if images else None
-    if figure:
-        reconstruction_figure(
-            model, images, trainer.processing_class, seed=args.seed, path=os.path.join(args.output_dir, figure)
-        )
+    bad_images = BadImagePolicy(data_args.bad_images, skipped_images_file(args))
+    try:
+        if figure:
+            path = os.path.join(args.output_dir, figure)
+            reconstruction_figure(
+                model, images, trainer.processing_class, seed=args.seed, path=path, bad_images=bad_images
+            )
+    except BadImageError as error:
+        if bad_images.action == "error":
+            raise
+        logger.warning(f"No reconstruction figure: {error}")
+        figure = None
     card = pretraining_model_card(
         model.config,
         dataset=data_args.dataset_name or data_args.train_dir,

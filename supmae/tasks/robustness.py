@@ -25,6 +25,7 @@ from ..metrics import (
     IMAGENET_C_CORRUPTIONS,
     IMAGENET_C_EXTRA_CORRUPTIONS,
     IMAGENET_C_SEVERITIES,
+    UNLABELED,
     mean_corruption_error,
     topk_accuracy,
 )
@@ -159,6 +160,7 @@ def robustness_sets(
             spec.get("image_column"),
             spec.get("label_column"),
             what=f"--{argument} {spec['source']}",
+            bad_images=bad_images,
         )
         subset_spec = spec.get("subset") or DEFAULT_SUBSETS.get(name)
         subset = load_class_subset(subset_spec, config.num_labels) if subset_spec else None
@@ -239,7 +241,7 @@ def _looks_local(source: str) -> bool:
     return os.path.exists(source) or source.startswith(("/", ".", "~")) or source.count("/") != 1
 
 
-def templated_imagenet_c(template: str, cache_dir=None) -> dict[tuple[str, int], tuple]:
+def templated_imagenet_c(template: str, cache_dir=None, bad_images=None) -> dict[tuple[str, int], tuple]:
     """
     ImageNet-C from one dataset per (corruption, severity), named by a template of the `--eval_datasets` form with
     `{corruption}` and `{severity}` in it, e.g. `user/imagenet-c-{corruption}-{severity},split=test` (Hub copies) or
@@ -263,6 +265,7 @@ def templated_imagenet_c(template: str, cache_dir=None) -> dict[tuple[str, int],
                     cache_dir,
                     spec.get("image_column"),
                     spec.get("label_column"),
+                    bad_images=bad_images,
                 )
             except FileNotFoundError:  # datasets' DatasetNotFoundError: no such Hub dataset
                 continue
@@ -291,7 +294,7 @@ def imagenet_c_datasets(
             imagenet_label_map(dataset, label_column, config),
             bad_images,
         )
-        for key, (dataset, image_column, label_column) in templated_imagenet_c(spec, cache_dir).items()
+        for key, (dataset, image_column, label_column) in templated_imagenet_c(spec, cache_dir, bad_images).items()
     }
 
 
@@ -306,19 +309,22 @@ def top1_errors_in_one_pass(evaluator, datasets: dict, class_subset=None) -> dic
         class_subset: model classes that compete (ImageNet-A / -R), or None for all.
 
     Returns:
-        {key: top-1 error (fraction)} and, under the key None, the number of images.
+        {key: top-1 error (fraction)} and, under the key None, the number of images scored (an unreadable image's
+        row, labelled -100, holds its place in its set's slice and is not counted).
     """
     keys = list(datasets)
     evaluator.set_class_subset(class_subset)
     prediction = evaluator.predict(
         torch.utils.data.ConcatDataset([datasets[k] for k in keys]), metric_key_prefix="corrupted"
     )
+    ranked = prediction.predictions  # (N, k) classes, with the rows' losses after them
+    ranked = ranked[0] if isinstance(ranked, (tuple, list)) else ranked
     bounds = np.cumsum([0] + [len(datasets[k]) for k in keys])
     errors = {
-        key: 1.0 - topk_accuracy(prediction.predictions[start:end], prediction.label_ids[start:end], ks=(1,))["top1"]
+        key: 1.0 - topk_accuracy(ranked[start:end], prediction.label_ids[start:end], ks=(1,))["top1"]
         for key, start, end in zip(keys, bounds[:-1], bounds[1:], strict=True)
     }
-    return {**errors, None: int(bounds[-1])}
+    return {**errors, None: int((np.asarray(prediction.label_ids) != UNLABELED).sum())}
 
 
 def by_corruption(datasets: dict[tuple[str, int], object], severities=IMAGENET_C_SEVERITIES) -> list[str]:

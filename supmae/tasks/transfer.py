@@ -14,6 +14,7 @@ The suite file (YAML) lists the datasets (`load_suite`); run_transfer.py is the 
 """
 
 import dataclasses
+import io
 import json
 import logging
 import math
@@ -36,7 +37,7 @@ from ..data.sources import class_names, load_labelled_split
 from ..data.transforms import eval_image_processor
 from ..metrics import TRANSFER_METRICS, summarize_runs, transfer_score
 from ..reports.score_plot import plot_scores
-from ..training.classification import FeatureProbe, extract_features
+from ..training.classification import FeatureProbe, extract_features, scored_features, scored_rows
 from ..training.files import MAX_NAME_LENGTH, path_inside, path_name_problem, write_report, write_text
 from ..training.runs import RunDirectory, run_recipe
 from ..training.transfer import TransferTrainer
@@ -60,6 +61,59 @@ SUITE_KEYS = ("datasets", "grid", "holdout_fraction")
 GRID_KEYS = ("learning_rate", "weight_decay")
 
 
+MAX_SUITE_FILE_BYTES = 1_048_576  # 1 MiB; ELEVATER's 20 datasets take 3 kB (suites/elevater.yaml)
+
+
+MAX_SHOWN_CHARACTERS = 200  # of a value from the file quoted in an error message
+
+
+class SuiteLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases (`*name`). An alias repeats the node its anchor names without copying it
+    in the file: a few hundred bytes of nested aliases expand to gigabytes ("billion laughs"). Without them a
+    suite's size is bounded by its file's."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                "found an alias (*name): suite files may not use YAML aliases",
+                self.peek_event().start_mark,
+            )
+        return super().compose_node(parent, index)
+
+
+def shown(value, limit: int = MAX_SHOWN_CHARACTERS) -> str:
+    """`repr(value)` cut to `limit` characters, for error messages that quote the file."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def read_suite_file(path: str):
+    """A suite file's YAML, parsed with `SuiteLoader` once its size (at most `MAX_SUITE_FILE_BYTES`) and encoding
+    (UTF-8) are checked; every failure a ValueError naming the file, in one short paragraph."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"The suite file {path} does not exist.")
+    size = os.path.getsize(path)
+    if size > MAX_SUITE_FILE_BYTES:
+        raise ValueError(
+            f"The suite file {path} is {size:,} bytes; a suite file lists datasets in at most "
+            f"MAX_SUITE_FILE_BYTES = {MAX_SUITE_FILE_BYTES:,} bytes. Is it the right file?"
+        )
+    with open(path, "rb") as file:
+        data = file.read(MAX_SUITE_FILE_BYTES + 1)
+    try:
+        text = io.StringIO(data.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"The suite file {path} is not UTF-8 text (byte {error.start}).") from None
+    text.name = path  # for the line numbers of YAML's errors
+    try:
+        return yaml.load(text, Loader=SuiteLoader)  # a SafeLoader, without aliases
+    except yaml.YAMLError as error:
+        reason = " ".join(str(error).split())
+        raise ValueError(f"{path} is not valid YAML: {reason[:MAX_SHOWN_CHARACTERS]}") from None
+
+
 # The learning rates and weight decays tried when the suite names none (the optimizer's peak lr, as ELEVATER's grid).
 DEFAULT_GRIDS = {
     "linprobe": {"learning_rate": [0.01, 0.1, 1.0], "weight_decay": [0.0]},
@@ -77,10 +131,16 @@ class DataSource:
     image_column: str | None = None
     label_column: str | None = None
 
-    def load(self, cache_dir=None):
+    def load(self, cache_dir=None, bad_images=None):
         """The split, its image column and its label column."""
         return load_labelled_split(
-            self.source, self.split, self.config, cache_dir, self.image_column, self.label_column
+            self.source,
+            self.split,
+            self.config,
+            cache_dir,
+            self.image_column,
+            self.label_column,
+            bad_images=bad_images,
         )
 
 
@@ -118,14 +178,14 @@ def _source(value, where: str) -> DataSource:
     if not isinstance(value, dict) or "source" not in value:
         raise ValueError(
             f"{where} must be a source (a path or Hub dataset) or a mapping with 'source' and optional "
-            f"{list(SOURCE_KEYS[1:])}; got {value!r}."
+            f"{list(SOURCE_KEYS[1:])}; got {shown(value)}."
         )
     unknown = sorted(set(value) - set(SOURCE_KEYS))
     if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}; allowed: {list(SOURCE_KEYS)}.")
+        raise ValueError(f"{where}: unknown keys {shown(unknown)}; allowed: {list(SOURCE_KEYS)}.")
     for key, v in value.items():
         if not (isinstance(v, str) and v) and not (v is None and key != "source"):
-            raise ValueError(f"{where}: '{key}' must be a non-empty string, got {v!r}.")
+            raise ValueError(f"{where}: '{key}' must be a non-empty string, got {shown(v)}.")
     return DataSource(**value)
 
 
@@ -134,28 +194,22 @@ def _numbers(value, where: str) -> list[float]:
     if not values or not all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < math.inf for v in values
     ):
-        raise ValueError(f"{where} must be a non-negative number or a list of them, got {value!r}.")
+        raise ValueError(f"{where} must be a non-negative number or a list of them, got {shown(value)}.")
     return [float(v) for v in values]
 
 
 def load_suite(path: str) -> Suite:
     """Read and check a suite file; every mistake is an error naming the file, the entry and the field."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"The suite file {path} does not exist.")
-    with open(path) as file:
-        try:
-            content = yaml.safe_load(file)
-        except yaml.YAMLError as error:
-            raise ValueError(f"{path} is not valid YAML: {error}") from None
+    content = read_suite_file(path)
     if not isinstance(content, dict) or not isinstance(content.get("datasets"), list) or not content["datasets"]:
         raise ValueError(f"{path} must be a mapping with a non-empty list 'datasets'.")
     unknown = sorted(set(content) - set(SUITE_KEYS))
     if unknown:
-        raise ValueError(f"{path}: unknown top-level keys {unknown}; allowed: {list(SUITE_KEYS)}.")
+        raise ValueError(f"{path}: unknown top-level keys {shown(unknown)}; allowed: {list(SUITE_KEYS)}.")
     datasets, names = [], set()
     for i, entry in enumerate(content["datasets"]):
         where = f"{path}: datasets[{i}]" + (
-            f" ({entry['name']})" if isinstance(entry, dict) and "name" in entry else ""
+            f" ({str(entry['name'])[:MAX_SHOWN_CHARACTERS]})" if isinstance(entry, dict) and "name" in entry else ""
         )
         if not isinstance(entry, dict):
             raise ValueError(f"{where} must be a mapping with {list(DATASET_KEYS)}.")
@@ -163,7 +217,7 @@ def load_suite(path: str) -> Suite:
         if missing or unknown:
             raise ValueError(
                 f"{where}: "
-                + (f"missing {missing}" if missing else f"unknown keys {unknown}")
+                + (f"missing {missing}" if missing else f"unknown keys {shown(unknown)}")
                 + f"; each dataset has {list(DATASET_KEYS)}."
             )
         name = entry["name"]
@@ -172,10 +226,12 @@ def load_suite(path: str) -> Suite:
             raise ValueError(
                 f"{where}: 'name' must be a unique string that is a single file name (it names the dataset's results "
                 f"folder: printable, at most {MAX_NAME_LENGTH} characters, no '/' or '\\', not '.' or '..'), got "
-                f"{name!r}: {problem}."
+                f"{shown(name)}: {problem}."
             )
         if entry["metric"] not in TRANSFER_METRICS:
-            raise ValueError(f"{where}: 'metric' must be one of {list(TRANSFER_METRICS)}, got {entry['metric']!r}.")
+            raise ValueError(
+                f"{where}: 'metric' must be one of {list(TRANSFER_METRICS)}, got {shown(entry['metric'])}."
+            )
         names.add(name)
         datasets.append(
             SuiteDataset(
@@ -187,14 +243,16 @@ def load_suite(path: str) -> Suite:
         )
     grid = content.get("grid") or {}
     if not isinstance(grid, dict) or not set(grid) <= set(DEFAULT_GRIDS):
-        raise ValueError(f"{path}: 'grid' maps a mode ({list(DEFAULT_GRIDS)}) to {list(GRID_KEYS)}; got {grid!r}.")
+        raise ValueError(
+            f"{path}: 'grid' maps a mode ({list(DEFAULT_GRIDS)}) to {list(GRID_KEYS)}; got {shown(grid)}."
+        )
     for mode, points in grid.items():
         if not isinstance(points, dict) or not set(points) <= set(GRID_KEYS):
-            raise ValueError(f"{path}: grid.{mode} takes {list(GRID_KEYS)}; got {points!r}.")
+            raise ValueError(f"{path}: grid.{mode} takes {list(GRID_KEYS)}; got {shown(points)}.")
         grid[mode] = {key: _numbers(value, f"{path}: grid.{mode}.{key}") for key, value in points.items()}
     holdout = content.get("holdout_fraction", 0.2)
     if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0 < holdout < 1:
-        raise ValueError(f"{path}: 'holdout_fraction' must be a number in (0, 1), got {holdout!r}.")
+        raise ValueError(f"{path}: 'holdout_fraction' must be a number in (0, 1), got {shown(holdout)}.")
     return Suite(path, datasets, grid, float(holdout))
 
 
@@ -212,16 +270,17 @@ class TransferData:
     names: list[str]
 
     @classmethod
-    def load(cls, entry: SuiteDataset, cache_dir=None) -> "TransferData":
+    def load(cls, entry: SuiteDataset, cache_dir=None, bad_images=None) -> "TransferData":
         splits = []
         for split, source in (("train", entry.train), ("test", entry.test)):
             try:
-                splits.append(source.load(cache_dir))
+                splits.append(source.load(cache_dir, bad_images))
             except (ValueError, OSError) as error:  # the loader's message, placed in the suite
                 raise ValueError(f"Suite dataset {entry.name!r}, {split} ({source.source}): {error}") from error
         (train, image_column, label_column), (test, test_image_column, test_label_column) = splits
         train, test = encode_string_labels(entry.name, train, label_column, test, test_label_column)
-        multi_label = len(train) > 0 and isinstance(train[0][label_column], list)
+        # The label column alone: a row would decode its image inside datasets, unnamed if it cannot be read.
+        multi_label = len(train) > 0 and isinstance(train.select_columns([label_column])[0][label_column], list)
         if multi_label != entry.multi_label:
             wanted = "single-label data: multi-label data takes 11point_mAP" if multi_label else "multi-label data"
             raise ValueError(
@@ -325,7 +384,8 @@ class FewShotRunner:
         )
 
     def encode(self, train_indices: list[int]) -> None:
-        """Linear probing: the features of the test split and of the training images `train_indices`."""
+        """Linear probing: the features of the test split and of the training images `train_indices`, the unreadable
+        ones left out (`self.encoded` has no entry for them)."""
         args = dataclasses.replace(self.args, output_dir=self.work_dir)
         data = self.data
         train = extract_features(
@@ -334,15 +394,18 @@ class FewShotRunner:
             args,
             self.collator,
         )
-        self.encoded = dict(zip(train_indices, zip(train["features"], train["labels"], strict=True), strict=True))
+        rows = zip(train_indices, train["features"], train["labels"], scored_rows(train["labels"]), strict=True)
+        self.encoded = {index: (feature, target) for index, feature, target, scored in rows if scored}
         test = self._images(data.test, data.test_image_column, data.test_label_column)
-        self.test_encoded = extract_features(self.model, test, args, self.collator)
+        self.test_encoded = scored_features(extract_features(self.model, test, args, self.collator))
 
     def train(self, indices: list[int], point: dict[str, float], seed: int):
         """The model, reset to its initial weights and trained on the training images `indices` with the grid
         point's hyper-parameters."""
         transformers.set_seed(seed)
         self.model.load_state_dict(self.initial, strict=False)
+        if self.args.mode == "linprobe":  # the images that were read
+            indices = [i for i in indices if i in self.encoded]
         args = run_arguments(self.args, self.work_dir, point, len(indices))
         optimizer = optimizer_for(args, args.per_device_train_batch_size * args.gradient_accumulation_steps)[0]
         options = dict(
@@ -384,13 +447,13 @@ class FewShotRunner:
 
     def predict(self, model, indices: list[int] | None) -> tuple[np.ndarray, np.ndarray]:
         """(N, C) logits of the training images `indices` (the held-out part), or of the test split (None), and
-        their targets: each item's own label, so that an unreadable image replaced by the next one (--bad_images
-        skip) is scored with the label of the image that took its place."""
+        their targets, N the images that could be read: no image is scored in an unreadable one's place."""
         data = self.data
         if self.args.mode == "linprobe":
             if indices is None:
                 features, targets = self.test_encoded["features"], self.test_encoded["labels"]
             else:
+                indices = [i for i in indices if i in self.encoded]
                 features = torch.stack([self.encoded[i][0] for i in indices])
                 targets = torch.stack([self.encoded[i][1] for i in indices])
             device = next(model.parameters()).device  # the features are on the CPU, the model where Trainer put it
@@ -410,10 +473,13 @@ class FewShotRunner:
             multi_label=self.multi_label,
         )
         prediction = evaluator.predict(images)
-        return prediction.predictions, prediction.label_ids
+        scored = scored_rows(prediction.label_ids).numpy()
+        return prediction.predictions[scored], prediction.label_ids[scored]
 
-    def score(self, model, indices: list[int] | None) -> float:
-        return transfer_score(self.data.entry.metric, *self.predict(model, indices))
+    def score(self, model, indices: list[int] | None) -> tuple[float, int]:
+        """The metric on the images `indices` (or the test split), and how many of them it scored."""
+        logits, targets = self.predict(model, indices)
+        return transfer_score(self.data.entry.metric, logits, targets), len(targets)
 
     def run(self, shots: int, seed: int, grid: list[dict], holdout_fraction: float) -> dict:
         """One (shots, seed): the grid searched on the held-out part, then all K per class with the choice, scored on
@@ -437,21 +503,21 @@ class FewShotRunner:
             )
         if len(grid) > 1 and held_out:
             for point in grid:
-                searched.append({**point, "holdout_score": self.score(self.train(train, point, seed), held_out)})
+                searched.append({**point, "holdout_score": self.score(self.train(train, point, seed), held_out)[0]})
                 logger.info(
                     f"{self.data.entry.name} {shots}-shot seed {seed}: {point} -> held-out "
                     f"{searched[-1]['holdout_score']:.4f}"
                 )
         chosen = max(searched, key=lambda s: s["holdout_score"]) if searched else {**grid[0]}  # first of equals
         chosen = {key: chosen[key] for key in ("learning_rate", "weight_decay")}
-        score = self.score(self.train(every, chosen, seed), None)
+        score, num_test = self.score(self.train(every, chosen, seed), None)
         return {
             "score": score,
             "chosen": chosen,
             "grid": searched,
             "num_few_shot": len(every),
             "num_held_out": len(held_out),
-            "num_test": len(self.data.test),
+            "num_test": num_test,  # the test images scored: those that could be read
             "classes_with_fewer_images": short,
             "few_shot_indices": every,
         }
@@ -518,7 +584,7 @@ def run_suite(
             logger.info(f"{entry.name}: all {len(runs)} results exist.")
             continue
         logger.info(f"{entry.name}: {len(runs) - len(pending)} of {len(runs)} results exist; running the rest.")
-        data = TransferData.load(entry, cache_dir)
+        data = TransferData.load(entry, cache_dir, bad_images)
         runner = FewShotRunner(data, model_args, args, bad_images, path_inside(output_dir, "work", entry.name))
         if args.mode == "linprobe":
             splits = [few_shot_split(data.labels(), k, s, suite.holdout_fraction) for k, s, _ in pending]

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import ImageClassifierOutput
 
-from ..metrics import classification_metrics, topk_logits_preprocessor
+from ..metrics import UNLABELED, classification_metrics, topk_and_loss_preprocessor
 from .optim import lars_parameter_groups, layer_decay_adamw
 from .trainer import SupMAEBaseTrainer
 
@@ -18,18 +18,19 @@ class SupMAEClassificationTrainer(SupMAEBaseTrainer):
       layer adaptation for matrices only); for linear probes at small batches, momentum SGD (`"sgd"`);
     - MAE's losses: soft-target cross-entropy for mixed (mixup / cutmix) targets, label-smoothed cross-entropy for
       hard ones in training, plain cross-entropy in evaluation;
-    - top-1 / top-5 accuracy in evaluation, computed offline, optionally restricted to a class subset.
+    - top-1 / top-5 accuracy in evaluation, computed offline, optionally restricted to a class subset; accuracy,
+      loss and `num_samples` count the scored images only (an unreadable image's row has label -100).
     """
 
     def __init__(self, *args, optimizer_name="adamw", layer_decay=1.0, label_smoothing=0.0, class_subset=None, **kw):
         kw.setdefault("compute_metrics", classification_metrics)
-        kw.setdefault("preprocess_logits_for_metrics", topk_logits_preprocessor(5, class_subset))
+        kw.setdefault("preprocess_logits_for_metrics", topk_and_loss_preprocessor(5, class_subset))
         super().__init__(*args, **kw)
         self.optimizer_name, self.layer_decay, self.label_smoothing = optimizer_name, layer_decay, label_smoothing
 
     def set_class_subset(self, class_subset) -> None:
         """Restrict the evaluation's predictions to these model classes (None: all classes)."""
-        self.preprocess_logits_for_metrics = topk_logits_preprocessor(5, class_subset)
+        self.preprocess_logits_for_metrics = topk_and_loss_preprocessor(5, class_subset)
 
     def create_optimizer(self, model=None):
         if self.optimizer is not None:
@@ -90,8 +91,9 @@ class _PooledFeatures(nn.Module):
 
 
 def extract_features(classifier_model: nn.Module, dataset, args, data_collator) -> dict[str, torch.Tensor]:
-    """Pooled features `(N, D)` and labels `(N,)` of a dataset, in order, through the (frozen) encoder: one forward
-    pass, split across processes by the Trainer's prediction loop."""
+    """Pooled features `(N, D)` and labels `(N,)` (or multi-hot `(N, C)`) of a dataset, in order, through the (frozen)
+    encoder: one forward pass, split across processes by the Trainer's prediction loop. The rows of unreadable images
+    are there, labelled -100: `scored_features` leaves them out."""
     extractor = SupMAEBaseTrainer(
         model=_PooledFeatures(classifier_model),
         args=args,
@@ -100,3 +102,15 @@ def extract_features(classifier_model: nn.Module, dataset, args, data_collator) 
     )
     prediction = extractor.predict(dataset)
     return {"features": torch.from_numpy(prediction.predictions), "labels": torch.from_numpy(prediction.label_ids)}
+
+
+def scored_rows(labels) -> torch.Tensor:
+    """`(N,)` bool: the rows whose label (`(N,)`, or multi-hot `(N, C)`) is not -100, i.e. not an unreadable image's."""
+    labels = torch.as_tensor(labels)
+    return labels != UNLABELED if labels.ndim == 1 else (labels != UNLABELED).all(dim=-1)
+
+
+def scored_features(cache: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`extract_features`' cache without the rows of unreadable images."""
+    keep = scored_rows(cache["labels"])
+    return {key: value[keep] for key, value in cache.items()}

@@ -4,6 +4,8 @@ and the variant that decodes each batch on the GPU."""
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -20,13 +22,17 @@ class SupMAETrainer(SupMAEBaseTrainer):
     - logs `reconstruction_loss`, `classification_loss` and `classification_accuracy` (the supervised branch's top-1
       on the visible patches, labeled images only) next to the total `loss`, in training and in evaluation;
     - evaluates with masking noise from a generator seeded with `eval_seed`, so every evaluation sees the same masks
-      and evaluation never moves the training RNG;
+      and evaluation never moves the training RNG; its metrics (losses, accuracy, `num_samples`) count the scored
+      images only, per image (an unreadable image's row, `scored` False, is left out);
     - applies MAE's weight-decay rule.
     """
 
     def __init__(self, *args, eval_seed: int = 0, **kwargs):
-        kwargs.setdefault("compute_metrics", pretraining_metrics)
+        default_metrics = "compute_metrics" not in kwargs
         super().__init__(*args, **kwargs)
+        if default_metrics:  # the evaluation loss too, as the objective over the scored images
+            weight = self.accelerator.unwrap_model(self.model).config.supervised_loss_weight
+            self.compute_metrics = functools.partial(pretraining_metrics, supervised_loss_weight=weight)
         self.eval_seed = eval_seed
         self._eval_generator = None
         self._train_sums = None  # [reconstruction, batches, classification * labeled, correct, labeled]
@@ -66,11 +72,13 @@ class SupMAETrainer(SupMAEBaseTrainer):
         return super().evaluate(*args, **kwargs)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        """Returns the loss, per-image statistics `(B, 3)` [reconstruction loss of the batch, cross-entropy,
-        correct] and the labels (-100 where there are none) for `pretraining_metrics`."""
+        """Returns the batch's loss, per-image statistics `(B, 4)` [reconstruction loss, cross-entropy, correct,
+        scored] and the labels (-100 where there are none) for `pretraining_metrics`."""
         inputs = self._prepare_inputs(inputs)
         pixel_values, labels = inputs["pixel_values"], inputs.get("labels")
-        config = self.accelerator.unwrap_model(model).config
+        scored = inputs.get("scored")  # False on the rows of unreadable images
+        unwrapped = self.accelerator.unwrap_model(model)
+        config = unwrapped.config
         num_patches = (pixel_values.shape[-2] // config.patch_size) * (pixel_values.shape[-1] // config.patch_size)
         if self._eval_generator is None:  # prediction_step called outside `evaluate`
             self._eval_generator = torch.Generator().manual_seed(self.eval_seed + self.args.process_index)
@@ -84,11 +92,21 @@ class SupMAETrainer(SupMAEBaseTrainer):
         cross_entropy = nn.functional.cross_entropy(
             logits / config.supervised_temperature, labels.clamp(min=0), reduction="none"
         )
+        # Each image's own reconstruction loss (the batch's is their mean: every image has as many removed patches).
+        reconstruction = torch.stack(
+            [
+                unwrapped.reconstruction_loss(
+                    pixel_values[i : i + 1], outputs.logits[i : i + 1], outputs.mask[i : i + 1]
+                )
+                for i in range(len(pixel_values))
+            ]
+        )
         stats = torch.stack(
             [
-                outputs.reconstruction_loss.expand(len(labels)).float(),
+                reconstruction.float(),
                 cross_entropy * (labels != -100),
                 (logits.argmax(-1) == labels).float(),
+                torch.ones_like(cross_entropy) if scored is None else scored.float(),
             ],
             dim=1,
         )

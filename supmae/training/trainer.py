@@ -28,7 +28,8 @@ class NonFiniteLossError(TrainingStopped):
 class SupMAEBaseTrainer(Trainer):
     """What both SupMAE trainers add to `Trainer`:
     - evaluation and prediction see every image even when training drops its last incomplete batch (MAE does), and
-      batch with `eval_data_collator` when one is set (training's may mix images);
+      batch with `eval_data_collator` when one is set (training's may mix images); the rows of unreadable images
+      (`scored` False, label -100) are left to the metrics to skip;
     - after loading a checkpoint to resume, a check that every tensor of the model was in it and was loaded
       (Trainer loads with `strict=False`, which would drop renamed weights without a word);
     - a non-finite loss stops the run before its update, naming the step (or, `on_nonfinite_loss="skip"`, its
@@ -62,6 +63,12 @@ class SupMAEBaseTrainer(Trainer):
             return super()._get_dataloader(dataset, description, *args, is_training=is_training, **kwargs)
         finally:
             self.args.dataloader_drop_last, self.data_collator = drop_last, collator
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        # The evaluation sets' `scored` mask stays out of the model's inputs: the rows of unreadable images already
+        # carry label -100, which the losses and metrics skip.
+        inputs = {key: value for key, value in inputs.items() if key != "scored"}
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
 
     def get_train_dataloader(self):
         """Trainer's training loader; for a stream, one that drops the last incomplete batch too (Trainer gives only
