@@ -306,12 +306,25 @@ def _pair(size: int | list[int] | tuple[int, int]) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else tuple(size)
 
 
+@strict
 class SupMAEUperNetConfig(UperNetConfig):
     """
     `UperNetConfig` that reads a SupMAE `backbone_config` without the Auto registry that `import supmae` fills: how a
     saved segmentation directory's config loads as remote code (`trust_remote_code=True`). With the package installed,
     the same config.json loads as a plain `UperNetConfig`.
+
+    Args:
+        classifier_dropout (`float`, defaults to 0.0): mmsegmentation's dropout before the 1x1 classifier of the
+            decode head and of the auxiliary head (`Dropout2d`, whole channels; its UperNet recipes use 0.1).
+            Transformers' UperNet heads have none, and 0 keeps them so. Only `SupMAEUperNetForSemanticSegmentation`
+            reads it (plain `UperNetForSemanticSegmentation` ignores the field).
     """
+
+    classifier_dropout: float | int = 0.0
+
+    def validate_classifier_dropout(self):
+        if not 0.0 <= self.classifier_dropout < 1.0:
+            raise ValueError(f"`classifier_dropout` must be in [0, 1), got {self.classifier_dropout}.")
 
     def __post_init__(self, **kwargs):
         if (

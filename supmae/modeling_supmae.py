@@ -1062,11 +1062,25 @@ class SupMAEBackbone(BackboneMixin, SupMAEPreTrainedModel):
         )
 
 
+class SupMAESegmentationClassifier(nn.Conv2d):
+    """mmsegmentation's `cls_seg`: `Dropout2d` (whole channels) on `(B, C, h, w)` features, then the 1x1 classifier
+    convolution to `(B, num_labels, h, w)`. A `Conv2d` itself, so its weights keep the names and the initialization
+    of the UperNet head's `classifier`."""
+
+    def __init__(self, in_channels: int, num_labels: int, dropout: float):
+        super().__init__(in_channels, num_labels, kernel_size=1)
+        self.dropout = nn.Dropout2d(dropout)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.dropout(features))
+
+
 class SupMAEUperNetForSemanticSegmentation(UperNetForSemanticSegmentation):
     """
     `UperNetForSemanticSegmentation` with its `SupMAEBackbone` built directly instead of through `AutoBackbone`: what a
     saved segmentation directory loads as with `trust_remote_code=True`, where the supmae package (whose import
-    registers the backbone) is not installed. Same modules, same weight names, same outputs.
+    registers the backbone) is not installed. Same modules, same weight names, same outputs; with
+    `config.classifier_dropout`, mmsegmentation's dropout before the classifiers of both heads (training only).
     """
 
     config: SupMAEUperNetConfig
@@ -1078,6 +1092,10 @@ class SupMAEUperNetForSemanticSegmentation(UperNetForSemanticSegmentation):
         self.auxiliary_head = (
             UperNetFCNHead(config, in_channels=self.backbone.channels) if config.use_auxiliary_head else None
         )
+        dropout = getattr(config, "classifier_dropout", 0.0)  # a plain UperNetConfig has no such field
+        for head in (self.decode_head, self.auxiliary_head):
+            if head is not None and dropout:
+                head.classifier = SupMAESegmentationClassifier(head.channels, config.num_labels, dropout)
         self.post_init()
 
 
