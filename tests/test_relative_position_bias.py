@@ -351,3 +351,21 @@ def largest_differences() -> dict[str, float]:
 if __name__ == "__main__":
     for name, difference in largest_differences().items():
         print(f"{name:>24}: {difference:.2e}")
+
+
+def test_optimizer_groups_give_the_new_parameters_their_blocks_lr_and_no_decay():
+    """Layer-wise lr decay puts each block's table and scales in that block's group; the tables (2-D) get no weight
+    decay, as BEiT's `no_weight_decay` says, and the scales none as 1-D parameters."""
+    from supmae.training import decay_parameter_names, layer_decay_parameter_groups, layer_id
+
+    model = SupMAEForImageClassification(tiny_config(**RECIPE))
+    decayed = set(decay_parameter_names(model))
+    groups = layer_decay_parameter_groups(model, weight_decay=0.05, layer_decay=0.65)
+    group_of = {id(p): group for group in groups for p in group["params"]}
+    for name, parameter in model.named_parameters():
+        if name.endswith(("relative_position_bias_table", "lambda_1", "lambda_2")):
+            assert layer_id(name, 6) == int(name.split(".")[2]) + 1
+            assert name not in decayed and group_of[id(parameter)]["weight_decay"] == 0.0
+            block_weight = model.get_parameter(name.split(".lambda")[0].split(".attention")[0] + ".mlp.fc1.weight")
+            assert group_of[id(parameter)]["lr_scale"] == group_of[id(block_weight)]["lr_scale"]
+    assert "supmae.layers.0.attention.qkv_proj.weight" in decayed
