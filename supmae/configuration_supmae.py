@@ -80,6 +80,15 @@ class SupMAEConfig(BackboneConfigMixin, PreTrainedConfig):
         patch_size (`int`, defaults to 16): side of a square patch, in pixels.
         num_channels (`int`, defaults to 3): input channels.
         qkv_bias (`bool`, defaults to `True`): bias on the fused query/key/value projection.
+        use_relative_position_bias (`bool`, defaults to `False`): give every encoder block BEiT's relative position
+            bias: a learned `((2h - 1)(2w - 1) + 3, num_attention_heads)` table for the `image_size` patch grid (h x w),
+            one entry per offset between two patches and three for the cls token, added to the attention scores.
+            Zero at initialization, as in mmsegmentation's MAE backbone (BEiT draws it from a truncated normal); other
+            grids use it bilinearly resized, as Transformers' BEiT does. Not with flash attention.
+        layer_scale_init_value (`float`, *optional*): BEiT's layer scale: a learned per-channel factor on both residual
+            branches of every encoder block, initialized to this value (mmsegmentation's MAE backbone uses 1.0).
+            `None` or 0 (the default) leaves the blocks without it. MAE and SupMAE pretrain and fine-tune without
+            either; the two are for dense transfer as mmsegmentation's MAE recipe runs it. The decoder has neither.
         decoder_hidden_size, decoder_num_hidden_layers, decoder_num_attention_heads, decoder_intermediate_size (`int`):
             The pixel decoder (used in pretraining only).
         mask_ratio (`float`, defaults to 0.75): fraction of patches removed in pretraining, in [0, 1).
@@ -129,6 +138,8 @@ class SupMAEConfig(BackboneConfigMixin, PreTrainedConfig):
     patch_size: int = 16
     num_channels: int = 3
     qkv_bias: bool = True
+    use_relative_position_bias: bool = False
+    layer_scale_init_value: float | int | None = None
     decoder_hidden_size: int = 512
     decoder_num_hidden_layers: int = 1
     decoder_num_attention_heads: int = 16
@@ -268,8 +279,19 @@ class SupMAEConfig(BackboneConfigMixin, PreTrainedConfig):
             raise ValueError(f"`supervised_loss_weight` must be >= 0, got {self.supervised_loss_weight}.")
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"`drop_path_rate` must be in [0, 1), got {self.drop_path_rate}.")
+        if self.layer_scale_init_value is not None and not self.layer_scale_init_value >= 0:
+            raise ValueError(
+                f"`layer_scale_init_value` must be >= 0, or None or 0 for blocks without layer scale, got "
+                f"{self.layer_scale_init_value}."
+            )
         if self.num_labels < 1:
             raise ValueError(f"`num_labels` must be >= 1, got {self.num_labels}.")
+        if self.add_fpn and self.num_hidden_layers < 4:
+            raise ValueError(
+                f"`add_fpn` needs exactly 4 `out_features` (the pyramid's strides 4, 8, 16, 32), and an encoder of "
+                f"{self.num_hidden_layers} blocks (`num_hidden_layers`) has only {self.num_hidden_layers} stages: use "
+                "an encoder of at least 4 blocks, or set `add_fpn=False` to take its stages as they are."
+            )
         if self.add_fpn and len(self.out_features) != 4:
             raise ValueError(
                 f"`add_fpn` needs exactly 4 `out_features` (the pyramid's strides 4, 8, 16, 32), got "
@@ -295,12 +317,25 @@ def size_pair(size: int | list[int] | tuple[int, int]) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else tuple(size)
 
 
+@strict
 class SupMAEUperNetConfig(UperNetConfig):
     """
     `UperNetConfig` that reads a SupMAE `backbone_config` without the Auto registry that `import supmae` fills: how a
     saved segmentation directory's config loads as remote code (`trust_remote_code=True`). With the package installed,
     the same config.json loads as a plain `UperNetConfig`.
+
+    Args:
+        classifier_dropout (`float`, defaults to 0.0): mmsegmentation's dropout before the 1x1 classifier of the
+            decode head and of the auxiliary head (`Dropout2d`, whole channels; its UperNet recipes use 0.1).
+            Transformers' UperNet heads have none, and 0 keeps them so. Only `SupMAEUperNetForSemanticSegmentation`
+            reads it (plain `UperNetForSemanticSegmentation` ignores the field).
     """
+
+    classifier_dropout: float | int = 0.0
+
+    def validate_classifier_dropout(self):
+        if not 0.0 <= self.classifier_dropout < 1.0:
+            raise ValueError(f"`classifier_dropout` must be in [0, 1), got {self.classifier_dropout}.")
 
     def __post_init__(self, **kwargs):
         if (

@@ -126,7 +126,9 @@ def interpolate_position_embeddings(table: torch.Tensor, old_grid: tuple[int, in
         return table
     cls_row, patches = table[:, :1], table[:, 1:]
     patches = patches.reshape(1, *old_grid, -1).permute(0, 3, 1, 2)
-    patches = F.interpolate(patches.float(), size=tuple(new_grid), mode="bicubic", align_corners=False)
+    # At least float32 (no half-precision bicubic on every device), float64 when that is the dtype.
+    dtype = torch.promote_types(table.dtype, torch.float32)
+    patches = F.interpolate(patches.to(dtype), size=tuple(new_grid), mode="bicubic", align_corners=False)
     patches = patches.to(table.dtype).permute(0, 2, 3, 1).flatten(1, 2)
     return torch.cat([cls_row, patches], dim=1)
 
@@ -227,6 +229,84 @@ class SupMAEEmbeddings(nn.Module):
         return torch.cat([cls_tokens, embeddings], dim=1), mask, ids_restore
 
 
+def relative_position_index(grid_size: tuple[int, int], device: torch.device | None = None) -> torch.Tensor:
+    """
+    BEiT's index into a relative position bias table, `(1 + h * w, 1 + h * w)` for the cls token and an h x w patch
+    grid in image order. Patches at (r, c) and (r', c') read entry `(r - r' + h - 1) * (2w - 1) + (c - c' + w - 1)`,
+    one of the `(2h - 1)(2w - 1)` offsets; the three entries after them are cls-to-patch (row 0), patch-to-cls
+    (column 0) and cls-to-cls.
+    """
+    height, width = grid_size
+    rows, cols = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
+    rows, cols = rows.flatten(), cols.flatten()
+    offsets = (
+        (rows[:, None] - rows[None, :] + height - 1) * (2 * width - 1) + cols[:, None] - cols[None, :] + width - 1
+    )
+    num_offsets = (2 * height - 1) * (2 * width - 1)
+    index = torch.full((1 + height * width,) * 2, num_offsets, dtype=torch.long, device=device)  # cls to patch
+    index[1:, 1:] = offsets
+    index[1:, 0] = num_offsets + 1  # patch to cls
+    index[0, 0] = num_offsets + 2  # cls to cls
+    return index
+
+
+def resize_relative_position_bias_table(
+    table: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]
+) -> torch.Tensor:
+    """
+    A `((2h - 1)(2w - 1) + 3, heads)` table for the `old_grid` (h, w) -> the table for `new_grid`, as Transformers'
+    BEiT resizes it: the offsets, seen as a `(2h - 1) x (2w - 1)` map per head, bilinearly resized (align_corners
+    False); the three cls entries kept. (BEiT reads that map as `(2w - 1) x (2h - 1)`, the same for square grids.)
+    """
+    if tuple(old_grid) == tuple(new_grid):
+        return table
+    old_size = (2 * old_grid[0] - 1, 2 * old_grid[1] - 1)
+    new_size = (2 * new_grid[0] - 1, 2 * new_grid[1] - 1)
+    offsets, cls_entries = table[:-3], table[-3:]
+    offsets = offsets.reshape(1, *old_size, -1).permute(0, 3, 1, 2)  # (1, heads, 2h - 1, 2w - 1)
+    offsets = F.interpolate(offsets, size=new_size, mode="bilinear", align_corners=False)
+    return torch.cat([offsets.permute(0, 2, 3, 1).reshape(new_size[0] * new_size[1], -1), cls_entries])
+
+
+class SupMAERelativePositionBias(nn.Module):
+    """
+    BEiT's relative position bias of one encoder block: a learned `((2h - 1)(2w - 1) + 3, heads)` table for the
+    config's h x w patch grid, read through `relative_position_index` into a bias on the attention scores. Zero at
+    initialization, as in mmsegmentation's MAE backbone (BEiT draws it from a truncated normal).
+    """
+
+    def __init__(self, config: SupMAEConfig, num_heads: int):
+        super().__init__()
+        self.grid_size = config.grid_size
+        height, width = self.grid_size
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * height - 1) * (2 * width - 1) + 3, num_heads)
+        )
+        self.relative_position_index = nn.Buffer(relative_position_index(self.grid_size), persistent=False)
+
+    def forward(self, grid_size: tuple[int, int], token_positions: torch.Tensor | None = None) -> torch.Tensor:
+        """
+        The bias for an image of `grid_size` patches (the table resized if that is not the config's grid):
+        `(1, heads, 1 + L, 1 + L)` for the cls token and all patches in image order, or `(B, heads, 1 + K, 1 + K)` for
+        the tokens at `token_positions` `(B, 1 + K)` of that sequence (a masked encoder's kept patches).
+        """
+        table, index = self.relative_position_bias_table, self.relative_position_index
+        if tuple(grid_size) != self.grid_size:
+            table = resize_relative_position_bias_table(table, self.grid_size, grid_size)
+            index = relative_position_index(grid_size, device=index.device)
+        if token_positions is None:
+            return table[index].permute(2, 0, 1).unsqueeze(0).contiguous()
+        index = index[token_positions[:, :, None], token_positions[:, None, :]]  # (B, 1 + K, 1 + K)
+        return table[index].permute(0, 3, 1, 2).contiguous()
+
+
+def kept_token_positions(ids_restore: torch.Tensor, num_kept: int) -> torch.Tensor:
+    """Where a masked encoder's tokens sit in the unmasked sequence `[cls, patch 0, ..., patch L - 1]`: `(B, 1 + K)`, 0
+    for the cls token, then `1 + ` the image-order index of each kept patch, in the shuffled order they are encoded."""
+    ids_keep = torch.argsort(ids_restore, dim=1)[:, :num_kept]  # ids_restore's inverse is the shuffle
+    return torch.cat([ids_keep.new_zeros(ids_keep.shape[0], 1), ids_keep + 1], dim=1)
+
+
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
     """Softmax attention on `(B, heads, N, head_dim)` tensors; returns `(B, N, heads, head_dim)` and the weights."""
     weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
@@ -239,9 +319,10 @@ def eager_attention_forward(module, query, key, value, attention_mask, scaling, 
 
 
 class SupMAEAttention(nn.Module):
-    """Multi-head self-attention with one fused query/key/value projection (the official layout)."""
+    """Multi-head self-attention with one fused query/key/value projection (the official layout), optionally with
+    BEiT's relative position bias, which reaches the attention function as an additive mask."""
 
-    def __init__(self, config: SupMAEConfig, hidden_size: int, num_heads: int):
+    def __init__(self, config: SupMAEConfig, hidden_size: int, num_heads: int, relative_position_bias: bool = False):
         super().__init__()
         self.config = config  # the attention interface reads `config._attn_implementation`
         self.num_heads = num_heads
@@ -250,10 +331,20 @@ class SupMAEAttention(nn.Module):
         self.is_causal = False
         self.qkv_proj = nn.Linear(hidden_size, 3 * hidden_size, bias=config.qkv_bias)
         self.o_proj = nn.Linear(hidden_size, hidden_size)
+        self.relative_position_bias = SupMAERelativePositionBias(config, num_heads) if relative_position_bias else None
 
     def forward(
-        self, hidden_states: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
+        self,
+        hidden_states: torch.Tensor,
+        grid_size: tuple[int, int] | None = None,
+        token_positions: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """
+        hidden_states `(B, N, D)`; `grid_size` the image's patch grid (default the config's) and `token_positions`
+        `(B, N)` where the tokens sit in `[cls, patches in image order]` (default: that sequence itself), both read by
+        the relative position bias only. Returns `(B, N, D)` and the attention weights (eager only).
+        """
         batch_size, length, _ = hidden_states.shape
         qkv = self.qkv_proj(hidden_states).view(batch_size, length, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, N, head_dim)
@@ -265,8 +356,18 @@ class SupMAEAttention(nn.Module):
                 "attention for the calls that ask for `output_attentions`."
             )
             implementation = "eager"
+        bias = None
+        if self.relative_position_bias is not None:
+            if "flash" in implementation:
+                raise ValueError(
+                    f"`{implementation}` attention takes no additive bias, and `use_relative_position_bias=True` adds "
+                    'one to every encoder block\'s attention scores; use `attn_implementation="sdpa"` or "eager", '
+                    "or a config with `use_relative_position_bias=False`."
+                )
+            bias = self.relative_position_bias(grid_size or self.relative_position_bias.grid_size, token_positions)
+            bias = bias.to(query.dtype)  # sdpa wants a float mask in the query's dtype (bf16 under autocast)
         attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
-        output, weights = attention(self, query, key, value, None, scaling=self.scaling, dropout=0.0, **kwargs)
+        output, weights = attention(self, query, key, value, bias, scaling=self.scaling, dropout=0.0, **kwargs)
         return self.o_proj(output.reshape(batch_size, length, -1)), weights
 
 
@@ -292,7 +393,11 @@ def drop_path(hidden_states: torch.Tensor, drop_prob: float, training: bool) -> 
 
 
 class SupMAELayer(GradientCheckpointingLayer):
-    """Pre-norm transformer block: x + attention(LN(x)), then x + MLP(LN(x)); drop path on both branches."""
+    """
+    Pre-norm transformer block: x + attention(LN(x)), then x + MLP(LN(x)); drop path on both branches. Encoder blocks
+    may add BEiT's relative position bias to the attention and its layer scale to both branches: x + lambda_1 *
+    attention(LN(x)), then x + lambda_2 * MLP(LN(x)), lambda a learned `(D,)` vector (mmsegmentation's gamma_1, gamma_2).
+    """
 
     def __init__(
         self,
@@ -301,18 +406,36 @@ class SupMAELayer(GradientCheckpointingLayer):
         num_heads: int,
         intermediate_size: int,
         drop_path_rate: float = 0.0,
+        relative_position_bias: bool = False,
+        layer_scale_init_value: float | None = None,
     ):
         super().__init__()
         self.layernorm_before = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
-        self.attention = SupMAEAttention(config, hidden_size, num_heads)
+        self.attention = SupMAEAttention(config, hidden_size, num_heads, relative_position_bias)
         self.layernorm_after = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
         self.mlp = SupMAEMLP(config, hidden_size, intermediate_size)
         self.drop_path_rate = drop_path_rate
+        self.lambda_1 = self.lambda_2 = None
+        if layer_scale_init_value:
+            self.lambda_1 = nn.Parameter(torch.full((hidden_size,), float(layer_scale_init_value)))
+            self.lambda_2 = nn.Parameter(torch.full((hidden_size,), float(layer_scale_init_value)))
 
-    def forward(self, hidden_states: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> torch.Tensor:
-        attention_output, _ = self.attention(self.layernorm_before(hidden_states), **kwargs)
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        grid_size: tuple[int, int] | None = None,
+        token_positions: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> torch.Tensor:
+        """`(B, N, D)` -> `(B, N, D)`; `grid_size` and `token_positions` as in `SupMAEAttention.forward`."""
+        normed = self.layernorm_before(hidden_states)
+        attention_output, _ = self.attention(normed, grid_size=grid_size, token_positions=token_positions, **kwargs)
+        if self.lambda_1 is not None:
+            attention_output = self.lambda_1 * attention_output
         hidden_states = hidden_states + drop_path(attention_output, self.drop_path_rate, self.training)
         mlp_output = self.mlp(self.layernorm_after(hidden_states))
+        if self.lambda_2 is not None:
+            mlp_output = self.lambda_2 * mlp_output
         return hidden_states + drop_path(mlp_output, self.drop_path_rate, self.training)
 
 
@@ -431,6 +554,12 @@ class SupMAEPreTrainedModel(PreTrainedModel):
             init.copy_(
                 module.decoder_pos_embed, sincos_position_embeddings(module.mask_token.shape[-1], module.grid_size)
             )
+        elif isinstance(module, SupMAERelativePositionBias):
+            init.zeros_(module.relative_position_bias_table)  # MAE's zeros: the bias starts as no bias
+            init.copy_(module.relative_position_index, relative_position_index(module.grid_size))
+        elif isinstance(module, SupMAELayer) and module.lambda_1 is not None:
+            init.constant_(module.lambda_1, self.config.layer_scale_init_value)
+            init.constant_(module.lambda_2, self.config.layer_scale_init_value)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
@@ -488,27 +617,55 @@ class SupMAEPreTrainedModel(PreTrainedModel):
     # Checkpoint parts that a model built on the encoder drops when it loads a pretraining checkpoint.
     _dropped_on_transfer = {"decoder.": "the pixel decoder", "supervised_head.": "the pretraining head"}
 
+    # Encoder parameters that MAE and SupMAE pretraining checkpoints never have: `use_relative_position_bias` and
+    # `layer_scale_init_value` add them for dense transfer (mmsegmentation's MAE backbone), initialized anew.
+    _encoder_additions = {".relative_position_bias_table": "relative position biases", ".lambda_1": "layer scales"}
+
     def _adjust_missing_and_unexpected_keys(self, loading_info) -> None:
         """Replace Transformers' key-by-key report by one plain sentence when an encoder is taken from a pretraining
-        checkpoint; anything else unexpected or missing is still reported as usual."""
+        checkpoint, or when the checkpoint lacks the encoder's relative position biases or layer scales; anything
+        else unexpected or missing is still reported as usual."""
         super()._adjust_missing_and_unexpected_keys(loading_info)
         dropped = {}
         for key in sorted(loading_info.unexpected_keys):
             part = next((p for p in self._dropped_on_transfer if key.startswith(p)), None)
             if part is not None:
                 dropped.setdefault(self._dropped_on_transfer[part], []).append(key)
-        if not dropped:
+        added = {
+            key
+            for key in loading_info.missing_keys
+            if key.startswith("supmae.layers.") and key.endswith((*self._encoder_additions, ".lambda_2"))
+        }
+        if not dropped and not added:
             return
-        loading_info.unexpected_keys -= {key for keys in dropped.values() for key in keys}
-        new = sorted({key.rsplit(".", 1)[0] for key in loading_info.missing_keys if not key.startswith("supmae.")})
-        loading_info.missing_keys = {key for key in loading_info.missing_keys if key.startswith("supmae.")}
-        message = (
-            f"{type(self).__name__}: reused the encoder of a SupMAE pretraining checkpoint; dropped "
-            + ", ".join(f"{part} ({len(keys)} tensors)" for part, keys in dropped.items())
-        )
+        new = []
+        if dropped:
+            loading_info.unexpected_keys -= {key for keys in dropped.values() for key in keys}
+            new = sorted({key.rsplit(".", 1)[0] for key in loading_info.missing_keys if not key.startswith("supmae.")})
+            loading_info.missing_keys = {key for key in loading_info.missing_keys if key.startswith("supmae.")}
+            message = (
+                f"{type(self).__name__}: reused the encoder of a SupMAE pretraining checkpoint; dropped "
+                + ", ".join(f"{part} ({len(keys)} tensors)" for part, keys in dropped.items())
+            )
+        else:
+            message = f"{type(self).__name__}: loaded the encoder"
+        if added:
+            loading_info.missing_keys -= added
+            new.append(self._encoder_additions_phrase(added))
         if new:
             message += f"; newly initialized: {', '.join(new)}"
         logger.warning(message + ".")
+
+    def _encoder_additions_phrase(self, keys: set[str]) -> str:
+        """E.g. "the relative position biases (zeros) and layer scales (1.0) of the 12 encoder blocks"."""
+        initial = {
+            "relative position biases": "zeros",
+            "layer scales": str(float(self.config.layer_scale_init_value or 0)),
+        }
+        parts = [name for suffix, name in self._encoder_additions.items() if any(k.endswith(suffix) for k in keys)]
+        blocks = len({key.split(".")[2] for key in keys})
+        what = " and ".join(f"{name} ({initial[name]})" for name in parts)
+        return f"the {what} of the {blocks} encoder block{'s' if blocks > 1 else ''}"
 
 
 _HUB_KWARGS = ("cache_dir", "revision", "local_files_only", "token", "subfolder", "force_download", "proxies")
@@ -593,6 +750,8 @@ class SupMAEModel(SupMAEPreTrainedModel):
                 config.num_attention_heads,
                 config.intermediate_size,
                 drop_path_rate=config.drop_path_rate * i / max(depth - 1, 1),
+                relative_position_bias=config.use_relative_position_bias,
+                layer_scale_init_value=config.layer_scale_init_value,
             )
             for i in range(depth)
         )
@@ -626,8 +785,13 @@ class SupMAEModel(SupMAEPreTrainedModel):
         hidden_states, mask, ids_restore = self.embeddings(
             pixel_values, mask_ratio=mask_ratio, noise=noise, interpolate_pos_encoding=interpolate_pos_encoding
         )
+        grid_size = tuple(s // self.config.patch_size for s in pixel_values.shape[-2:])
+        # A relative position bias between the kept patches is the full image's, read at their image positions.
+        token_positions = None
+        if self.config.use_relative_position_bias and (noise is not None or mask_ratio > 0):
+            token_positions = kept_token_positions(ids_restore, hidden_states.shape[1] - 1)
         for layer in self.layers:
-            hidden_states = layer(hidden_states, **kwargs)
+            hidden_states = layer(hidden_states, grid_size=grid_size, token_positions=token_positions, **kwargs)
         if self.layernorm is not None:
             hidden_states = self.layernorm(hidden_states)
         return SupMAEModelOutput(last_hidden_state=hidden_states, mask=mask, ids_restore=ids_restore)
@@ -908,11 +1072,25 @@ class SupMAEBackbone(BackboneMixin, SupMAEPreTrainedModel):
         )
 
 
+class SupMAESegmentationClassifier(nn.Conv2d):
+    """mmsegmentation's `cls_seg`: `Dropout2d` (whole channels) on `(B, C, h, w)` features, then the 1x1 classifier
+    convolution to `(B, num_labels, h, w)`. A `Conv2d` itself, so its weights keep the names and the initialization
+    of the UperNet head's `classifier`."""
+
+    def __init__(self, in_channels: int, num_labels: int, dropout: float):
+        super().__init__(in_channels, num_labels, kernel_size=1)
+        self.dropout = nn.Dropout2d(dropout)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.dropout(features))
+
+
 class SupMAEUperNetForSemanticSegmentation(UperNetForSemanticSegmentation):
     """
     `UperNetForSemanticSegmentation` with its `SupMAEBackbone` built directly instead of through `AutoBackbone`: what a
     saved segmentation directory loads as with `trust_remote_code=True`, where the supmae package (whose import
-    registers the backbone) is not installed. Same modules, same weight names, same outputs.
+    registers the backbone) is not installed. Same modules, same weight names, same outputs; with
+    `config.classifier_dropout`, mmsegmentation's dropout before the classifiers of both heads (training only).
     """
 
     config: SupMAEUperNetConfig
@@ -924,6 +1102,10 @@ class SupMAEUperNetForSemanticSegmentation(UperNetForSemanticSegmentation):
         self.auxiliary_head = (
             UperNetFCNHead(config, in_channels=self.backbone.channels) if config.use_auxiliary_head else None
         )
+        dropout = getattr(config, "classifier_dropout", 0.0)  # a plain UperNetConfig has no such field
+        for head in (self.decode_head, self.auxiliary_head):
+            if head is not None and dropout:
+                head.classifier = SupMAESegmentationClassifier(head.channels, config.num_labels, dropout)
         self.post_init()
 
 

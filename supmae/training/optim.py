@@ -6,13 +6,18 @@ import torch
 from torch import nn
 
 
+# BEiT's (and timm's) exception for its relative position bias tables, which are 2-D: no weight decay.
+NO_DECAY_TABLES = (".relative_position_bias_table",)
+
+
 def decay_parameter_names(model: nn.Module) -> list[str]:
     """Trainable parameters that get weight decay: MAE's (and timm's) rule gives none to biases and other 1-D
-    parameters (norms); the cls and mask tokens, being 3-D, do get it. Frozen tables are left out."""
+    parameters (norms, layer scales) nor to relative position bias tables; the cls and mask tokens, being 3-D, do get
+    it. Frozen tables are left out."""
     return [
         name
         for name, parameter in model.named_parameters()
-        if parameter.requires_grad and parameter.ndim > 1 and not name.endswith(".bias")
+        if parameter.requires_grad and parameter.ndim > 1 and not name.endswith((".bias", *NO_DECAY_TABLES))
     ]
 
 
@@ -79,13 +84,16 @@ def check_layer_decay(layer_decay: float) -> None:
 
 def layer_decay_parameter_groups(model: nn.Module, weight_decay: float, layer_decay: float) -> list[dict]:
     """AdamW groups of MAE's fine-tuning: lr scale `layer_decay ** (num_layers + 1 - layer_id)` and no weight decay on
-    biases, 1-D parameters, the cls token and the position table (ViT-B: 13 lr scales, 0.65**13 ... 1)."""
+    biases, 1-D parameters, the cls token, the position table and relative position bias tables (ViT-B: 13 lr
+    scales, 0.65**13 ... 1)."""
     num_layers = (getattr(model.config, "backbone_config", None) or model.config).num_hidden_layers
     groups = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        no_decay = parameter.ndim == 1 or name.endswith((".bias", ".cls_token", ".position_embeddings"))
+        no_decay = parameter.ndim == 1 or name.endswith(
+            (".bias", ".cls_token", ".position_embeddings", *NO_DECAY_TABLES)
+        )
         layer = layer_id(name, num_layers)
         key = (layer, no_decay)
         if key not in groups:
