@@ -1,6 +1,6 @@
 """Independent functional reference implementation of SupMAE (tests only).
 
-Written from ``/work/shared/SUPMAE_SPEC.md`` alone, as plain ``torch`` +
+Written from the semantics in ``tests/reference/SPEC.md`` alone, as plain ``torch`` +
 ``torch.nn.functional`` code operating directly on a state dict in the
 OFFICIAL checkpoint layout (the key names of the official PyTorch SupMAE/MAE
 code).  No ``nn.Module``, no ``transformers``, no ``timm``, and nothing from

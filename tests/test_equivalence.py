@@ -2,7 +2,8 @@
 
 Same weights and the same masking noise must give the same mask, pixel predictions, classification logits, losses
 and gradients. `python tests/test_equivalence.py` prints the largest difference of each quantity over every
-configuration tested here (the README's Correctness table).
+configuration tested here (the table in docs/CORRECTNESS.md); `--record PATH` also writes it as a JSON record with the
+date, machine and versions (docs/records/equivalence.json).
 
 Tolerances, absolute:
 - float64, 1e-12: the semantics. Both implementations agree to ~4e-15 there (eager and sdpa), so 1e-12 leaves room
@@ -261,14 +262,20 @@ def test_a_wrong_head_batch_norm_eps_is_caught(training):
 
 
 # ------------------------------------------------------------------------------- `python tests/test_equivalence.py`
-def measure() -> None:
-    """Print the largest difference of each quantity over every configuration above, per dtype and attention, as the
-    rows of the README's Correctness table."""
+COLUMNS = [(dtype, attn) for dtype in (torch.float64, torch.float32) for attn in ("eager", "sdpa")]
+
+
+def column_name(dtype: torch.dtype, attn_implementation: str) -> str:
+    return f"{str(dtype).removeprefix('torch.')} {attn_implementation}"
+
+
+def measure() -> dict[str, dict[str, float]]:
+    """The largest difference of each quantity over every configuration above, per dtype and attention:
+    {"float64 eager": {"pixel predictions": 0.0, ...}, ...} (0.0 = identical; masks are compared exactly)."""
     images = (torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)),)
     images += (torch.rand(4, 16, generator=torch.Generator().manual_seed(1)),)
-    columns = [(dtype, attn) for dtype in (torch.float64, torch.float32) for attn in ("eager", "sdpa")]
-    table = {column: {} for column in columns}
-    for (dtype, attn), worst in table.items():
+    table = {}
+    for dtype, attn in COLUMNS:
         differences = []
         for overrides in CONFIGURATIONS.values():
             for training in (False, True):
@@ -282,16 +289,72 @@ def measure() -> None:
         config._attn_implementation = attn
         for gradient, reference in gradient_pair(config, dtype, images).values():
             differences.append(("gradients", (gradient - reference).abs().max().item()))
+        worst = table[column_name(dtype, attn)] = {}
         for name, value in differences:
             worst[name] = max(worst.get(name, 0.0), value)
-    names = list(table[columns[0]])
-    print("| quantity | " + " | ".join(f"{str(d).removeprefix('torch.')} {a}" for d, a in columns) + " |")
-    print("|---" * (len(columns) + 1) + "|")
-    print("| mask, ids_restore | " + " | ".join("identical" for _ in columns) + " |")
-    for name in names:
-        cells = [f"{table[c][name]:.1e}" if table[c][name] else "identical" for c in columns]
-        print(f"| {name} | " + " | ".join(cells) + " |")
+    return table
+
+
+def short(value: float) -> str:
+    """2 significant digits, as the docs write them: 1.9e-6."""
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def markdown_table(table: dict[str, dict[str, float]]) -> str:
+    """The table as docs/CORRECTNESS.md shows it: one row per quantity, one column per dtype and attention."""
+    columns = list(table)
+    lines = ["| quantity | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines.append("| mask, ids_restore | " + " | ".join("identical" for _ in columns) + " |")
+    for name in table[columns[0]]:
+        cells = [f"≤ {short(table[c][name])}" if table[c][name] else "identical" for c in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_record(path: str, table: dict[str, dict[str, float]]) -> None:
+    """The table as a JSON record: the command, date, machine and versions next to the numbers and the tolerances
+    the tests assert (float32 numbers move slightly with the thread count, so that is recorded too)."""
+    import datetime
+    import json
+    import os
+    import platform
+
+    import transformers
+
+    with open("/proc/cpuinfo") as cpuinfo:  # the CPU's model name (Linux)
+        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
+
+    record = {
+        "command": "python tests/test_equivalence.py --record " + path,
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": {
+            "cpu": cpu or platform.machine(),
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "load_average_1min": os.getloadavg()[0],
+        },
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
+        "asserted_tolerances": {str(dtype).removeprefix("torch."): value for dtype, value in TOLERANCE.items()},
+        "largest_absolute_difference": table,
+    }
+    with open(path, "w") as file:
+        json.dump(record, file, indent=2)
+        file.write("\n")
 
 
 if __name__ == "__main__":
-    measure()
+    import argparse
+
+    parser = argparse.ArgumentParser(description="The largest difference from the reference, per quantity.")
+    parser.add_argument("--record", metavar="PATH", help="also write the table as a JSON record to PATH")
+    arguments = parser.parse_args()
+    table = measure()
+    print(markdown_table(table))
+    if arguments.record:
+        write_record(arguments.record, table)

@@ -15,7 +15,7 @@ with `torch.load(weights_only=True)`, allowing exactly one class beyond tensors 
 a pickle that would run code is refused. The configuration is inferred from the tensor shapes, and the report says
 which tensors were used, which were dropped (by rule) and which are new.
 
-Official names (SUPMAE_SPEC.md, "Official checkpoint layout"): `cls_token`, `pos_embed`, `patch_embed.proj.*`,
+Official names (tests/reference/SPEC.md, "The official checkpoint layout"): `cls_token`, `pos_embed`, `patch_embed.proj.*`,
 `blocks.N.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}.*`, `norm.*`, `mask_token`, `decoder_pos_embed`,
 `decoder_embed.*`, `decoder_blocks.N.*`, `decoder_norm.*`, `decoder_pred.*`, `cls_head.{0,1,3}.*` (or
 `projection_head.*`), and for fine-tuned checkpoints `fc_norm.*`, `head.*`.

@@ -63,7 +63,8 @@ from .robustness import (
 logger = logging.getLogger(__name__)
 
 
-# MAE's recipes (SUPMAE_SPEC.md). A flag given on the command line (or in the JSON file) overrides its entry.
+# MAE's recipes (its main_finetune.py and main_linprobe.py; docs/CLASSIFICATION.md). A flag given on the command line
+# (or in the JSON file) overrides its entry.
 RECIPES = {
     "finetune": {
         "base_learning_rate": 1e-3,
