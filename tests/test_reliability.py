@@ -286,7 +286,7 @@ TWO_RANKS = """
 import os, sys
 sys.path.insert(0, {tests!r})
 from test_reliability import PoisonedEpochs, tiny_trainer
-from supmae.training import NonFiniteLossError
+from supmae.training.trainer import NonFiniteLossError
 rank = int(os.environ["RANK"])
 trainer = tiny_trainer({output!r}, PoisonedEpochs({{1}} if rank == 1 else set()), "stop")
 try:
