@@ -7,10 +7,9 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from helpers import tiny_config, write_image_folder
 from PIL import Image
 from safetensors.torch import load_file
-from test_data import write_image_folder
 from transformers import TrainingArguments, pipeline
 
 from supmae import SupMAEForImageClassification, SupMAEForPreTraining

@@ -10,9 +10,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import tiny_config
+from helpers import tiny_config, write_image_folder
 from PIL import Image
-from test_data import write_image_folder
 
 from supmae import SupMAEForImageClassification, SupMAEForPreTraining
 from supmae.cli import LineSafeHandler

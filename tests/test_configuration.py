@@ -1,7 +1,7 @@
 """SupMAEConfig: defaults of the released model, presets, validation messages, serialization."""
 
 import pytest
-from conftest import tiny_config
+from helpers import tiny_config
 
 from supmae import SUPMAE_PRESETS, SupMAEConfig, SupMAEForPreTraining
 

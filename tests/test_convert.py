@@ -5,17 +5,16 @@ argparse.Namespace) convert without missing keys and then match the independent 
 ORIGINAL state dict within 1e-5, for the same noise.
 """
 
-import argparse
 import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
-import reference_supmae as ref
 import torch
-from conftest import official_state_dict, tiny_config
+from helpers import HEADS, official_state_dict, save_official, tiny_config
 from huggingface_hub import ModelCard
+from reference import reference_supmae as ref
 from safetensors.torch import save_file
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
@@ -24,17 +23,7 @@ from supmae.interop.convert import convert, main, read_checkpoint
 
 
 ATOL = 1e-5
-HEADS = {"num_attention_heads": 4, "decoder_num_attention_heads": 2}  # tiny widths have no known head count
 LABELS = torch.tensor([0, 3, 4, 1])
-
-
-def save_official(path, state_dict, **args):
-    """The official file format: a torch pickle with the weights under "model" and an argparse.Namespace."""
-    arguments = argparse.Namespace(
-        **{"model": "mae_vit_base_patch16", "norm_pix_loss": True, "mask_ratio": 0.75, **args}
-    )
-    torch.save({"model": state_dict, "optimizer": {}, "epoch": 399, "scaler": {}, "args": arguments}, path)
-    return str(path)
 
 
 def inputs(seed=0, size=32, patches=16):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.v2 as T
+from helpers import write_image_folder
 from PIL import Image
 
 from supmae.data.collators import ImageCollator
@@ -21,18 +22,6 @@ from supmae.data.sources import (
     load_image_split,
 )
 from supmae.data.transforms import PretrainingTransform, decode_for_crop, random_resized_crop_box
-
-
-def write_image_folder(root, classes=("cat", "dog"), per_class=3, size=(40, 30), flat=False):
-    """Random RGB JPEGs, in one subfolder per class (or directly in `root` with `flat=True`)."""
-    rng = np.random.default_rng(0)
-    for name in classes:
-        folder = root if flat else root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(folder / f"{name}_{i}.jpg")
-    return root
 
 
 def test_digits_are_built_in_and_stratified():

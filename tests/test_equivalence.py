@@ -14,9 +14,9 @@ Tolerances, absolute:
 """
 
 import pytest
-import reference_supmae as ref
 import torch
-from conftest import official_state_dict, tiny_config
+from helpers import official_state_dict, tiny_config
+from reference import reference_supmae as ref
 
 from supmae import SupMAEForImageClassification, SupMAEForPreTraining, SupMAEModel
 from supmae.interop.convert import official_to_supmae_state_dict, supmae_to_official_state_dict

@@ -12,8 +12,7 @@ import PIL.Image
 import pytest
 import torch
 import torchvision.transforms.v2.functional as tvF
-from conftest import tiny_config
-from test_data import write_image_folder
+from helpers import tiny_config, write_image_folder
 from test_run_pretraining import run
 from torchvision.io import ImageReadMode, decode_jpeg
 

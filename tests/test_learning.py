@@ -11,8 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
-from generated import SHAPES, draw_shape, write_shapes_folder
+from helpers import SHAPES, draw_shape, tiny_config, write_shapes_folder
 
 from supmae import SupMAEForPreTraining
 from supmae.data.transforms import normalize_uint8

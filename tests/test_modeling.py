@@ -3,9 +3,9 @@
 import math
 
 import pytest
-import reference_supmae as ref
 import torch
-from conftest import tiny_config
+from helpers import tiny_config
+from reference import reference_supmae as ref
 
 from supmae import SupMAEForImageClassification, SupMAEForPreTraining, SupMAEModel
 from supmae.modeling_supmae import random_masking

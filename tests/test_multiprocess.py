@@ -14,9 +14,9 @@ import time
 import datasets
 import pytest
 import torch
+from helpers import write_image_folder
 from safetensors import safe_open
 from safetensors.torch import load_file
-from test_data import write_image_folder
 
 from supmae import SupMAEConfig, SupMAEForPreTraining
 from supmae.training.checkpoints import CHECKPOINT_COMPLETE, last_complete_checkpoint

@@ -13,8 +13,8 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import write_image_folder
 from PIL import Image, ImageOps
-from test_data import write_image_folder
 from test_run_pretraining import ROOT, TINY, run
 
 from supmae import SupMAEConfig, SupMAEForImageClassification, SupMAEForPreTraining
@@ -232,7 +232,7 @@ class PoisonedEpochs(torch.utils.data.Dataset):
 
 
 def tiny_trainer(output, dataset, on_nonfinite_loss):
-    from conftest import tiny_config
+    from helpers import tiny_config
 
     torch.manual_seed(0)
     args = SupMAETrainingArguments(
@@ -630,7 +630,7 @@ def test_too_little_disk_space_fails_before_training(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------------------------------- loading
 @pytest.fixture
 def saved(tmp_path):
-    from conftest import tiny_config
+    from helpers import tiny_config
 
     SupMAEForPreTraining(tiny_config()).save_pretrained(tmp_path / "good")
     return tmp_path

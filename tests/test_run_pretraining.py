@@ -9,10 +9,10 @@ import sys
 
 import pytest
 import torch
+from helpers import write_image_folder
 from huggingface_hub import ModelCard
 from PIL import Image
 from safetensors.torch import load_file
-from test_data import write_image_folder
 
 from supmae import SupMAEConfig, SupMAEForPreTraining
 from supmae.reports.reconstruction_figure import figure_size

@@ -13,17 +13,23 @@ from types import SimpleNamespace
 import datasets
 import numpy as np
 import pytest
-import reference_supmae as ref
 import torch
 import torch.nn.functional as F
-from conftest import official_state_dict, tiny_config
+from helpers import (
+    HEADS,
+    backbone_config,
+    official_state_dict,
+    save_official,
+    tiny_config,
+    tiny_upernet,
+    write_ade20k_folder,
+)
 from PIL import Image
-from test_convert import HEADS, save_official
+from reference import reference_supmae as ref
 from transformers import (
     AutoBackbone,
     AutoModelForSemanticSegmentation,
     TrainingArguments,
-    UperNetConfig,
     UperNetForSemanticSegmentation,
     pipeline,
 )
@@ -61,21 +67,6 @@ from supmae.training.segmentation import (
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import run_segmentation  # noqa: E402
-
-
-def backbone_config(**overrides) -> SupMAEConfig:
-    """A 4-block, 32-wide encoder on 32x32 images with 8x8 patches."""
-    return tiny_config(**{"num_hidden_layers": 4, **overrides})
-
-
-def tiny_upernet(num_labels=3, **overrides) -> UperNetForSemanticSegmentation:
-    config = UperNetConfig(
-        backbone_config=backbone_config(add_fpn=True, **overrides),
-        num_labels=num_labels,
-        hidden_size=16,
-        auxiliary_channels=8,
-    )
-    return UperNetForSemanticSegmentation(config)
 
 
 # ------------------------------------------------------------------------------------------------------ backbone
@@ -424,21 +415,6 @@ def test_evaluation_keeps_the_ratio_and_the_original_annotation():
         Image.new("RGB", (683, 512)), np.zeros((512, 683), np.uint8)
     )
     assert pixels.shape == (3, 512, 683)
-
-
-def write_ade20k_folder(root, counts=None, size=(24, 16)):
-    counts = counts or {"training": 3, "validation": 2}
-    rng = np.random.default_rng(0)
-    for folder, count in counts.items():
-        (root / "images" / folder).mkdir(parents=True)
-        (root / "annotations" / folder).mkdir(parents=True)
-        for i in range(count):
-            Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(
-                root / "images" / folder / f"ADE_{i}.jpg"
-            )
-            Image.fromarray(rng.integers(0, 4, size, dtype=np.uint8)).save(
-                root / "annotations" / folder / f"ADE_{i}.png"
-            )
 
 
 def test_ade20k_folder_layout(tmp_path):

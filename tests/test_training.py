@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from helpers import tiny_config
 from safetensors.torch import save_file
 from transformers import EvalPrediction, TrainingArguments
 

@@ -5,7 +5,7 @@ import io
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from helpers import tiny_config
 from PIL import Image
 
 from supmae import SupMAEForImageClassification, SupMAEForPreTraining, SupMAEImageProcessor

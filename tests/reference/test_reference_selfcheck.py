@@ -2,17 +2,12 @@
 operators, and timm's ViT (an outside implementation of the same blocks, with random weights copied in)."""
 
 import math
-import os
-import sys
 from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
-
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import reference_supmae as ref  # noqa: E402
+from reference import reference_supmae as ref
 
 
 def test_sincos_hand_picked_values():
