@@ -299,14 +299,6 @@ def test_visualization_writes_beside_the_model_by_default(folders, tmp_path, cap
     assert capsys.readouterr().out.startswith("usage: python -m supmae.visualization")
 
 
-def test_new_classes_load_without_an_id2label_warning(folders, capfd):
-    """The README's `from_pretrained(pretraining_dir, num_labels=10)` on a checkpoint with other classes: a new
-    10-way classifier with generic names, and no "incompatible id2label" warning."""
-    model = SupMAEForImageClassification.from_pretrained(folders / "pretrained", num_labels=10)
-    assert model.classifier.out_features == 10 and model.config.id2label[9] == "LABEL_9"
-    assert "incompatible" not in capfd.readouterr().err
-
-
 def test_an_evaluation_writes_no_runs_folder_in_the_working_directory(folders, tmp_path, monkeypatch):
     pytest.importorskip("tensorboard")
     model = SupMAEForImageClassification(tiny_config(num_labels=2, id2label={0: "cat", 1: "dog"}))

@@ -17,7 +17,7 @@ from helpers import write_image_folder
 from PIL import Image, ImageOps
 from test_run_pretraining import ROOT, TINY, run
 
-from supmae import SupMAEConfig, SupMAEForImageClassification, SupMAEForPreTraining
+from supmae import SupMAEForPreTraining
 from supmae.data.collators import ImageCollator
 from supmae.data.datasets import TransformedImageDataset, _sample_rng, transform_streaming_dataset
 from supmae.data.images import BadImageError, BadImagePolicy, count_skipped_images
@@ -625,44 +625,6 @@ def test_too_little_disk_space_fails_before_training(tmp_path, monkeypatch):
     with pytest.raises(OSError, match=message):
         run("--train_dir", folders, "--output_dir", tmp_path / "out", "--max_steps", 1, "--save_total_limit", 2)
     assert not any(name.startswith("checkpoint-") for name in os.listdir(tmp_path / "out"))
-
-
-# --------------------------------------------------------------------------------------------------- loading
-@pytest.fixture
-def saved(tmp_path):
-    from helpers import tiny_config
-
-    SupMAEForPreTraining(tiny_config()).save_pretrained(tmp_path / "good")
-    return tmp_path
-
-
-def test_a_truncated_weights_file_is_named(saved):
-    shutil.copytree(saved / "good", saved / "cut")
-    weights_file = saved / "cut" / "model.safetensors"
-    weights_file.write_bytes(weights_file.read_bytes()[:-1000])
-    with pytest.raises(OSError, match=r"Could not read the weights .*cut/model\.safetensors: .* truncated or damaged"):
-        SupMAEForPreTraining.from_pretrained(saved / "cut")
-
-
-def test_a_config_that_does_not_fit_the_weights_names_the_tensors(saved):
-    shutil.copytree(saved / "good", saved / "edited")
-    config = json.loads((saved / "edited" / "config.json").read_text())
-    (saved / "edited" / "config.json").write_text(json.dumps({**config, "decoder_hidden_size": 24}))
-    message = r"do not fit the configuration \(\d+ tensors differ in shape\): decoder\.decoder_embed\.bias: \[16\] in "
-    with pytest.raises(OSError, match=message + r"model\.safetensors, \[24\] from the config"):
-        SupMAEForPreTraining.from_pretrained(saved / "edited")
-
-
-def test_a_checkpoint_of_another_model_type_is_refused(saved):
-    from transformers import AutoModelForImageClassification, ViTConfig, ViTForImageClassification
-
-    vit = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32)
-    ViTForImageClassification(vit).save_pretrained(saved / "vit")
-    for load in (SupMAEForPreTraining.from_pretrained, SupMAEForImageClassification.from_pretrained):
-        with pytest.raises(ValueError, match=r"vit holds a 'vit' checkpoint .* not a SupMAE one; .*supmae-convert"):
-            load(saved / "vit")
-    assert type(AutoModelForImageClassification.from_pretrained(saved / "good")) is SupMAEForImageClassification
-    assert SupMAEConfig.from_pretrained(saved / "good").model_type == "supmae"
 
 
 # ---------------------------------------------------------------------------------------------------------- soak

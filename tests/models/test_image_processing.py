@@ -21,7 +21,7 @@ try:
 except ImportError:
     # The package (its __init__ or a module it imports) may not be importable while it is being written;
     # the processor file is self-contained, so load it by path.
-    _path = Path(__file__).resolve().parents[1] / "supmae" / "image_processing_supmae.py"
+    _path = Path(__file__).resolve().parents[2] / "supmae" / "image_processing_supmae.py"
     _spec = importlib.util.spec_from_file_location("_supmae_image_processing", _path)
     _module = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(_module)
@@ -489,7 +489,7 @@ def test_processor_file_is_self_contained():
     import ast
     import sys
 
-    path = Path(__file__).resolve().parents[1] / "supmae" / "image_processing_supmae.py"
+    path = Path(__file__).resolve().parents[2] / "supmae" / "image_processing_supmae.py"
     allowed = {"torch", "torchvision", "PIL", "numpy", "transformers"} | set(sys.stdlib_module_names)
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):

@@ -73,6 +73,16 @@ def test_classifier_head_uses_the_fine_tuning_init():
     assert model.supmae.layernorm is None and model.fc_norm is not None
 
 
+def test_linear_probe_head_is_batch_norm_without_affine_then_linear():
+    model = SupMAEForImageClassification(tiny_config(classifier_batch_norm=True, classifier_pooling="cls")).train()
+    assert model.batch_norm.weight is None and model.batch_norm.eps == 1e-6
+    assert model.classifier.weight.std().item() == pytest.approx(0.01, rel=0.15)  # MAE's linear-probe init
+    pixel_values = torch.randn(6, 3, 32, 32)
+    features = model.supmae(pixel_values).last_hidden_state[:, 0]
+    expected = model.classifier((features - features.mean(0)) / torch.sqrt(features.var(0, unbiased=False) + 1e-6))
+    torch.testing.assert_close(model(pixel_values).logits, expected, atol=1e-5, rtol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------------------- masking
 def test_same_noise_same_mask_and_output(images):
     model = SupMAEForPreTraining(tiny_config()).eval()

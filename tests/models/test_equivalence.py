@@ -1,7 +1,8 @@
-"""SupMAE against the independent functional reference (tests/reference_supmae.py) over the OFFICIAL layout.
+"""SupMAE against the independent functional reference (tests/reference/reference_supmae.py) over the OFFICIAL
+layout.
 
 Same weights and the same masking noise must give the same mask, pixel predictions, classification logits, losses
-and gradients. `python tests/test_equivalence.py` prints the largest difference of each quantity over every
+and gradients. `python tests/models/test_equivalence.py` prints the largest difference of each quantity over every
 configuration tested here (the README's Correctness table).
 
 Tolerances, absolute:
@@ -13,8 +14,14 @@ Tolerances, absolute:
   order than the reference's matmuls); the outputs reach ~4, where one float32 ulp is 4.8e-7.
 """
 
+import os
+import sys
+
 import pytest
 import torch
+
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/, when run as a script
 from helpers import official_state_dict, tiny_config
 from reference import reference_supmae as ref
 
@@ -260,7 +267,7 @@ def test_a_wrong_head_batch_norm_eps_is_caught(training):
         assert_matches_reference(output, expected)
 
 
-# ------------------------------------------------------------------------------- `python tests/test_equivalence.py`
+# ------------------------------------------------------------------------- `python tests/models/test_equivalence.py`
 def measure() -> None:
     """Print the largest difference of each quantity over every configuration above, per dtype and attention, as the
     rows of the README's Correctness table."""
