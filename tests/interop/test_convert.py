@@ -1,8 +1,8 @@
 """supmae.convert: official SupMAE / MAE checkpoints and Transformers ViTMAE into supmae directories.
 
-Synthetic checkpoints (random weights from tests/reference_supmae.py, saved as the official wrapper dict with an
-argparse.Namespace) convert without missing keys and then match the independent functional reference over the
-ORIGINAL state dict within 1e-5, for the same noise.
+Synthetic checkpoints (random weights from tests/reference/reference_supmae.py, saved as the official wrapper dict
+with an argparse.Namespace) convert without missing keys and then match the independent functional reference over
+the ORIGINAL state dict within 1e-5, for the same noise.
 """
 
 import os
