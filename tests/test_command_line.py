@@ -287,16 +287,6 @@ def test_converting_into_a_folder_with_a_model_is_a_one_line_error(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------- smaller things
-def test_visualization_writes_beside_the_model_by_default(folders, tmp_path, capsys):
-    from supmae import visualization
-
-    Image.new("RGB", (40, 30), "red").save(tmp_path / "a.png")
-    path = visualization.main(["--model", str(folders / "pretrained"), "--images", str(tmp_path / "a.png")])
-    assert path == str(folders / "pretrained") + "-reconstructions.png" and os.path.isfile(path)
-    capsys.readouterr()
-    with pytest.raises(SystemExit):
-        visualization.main(["--help"])
-    assert capsys.readouterr().out.startswith("usage: python -m supmae.visualization")
 
 
 def test_an_evaluation_writes_no_runs_folder_in_the_working_directory(folders, tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """Reconstruction pictures: the pixels `reconstruct` returns, the figure's layout and size, and the CLI."""
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import torch
 from helpers import tiny_config
 from PIL import Image
 
-from supmae import SupMAEForImageClassification, SupMAEForPreTraining, SupMAEImageProcessor
+from supmae import SupMAEForImageClassification, SupMAEForPreTraining, SupMAEImageProcessor, visualization
 from supmae.reports.reconstruction_figure import (
     GAP,
     HEADER_HEIGHT,
@@ -235,3 +236,14 @@ def test_cli_errors_name_the_problem(checkpoint):
     SupMAEForImageClassification(tiny_config()).save_pretrained(checkpoint / "classifier")
     with pytest.raises(ValueError, match="SupMAEForImageClassification checkpoint, not a SupMAE pretraining"):
         main(["--model", str(checkpoint / "classifier"), *images])
+
+
+def test_visualization_writes_beside_the_model_by_default(checkpoint, capsys):
+    """`python -m supmae.visualization` (the command's module) without --output: the figure goes beside the model."""
+    Image.new("RGB", (40, 30), "red").save(checkpoint / "red.png")
+    path = visualization.main(["--model", str(checkpoint / "pretrained"), "--images", str(checkpoint / "red.png")])
+    assert path == str(checkpoint / "pretrained") + "-reconstructions.png" and os.path.isfile(path)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        visualization.main(["--help"])
+    assert capsys.readouterr().out.startswith("usage: python -m supmae.visualization")
