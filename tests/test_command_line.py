@@ -11,11 +11,9 @@ import sys
 
 import pytest
 from helpers import tiny_config, write_image_folder
-from PIL import Image
 
 from supmae import SupMAEForImageClassification, SupMAEForPreTraining
 from supmae.cli import LineSafeHandler
-from supmae.data.images import BadImagePolicy
 from supmae.tasks import classification
 from supmae.training.arguments import apply_config_overrides
 
@@ -311,20 +309,6 @@ def test_an_evaluation_writes_no_runs_folder_in_the_working_directory(folders, t
     )
     assert not (tmp_path / "runs").exists()
     assert list((tmp_path / "eval" / "runs").iterdir())  # TensorBoard logged, in the output directory
-
-
-def test_an_unreadable_image_is_listed_once_and_named_plainly(tmp_path):
-    """Dataloader workers are new every epoch and each meets the broken file again: one line in the list, and a
-    reason without PIL's "<_io.BytesIO object at 0x...>" (which the log used to turn into "image file its data")."""
-    log_file = tmp_path / "skipped_images.tsv"
-    try:
-        Image.open(io.BytesIO(b"not an image"))
-    except OSError as error:
-        failure = error
-    for _ in range(3):  # three workers, or epochs
-        BadImagePolicy("skip", str(log_file)).handle("data/broken.jpg", failure)
-    lines = log_file.read_text().splitlines()
-    assert lines == ["data/broken.jpg\tUnidentifiedImageError: cannot identify image file"]
 
 
 def test_log_lines_start_on_a_line_of_their_own_on_a_terminal():

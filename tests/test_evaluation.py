@@ -1,6 +1,5 @@
 """supmae.evaluation: top-k accuracy, class subsets, few-shot sampling and reports, against hand-computed answers."""
 
-import importlib.resources
 import json
 import os
 
@@ -8,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from supmae.data.classes import CLASS_SUBSETS, imagenet_synsets, labels_to_model_space, load_class_subset
-from supmae.data.few_shot import few_shot_indices
+from supmae.data.classes import labels_to_model_space
 from supmae.metrics import summarize_runs, topk_accuracy, topk_logits_preprocessor, topk_predictions
 from supmae.training.files import write_report
 
@@ -78,13 +76,6 @@ def test_subset_accuracy_is_the_same_for_subset_positions_and_model_indices():
     assert by_model == {"top1": pytest.approx(1 / 3), "top2": 1.0, "top5": 1.0, "num_samples": 3}
 
 
-def test_labels_to_model_space_rejects_labels_outside_the_subset():
-    with pytest.raises(ValueError, match="Label 1 is not in the class subset"):
-        labels_to_model_space([0, 1, 2], SUBSET, labels_in_subset=False)
-    with pytest.raises(ValueError, match="Label 3 is not a position in the 3-class subset"):
-        labels_to_model_space([0, 3], SUBSET, labels_in_subset=True)
-
-
 def test_trainer_preprocessor_takes_logits_and_labels():
     preprocess = topk_logits_preprocessor(k=2, class_subset=SUBSET)
     expected = topk_predictions(LOGITS, k=2, class_subset=SUBSET)
@@ -92,98 +83,7 @@ def test_trainer_preprocessor_takes_logits_and_labels():
     assert torch.equal(preprocess((LOGITS, torch.zeros(4, 8)), None), expected)  # model outputs as a tuple
 
 
-# --- class subsets -------------------------------------------------------------------------------------------
-
-
-def _timm_info(name):
-    return (importlib.resources.files("timm") / "data" / "_info" / name).read_text().split()
-
-
-@pytest.mark.parametrize("name", sorted(CLASS_SUBSETS))
-def test_named_subsets_are_timms_200_classes(name):
-    subset = load_class_subset(name)
-    assert len(subset) == 200 and len(set(subset)) == 200
-    assert subset == sorted(subset) and 0 <= subset[0] and subset[-1] < 1000
-    # timm's indices are 0-based positions in the sorted ImageNet-1k synsets: mapping its synset list agrees.
-    synsets = _timm_info("imagenet_synsets.txt")
-    assert synsets == sorted(synsets) and len(set(synsets)) == 1000
-    assert [synsets[i] for i in subset] == _timm_info(name.replace("-", "_") + "_synsets.txt")
-    assert load_class_subset(name.upper()) == subset
-
-
-def test_imagenet_synsets_are_the_standard_order():
-    synsets = imagenet_synsets()
-    assert len(synsets) == 1000 and synsets[0] == "n01440764" and synsets[-1] == "n15075141"
-
-
-def test_subset_from_wordnet_id_file(tmp_path):
-    path = tmp_path / "classes.txt"
-    path.write_text("n01484850\nn01440764\n\nn01443537\n")
-    assert load_class_subset(str(path)) == [2, 0, 1]
-
-
-def test_subset_from_index_file_json_and_inline(tmp_path):
-    (tmp_path / "indices.txt").write_text("7 3,\n999\n")
-    assert load_class_subset(str(tmp_path / "indices.txt")) == [7, 3, 999]
-    (tmp_path / "classes.json").write_text(json.dumps([5, "n01443537", "12"]))
-    assert load_class_subset(str(tmp_path / "classes.json")) == [5, 1, 12]
-    assert load_class_subset("3, 1,4") == [3, 1, 4]
-    assert load_class_subset("2,0", num_labels=3) == [2, 0]
-
-
-def test_subset_errors_name_the_problem(tmp_path):
-    with pytest.raises(ValueError, match=r"Unknown class subset 'imagenet-x'.*imagenet-a.*imagenet-r"):
-        load_class_subset("imagenet-x")
-    with pytest.raises(ValueError, match="WordNet id n99999999 is not one of the 1000"):
-        load_class_subset("n01440764,n99999999")
-    with pytest.raises(ValueError, match=r"Class index 1000 .* outside \[0, 1000\)"):
-        load_class_subset("1,1000")
-    with pytest.raises(ValueError, match=r"Class index -1 .* outside \[0, 10\)"):
-        load_class_subset("-1", num_labels=10)
-    with pytest.raises(ValueError, match="Class index 3 appears more than once"):
-        load_class_subset("3,4,3")
-    with pytest.raises(ValueError, match="num_labels=10"):
-        load_class_subset("imagenet-a", num_labels=10)
-    (tmp_path / "empty.txt").write_text("\n")
-    with pytest.raises(ValueError, match="is empty"):
-        load_class_subset(str(tmp_path / "empty.txt"))
-    (tmp_path / "empty.json").write_text("[]")
-    with pytest.raises(ValueError, match="is empty"):
-        load_class_subset(str(tmp_path / "empty.json"))
-    (tmp_path / "dict.json").write_text('{"a": 1}')
-    with pytest.raises(ValueError, match="must hold a JSON list"):
-        load_class_subset(str(tmp_path / "dict.json"))
-    (tmp_path / "words.txt").write_text("goldfish\n")
-    with pytest.raises(ValueError, match="'goldfish' is neither a class index nor a WordNet id"):
-        load_class_subset(str(tmp_path / "words.txt"))
-
-
 # --- few-shot ------------------------------------------------------------------------------------------------
-
-FEW_SHOT_LABELS = [0] * 10 + [1] * 5 + [7] * 8 + [-100] * 4  # three classes, four unlabelled samples
-
-
-@pytest.mark.parametrize("shots", [1, 2, 5])
-@pytest.mark.parametrize("seed", [0, 1, 123])
-def test_few_shot_indices_take_exactly_shots_per_class(shots, seed):
-    indices = few_shot_indices(FEW_SHOT_LABELS, shots, seed)
-    assert indices == sorted(indices) and len(set(indices)) == len(indices)
-    chosen = [FEW_SHOT_LABELS[i] for i in indices]
-    assert {c: chosen.count(c) for c in set(chosen)} == {0: shots, 1: shots, 7: shots}
-    assert indices == few_shot_indices(FEW_SHOT_LABELS, shots, seed)  # deterministic
-
-
-def test_few_shot_indices_differ_across_seeds():
-    draws = {tuple(few_shot_indices(FEW_SHOT_LABELS, 2, seed)) for seed in range(5)}
-    assert len(draws) == 5
-
-
-def test_a_class_with_fewer_images_than_shots_gives_all_of_them():
-    """ELEVATER's sampler (vision-datasets' sample_few_shot_subset): at most K per class, all of a smaller class."""
-    chosen = [FEW_SHOT_LABELS[i] for i in few_shot_indices(FEW_SHOT_LABELS, 6, seed=0)]
-    assert {c: chosen.count(c) for c in set(chosen)} == {0: 6, 1: 5, 7: 6}
-    with pytest.raises(ValueError, match="shots must be at least 1"):
-        few_shot_indices(FEW_SHOT_LABELS, 0, seed=0)
 
 
 def test_summarize_runs_by_hand():

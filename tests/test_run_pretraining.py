@@ -15,7 +15,9 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from supmae import SupMAEConfig, SupMAEForPreTraining
+from supmae.data.gpu_decode import BatchDecoder
 from supmae.reports.reconstruction_figure import figure_size
+from supmae.training.pretraining import DeviceDecodingTrainer, SupMAETrainer
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -362,3 +364,63 @@ def test_the_demo_arguments_run_on_the_built_in_digits(tmp_path):
     assert config.num_labels == 10 and config.image_size == 32 and config.patch_size == 4
     assert "eval_classification_accuracy" in metrics  # the final evaluation on the digits' validation split
     assert os.path.isfile(tmp_path / "demo" / "reconstructions.png")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "--decode_device cuda decodes images on the training process's GPU, but it trains on cpu"),
+        (["--streaming", "--max_steps", "2"], "works with map-style datasets .* not with --streaming"),
+    ],
+)
+def test_decode_device_cuda_mistakes_fail_before_training(tmp_path, extra, message):
+    write_image_folder(tmp_path / "train")
+    with pytest.raises(ValueError, match=message):
+        run("--train_dir", tmp_path / "train", "--output_dir", tmp_path / "out", "--decode_device", "cuda", *extra)
+    assert not os.path.exists(tmp_path / "out" / "model.safetensors")
+
+
+def test_run_pretraining_wires_gpu_decoding(tmp_path, monkeypatch):
+    """`--decode_device cuda` through the script, with the decoder put on the CPU (this machine has no GPU): the
+    workers send encoded batches, the trainer decodes them ahead, evaluation batches come decoded by the workers."""
+    from supmae.tasks import pretraining
+
+    made = {}
+    original = BatchDecoder.for_transform
+
+    def on_the_cpu(transform, device, bad_images=None, **kwargs):
+        made["decoder"] = decoder = original(transform, "cpu", bad_images, **kwargs)
+        pixels = decoder.pixels
+        decoder.pixels = lambda batch: made.setdefault("encoded", []).append(len(batch.positions)) or pixels(batch)
+        return decoder
+
+    monkeypatch.setattr(pretraining, "check_device_decoding", lambda device, streaming: None)
+    monkeypatch.setattr(BatchDecoder, "for_transform", staticmethod(on_the_cpu))
+    seen = []
+    monkeypatch.setattr(
+        DeviceDecodingTrainer,
+        "compute_loss",
+        lambda self, model, inputs, *a, **k: (
+            seen.append(type(inputs["pixel_values"])) or SupMAETrainer.compute_loss(self, model, inputs, *a, **k)
+        ),
+    )
+    write_image_folder(tmp_path / "train", per_class=6)
+    write_image_folder(tmp_path / "val", per_class=2)
+    metrics = run(
+        "--train_dir",
+        tmp_path / "train",
+        "--validation_dir",
+        tmp_path / "val",
+        "--output_dir",
+        tmp_path / "out",
+        "--decode_device",
+        "cuda",
+        "--max_steps",
+        "2",
+        "--dataloader_num_workers",
+        "1",
+    )
+    assert "eval_reconstruction_loss" in metrics and made["decoder"].device.type == "cpu"
+    assert made["encoded"] and all(count == 4 for count in made["encoded"])  # every training image came encoded
+    assert seen and all(kind is torch.Tensor for kind in seen)  # the model only ever saw decoded pixels
+    assert os.path.isfile(tmp_path / "out" / "model.safetensors")

@@ -1,20 +1,26 @@
 """supmae.training: weight-decay groups, lr scaling, the metrics, and the checks around resuming."""
 
 import os
+import threading
 
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_config
+from helpers import gray_levels, tiny_config, write_image_folder
 from safetensors.torch import save_file
 from transformers import EvalPrediction, TrainingArguments
 
 from supmae import SupMAEForPreTraining
 from supmae.data.collators import ImageCollator
+from supmae.data.datasets import TransformedImageDataset
+from supmae.data.gpu_decode import BatchDecoder, DeviceDecodeTransform, EncodedImageCollator
+from supmae.data.sources import load_image_datasets
+from supmae.data.transforms import PretrainingTransform
 from supmae.metrics import pretraining_metrics
+from supmae.training.arguments import SupMAETrainingArguments
 from supmae.training.checkpoints import verify_loaded_checkpoint
 from supmae.training.optim import decay_parameter_names, scaled_learning_rate
-from supmae.training.pretraining import SupMAETrainer
+from supmae.training.pretraining import DeviceDecodingTrainer, SupMAETrainer
 
 
 class RandomImages(torch.utils.data.Dataset):
@@ -175,3 +181,50 @@ def test_sync_batch_norm_keeps_the_checkpoint_layout():
     converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # what sync_batch_norm_if_requested does on GPUs
     assert isinstance(converted.supervised_head.batch_norm, torch.nn.SyncBatchNorm)
     assert list(converted.state_dict()) == keys  # saved and resumed like the BatchNorm1d it replaces
+
+
+def record_batches(trainer_class, dataset, collator, tmp_path, **kwargs):
+    seen = []
+
+    class Recording(trainer_class):
+        def compute_loss(self, model, inputs, *args, **kw):
+            seen.append(inputs["pixel_values"].detach().clone())
+            return super().compute_loss(model, inputs, *args, **kw)
+
+    torch.manual_seed(0)
+    model = SupMAEForPreTraining(tiny_config(num_labels=2))
+    arguments = SupMAETrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        max_steps=2,
+        use_cpu=True,
+        report_to="none",
+        dataloader_num_workers=2,
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+    )
+    trainer = Recording(model=model, args=arguments, train_dataset=dataset, data_collator=collator, **kwargs)
+    trainer.train()
+    return seen, trainer
+
+
+def test_the_trainer_decodes_ahead_and_trains_on_the_cpu_paths_crops(tmp_path):
+    write_image_folder(tmp_path / "images", per_class=12, size=(48, 40))  # 6 batches: training stops mid-epoch
+    split = load_image_datasets(train_dir=str(tmp_path / "images"))["train"]
+    transform = PretrainingTransform(32)
+    cpu_seen, _ = record_batches(
+        SupMAETrainer, TransformedImageDataset(split, "image", "label", transform), ImageCollator(2), tmp_path / "a"
+    )
+    device_seen, trainer = record_batches(
+        DeviceDecodingTrainer,
+        TransformedImageDataset(split, "image", "label", DeviceDecodeTransform(transform)),
+        EncodedImageCollator(32, 2),
+        tmp_path / "b",
+        batch_decoder=BatchDecoder.for_transform(transform, "cpu"),
+    )
+    assert len(device_seen) == len(cpu_seen) == 2
+    for cpu, device in zip(cpu_seen, device_seen, strict=True):
+        assert gray_levels(cpu, device).max() <= 2.01  # the same images, crops and flips, in the same order
+    assert isinstance(trainer.eval_data_collator, ImageCollator)
+    assert not any(t.name == "supmae-decode-ahead" and t.is_alive() for t in threading.enumerate())  # closed

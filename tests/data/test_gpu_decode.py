@@ -1,26 +1,24 @@
 """GPU decoding's plumbing, on a CPU: workers draw the CPU path's crops, files nvJPEG should not get take the CPU path,
-batching, the batched resize against the CPU path's pixels, unreadable files, the decode-ahead thread and the
-trainer. (Agreement of nvJPEG itself with the CPU path needs a GPU: benchmarks/gpu_decode_check.py in run_gpu.sh.)"""
+batching, the batched resize against the CPU path's pixels, unreadable files and the decode-ahead thread. (The
+trainer that decodes ahead: tests/training/test_pretraining.py; `--decode_device cuda` through the task:
+tests/tasks/test_pretraining.py. Agreement of nvJPEG itself with the CPU path needs a GPU:
+benchmarks/gpu_decode_check.py in run_gpu.sh.)"""
 
 import io
 import os
 import sys
-import threading
 
 import numpy as np
 import PIL.Image
 import pytest
 import torch
 import torchvision.transforms.v2.functional as tvF
-from helpers import tiny_config, write_image_folder
-from test_run_pretraining import run
+from helpers import ROOT, gray_levels
 from torchvision.io import ImageReadMode, decode_jpeg
 
 import supmae.data.gpu_decode
 import supmae.data.transforms
-from supmae import SupMAEForPreTraining
-from supmae.data.collators import ImageCollator
-from supmae.data.datasets import TransformedImageDataset, _sample_rng
+from supmae.data.datasets import _sample_rng
 from supmae.data.gpu_decode import (
     BatchDecoder,
     DecodeAhead,
@@ -31,22 +29,11 @@ from supmae.data.gpu_decode import (
     resize_matrices,
 )
 from supmae.data.images import BadImageError, BadImagePolicy
-from supmae.data.sources import load_image_datasets
 from supmae.data.transforms import PretrainingTransform, normalize_uint8
-from supmae.training.arguments import SupMAETrainingArguments
-from supmae.training.pretraining import DeviceDecodingTrainer, SupMAETrainer
 
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 from input_pipeline import photos  # noqa: E402
-
-
-STD = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
-
-
-def gray_levels(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """|a - b| of normalized images in gray levels (0-255)."""
-    return ((a - b) * STD * 255).abs()
 
 
 def encode(image: PIL.Image.Image, **kwargs) -> bytes:
@@ -253,110 +240,3 @@ def test_decoding_ahead_keeps_order_and_hands_errors_to_the_loop():
     endless = DecodeAhead(iter(lambda: {"pixel_values": 1}, None), None, "cpu", depth=1)
     endless.close()  # a thread blocked on a full queue stops
     assert not endless.thread.is_alive()
-
-
-def record_batches(trainer_class, dataset, collator, tmp_path, **kwargs):
-    seen = []
-
-    class Recording(trainer_class):
-        def compute_loss(self, model, inputs, *args, **kw):
-            seen.append(inputs["pixel_values"].detach().clone())
-            return super().compute_loss(model, inputs, *args, **kw)
-
-    torch.manual_seed(0)
-    model = SupMAEForPreTraining(tiny_config(num_labels=2))
-    arguments = SupMAETrainingArguments(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        max_steps=2,
-        use_cpu=True,
-        report_to="none",
-        dataloader_num_workers=2,
-        save_strategy="no",
-        disable_tqdm=True,
-        seed=0,
-    )
-    trainer = Recording(model=model, args=arguments, train_dataset=dataset, data_collator=collator, **kwargs)
-    trainer.train()
-    return seen, trainer
-
-
-def test_the_trainer_decodes_ahead_and_trains_on_the_cpu_paths_crops(tmp_path):
-    write_image_folder(tmp_path / "images", per_class=12, size=(48, 40))  # 6 batches: training stops mid-epoch
-    split = load_image_datasets(train_dir=str(tmp_path / "images"))["train"]
-    transform = PretrainingTransform(32)
-    cpu_seen, _ = record_batches(
-        SupMAETrainer, TransformedImageDataset(split, "image", "label", transform), ImageCollator(2), tmp_path / "a"
-    )
-    device_seen, trainer = record_batches(
-        DeviceDecodingTrainer,
-        TransformedImageDataset(split, "image", "label", DeviceDecodeTransform(transform)),
-        EncodedImageCollator(32, 2),
-        tmp_path / "b",
-        batch_decoder=BatchDecoder.for_transform(transform, "cpu"),
-    )
-    assert len(device_seen) == len(cpu_seen) == 2
-    for cpu, device in zip(cpu_seen, device_seen, strict=True):
-        assert gray_levels(cpu, device).max() <= 2.01  # the same images, crops and flips, in the same order
-    assert isinstance(trainer.eval_data_collator, ImageCollator)
-    assert not any(t.name == "supmae-decode-ahead" and t.is_alive() for t in threading.enumerate())  # closed
-
-
-@pytest.mark.parametrize(
-    ("extra", "message"),
-    [
-        ([], "--decode_device cuda decodes images on the training process's GPU, but it trains on cpu"),
-        (["--streaming", "--max_steps", "2"], "works with map-style datasets .* not with --streaming"),
-    ],
-)
-def test_decode_device_cuda_mistakes_fail_before_training(tmp_path, extra, message):
-    write_image_folder(tmp_path / "train")
-    with pytest.raises(ValueError, match=message):
-        run("--train_dir", tmp_path / "train", "--output_dir", tmp_path / "out", "--decode_device", "cuda", *extra)
-    assert not os.path.exists(tmp_path / "out" / "model.safetensors")
-
-
-def test_run_pretraining_wires_gpu_decoding(tmp_path, monkeypatch):
-    """`--decode_device cuda` through the script, with the decoder put on the CPU (this machine has no GPU): the
-    workers send encoded batches, the trainer decodes them ahead, evaluation batches come decoded by the workers."""
-    from supmae.tasks import pretraining
-
-    made = {}
-    original = BatchDecoder.for_transform
-
-    def on_the_cpu(transform, device, bad_images=None, **kwargs):
-        made["decoder"] = decoder = original(transform, "cpu", bad_images, **kwargs)
-        pixels = decoder.pixels
-        decoder.pixels = lambda batch: made.setdefault("encoded", []).append(len(batch.positions)) or pixels(batch)
-        return decoder
-
-    monkeypatch.setattr(pretraining, "check_device_decoding", lambda device, streaming: None)
-    monkeypatch.setattr(BatchDecoder, "for_transform", staticmethod(on_the_cpu))
-    seen = []
-    monkeypatch.setattr(
-        DeviceDecodingTrainer,
-        "compute_loss",
-        lambda self, model, inputs, *a, **k: (
-            seen.append(type(inputs["pixel_values"])) or SupMAETrainer.compute_loss(self, model, inputs, *a, **k)
-        ),
-    )
-    write_image_folder(tmp_path / "train", per_class=6)
-    write_image_folder(tmp_path / "val", per_class=2)
-    metrics = run(
-        "--train_dir",
-        tmp_path / "train",
-        "--validation_dir",
-        tmp_path / "val",
-        "--output_dir",
-        tmp_path / "out",
-        "--decode_device",
-        "cuda",
-        "--max_steps",
-        "2",
-        "--dataloader_num_workers",
-        "1",
-    )
-    assert "eval_reconstruction_loss" in metrics and made["decoder"].device.type == "cpu"
-    assert made["encoded"] and all(count == 4 for count in made["encoded"])  # every training image came encoded
-    assert seen and all(kind is torch.Tensor for kind in seen)  # the model only ever saw decoded pixels
-    assert os.path.isfile(tmp_path / "out" / "model.safetensors")
