@@ -1,5 +1,6 @@
-"""Self-checks of tests/reference_supmae.py against facts that do not depend on it: hand computations, PyTorch's own
-operators, and timm's ViT (an outside implementation of the same blocks, with random weights copied in)."""
+"""Self-checks of the reference (reference_supmae.py, beside this file) against facts that do not depend on it: hand
+computations, PyTorch's own operators, and timm's ViT (an outside implementation of the same blocks, with random
+weights copied in)."""
 
 import math
 from functools import partial

@@ -1,47 +1,23 @@
 """Training learns: each training mode, on generated images that can be learned, ends well above chance, and each of
 these tests fails when learning breaks (an optimizer that never steps, a learning rate that vanishes).
 
-The images are 3 classes of colored shapes (tests/generated.py, 24 per class): chance is 1/3, and a logistic
+The images are 3 classes of colored shapes (helpers.write_shapes_folder, 24 per class): chance is 1/3, and a logistic
 regression on a barely trained encoder's cls tokens separates them (0.96 on the validation images)."""
 
 import json
-import os
-import sys
 
 import numpy as np
 import pytest
 import torch
-from helpers import SHAPES, draw_shape, tiny_config, write_shapes_folder
+from helpers import QUIET, SHAPES, config_overrides, draw_shape, flags, tiny_config, write_shapes_folder
 
 from supmae import SupMAEForPreTraining
 from supmae.data.transforms import normalize_uint8
+from supmae.tasks import classification, pretraining
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-import run_classification  # noqa: E402
-import run_pretraining  # noqa: E402
-
-
-TINY_MODEL = (
-    "image_size=32,patch_size=8,hidden_size=32,num_hidden_layers=2,num_attention_heads=4,intermediate_size=128,"
-    "decoder_hidden_size=16,decoder_num_hidden_layers=1,decoder_num_attention_heads=2,decoder_intermediate_size=64,"
-    "supervised_head_hidden_size=24"
-)
-QUIET = [
-    "--report_to",
-    "none",
-    "--disable_tqdm",
-    "true",
-    "--use_cpu",
-    "true",
-    "--save_strategy",
-    "no",
-    "--dataloader_num_workers",
-    "0",
-    "--seed",
-    "0",
-]
+TINY_MODEL = config_overrides(decoder_num_hidden_layers=1)  # the floors below were measured with a 1-block decoder
+QUIET_RUN = [*QUIET, *flags(save_strategy="no", dataloader_num_workers=0, seed=0)]
 
 
 @pytest.fixture(scope="module")
@@ -50,43 +26,22 @@ def shapes(tmp_path_factory):
     root = tmp_path_factory.mktemp("shapes")
     write_shapes_folder(root / "train", per_class=24, seed=0)
     write_shapes_folder(root / "val", per_class=8, seed=1)
-    run_pretraining.main(
+    data = dict(train_dir=root / "train", validation_dir=root / "val")
+    pretraining.main(
         [
-            "--train_dir",
-            str(root / "train"),
-            "--validation_dir",
-            str(root / "val"),
-            "--output_dir",
-            str(root / "pretrained"),
-            "--config_overrides",
-            TINY_MODEL,
-            "--max_steps",
-            "2",
-            "--per_device_train_batch_size",
-            "8",
-            "--eval_strategy",
-            "no",
-            *QUIET,
+            *flags(**data, output_dir=root / "pretrained", config_overrides=TINY_MODEL, max_steps=2),
+            *flags(per_device_train_batch_size=8, eval_strategy="no"),
+            *QUIET_RUN,
         ]
     )
     return root
 
 
-def classify(shapes, output, *arguments) -> dict:
-    data = ["--train_dir", str(shapes / "train"), "--validation_dir", str(shapes / "val")]
-    return run_classification.main(
-        [
-            "--model_name_or_path",
-            str(shapes / "pretrained"),
-            *data,
-            "--output_dir",
-            str(output),
-            "--eval_strategy",
-            "no",
-            *QUIET,
-            *arguments,
-        ]
-    )
+def classify(shapes, output, **values) -> dict:
+    """classification.main from the module's pretrained model on the shapes, into `output`; `values` as flags."""
+    data = dict(train_dir=shapes / "train", validation_dir=shapes / "val")
+    run = flags(model_name_or_path=shapes / "pretrained", **data, output_dir=output, eval_strategy="no")
+    return classification.main([*run, *QUIET_RUN, *flags(**values)])
 
 
 def test_the_pretraining_model_overfits_a_handful_of_images():
@@ -126,31 +81,13 @@ def test_pretraining_lowers_the_evaluation_loss(shapes, tmp_path):
     """run_pretraining.py for 40 steps: the validation reconstruction loss (fixed masks) ends below 90% of the one
     measured before the first step (1.13 -> 0.94 measured), and the supervised branch's validation accuracy rises
     from chance (0.33) to at least 0.45 (0.5 measured)."""
-    run_pretraining.main(
+    data = dict(train_dir=shapes / "train", validation_dir=shapes / "val")
+    pretraining.main(
         [
-            "--train_dir",
-            str(shapes / "train"),
-            "--validation_dir",
-            str(shapes / "val"),
-            "--output_dir",
-            str(tmp_path / "pre"),
-            "--config_overrides",
-            TINY_MODEL,
-            "--max_steps",
-            "40",
-            "--per_device_train_batch_size",
-            "8",
-            "--learning_rate",
-            "3e-3",
-            "--warmup_steps",
-            "0",
-            "--eval_on_start",
-            "true",
-            "--eval_strategy",
-            "steps",
-            "--eval_steps",
-            "40",
-            *QUIET,
+            *flags(**data, output_dir=tmp_path / "pre", config_overrides=TINY_MODEL, max_steps=40),
+            *flags(per_device_train_batch_size=8, learning_rate=3e-3, warmup_steps=0),
+            *flags(eval_on_start=True, eval_strategy="steps", eval_steps=40),
+            *QUIET_RUN,
         ]
     )
     history = json.loads((tmp_path / "pre" / "trainer_state.json").read_text())["log_history"]
@@ -170,14 +107,10 @@ def test_the_linear_probe_learns_at_a_small_batch(shapes, tmp_path, cache_featur
     reports = classify(
         shapes,
         tmp_path / "probe",
-        "--mode",
-        "linprobe",
-        "--num_train_epochs",
-        "20",
-        "--per_device_train_batch_size",
-        "8",
-        "--cache_features",
-        str(cache_features).lower(),
+        mode="linprobe",
+        num_train_epochs=20,
+        per_device_train_batch_size=8,
+        cache_features=cache_features,
     )
     assert reports["validation"]["top1"] >= 0.9
 
@@ -186,7 +119,5 @@ def test_the_linear_probe_learns_at_a_small_batch(shapes, tmp_path, cache_featur
 def test_fine_tuning_learns(shapes, tmp_path):
     """--mode finetune with the recipe's defaults (RandAugment, mixup, cutmix, erasing, layer decay) for 20 epochs
     at batch 8 reaches a floor well above chance (1/3)."""
-    reports = classify(
-        shapes, tmp_path / "ft", "--mode", "finetune", "--num_train_epochs", "20", "--per_device_train_batch_size", "8"
-    )
+    reports = classify(shapes, tmp_path / "ft", mode="finetune", num_train_epochs=20, per_device_train_batch_size=8)
     assert reports["validation"]["top1"] >= 0.75

@@ -1,5 +1,7 @@
-"""run_pretraining.py end to end on generated image folders: map-style and streaming, with and without labels, and
-the errors users meet first. (Runs under torchrun and runs killed and resumed: tests/test_multiprocess.py.)"""
+"""supmae.tasks.pretraining (what run_pretraining.py runs) end to end on generated image folders: map-style and
+streaming, with and without labels, the demo's arguments, GPU decoding's wiring, and the errors users meet first.
+(Runs under torchrun and runs killed and resumed: tests/training/test_multiprocess.py; faults:
+tests/tasks/test_reliability.py.)"""
 
 import json
 import os
@@ -9,7 +11,17 @@ import sys
 
 import pytest
 import torch
-from helpers import write_image_folder
+from helpers import (
+    QUIET,
+    ROOT,
+    demo_arguments,
+    flags,
+    pretrain,
+    pretraining_arguments,
+    script_env,
+    tiny_config,
+    write_image_folder,
+)
 from huggingface_hub import ModelCard
 from PIL import Image
 from safetensors.torch import load_file
@@ -17,34 +29,8 @@ from safetensors.torch import load_file
 from supmae import SupMAEConfig, SupMAEForPreTraining
 from supmae.data.gpu_decode import BatchDecoder
 from supmae.reports.reconstruction_figure import figure_size
+from supmae.tasks import pretraining
 from supmae.training.pretraining import DeviceDecodingTrainer, SupMAETrainer
-
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-import run_pretraining  # noqa: E402
-
-
-TINY = [
-    "--config_overrides",
-    "image_size=32,patch_size=8,hidden_size=32,num_hidden_layers=2,num_attention_heads=4,"
-    "intermediate_size=64,decoder_hidden_size=16,decoder_num_attention_heads=2,decoder_intermediate_size=32,"
-    "supervised_head_hidden_size=16",
-    "--per_device_train_batch_size",
-    "4",
-    "--per_device_eval_batch_size",
-    "4",
-    "--report_to",
-    "none",
-    "--disable_tqdm",
-    "true",
-    "--use_cpu",
-    "true",
-    "--num_figure_images",
-    "2",
-    "--logging_steps",
-    "2",
-]
 
 
 @pytest.fixture(scope="module")
@@ -56,26 +42,16 @@ def folders(tmp_path_factory):
     return root
 
 
-def run(*arguments):
-    return run_pretraining.main([*TINY, *map(str, arguments)])
-
-
 @pytest.mark.slow
 def test_map_style_with_labels_writes_a_complete_directory(folders, tmp_path):
     output = tmp_path / "out"
-    metrics = run(
-        "--train_dir",
-        folders / "train",
-        "--validation_dir",
-        folders / "val",
-        "--output_dir",
-        output,
-        "--max_steps",
-        4,
-        "--eval_strategy",
-        "steps",
-        "--eval_steps",
-        2,
+    metrics = pretrain(
+        train_dir=folders / "train",
+        validation_dir=folders / "val",
+        output_dir=output,
+        max_steps=4,
+        eval_strategy="steps",
+        eval_steps=2,
     )
     assert {
         "eval_loss",
@@ -113,28 +89,17 @@ def test_map_style_with_labels_writes_a_complete_directory(folders, tmp_path):
 
 @pytest.mark.slow
 def test_without_labels_it_is_mae(folders, tmp_path):
-    metrics = run(
-        "--train_dir", folders / "flat", "--output_dir", tmp_path / "out", "--max_steps", 3, "--train_val_split", 0.25
-    )
+    metrics = pretrain(train_dir=folders / "flat", output_dir=tmp_path / "out", max_steps=3, train_val_split=0.25)
     assert "eval_reconstruction_loss" in metrics and "eval_classification_loss" not in metrics
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("labels", [True, False])
 def test_streaming(folders, tmp_path, labels):
-    arguments = [
-        "--train_dir",
-        folders / "train",
-        "--validation_dir",
-        folders / "val",
-        "--streaming",
-        "true",
-        "--max_steps",
-        3,
-        "--output_dir",
-        tmp_path / "out",
-    ]
-    metrics = run(*arguments, *([] if labels else ["--label_column_name", "none"]))
+    data = dict(train_dir=folders / "train", validation_dir=folders / "val", streaming=True)
+    metrics = pretrain(
+        **data, max_steps=3, output_dir=tmp_path / "out", **({} if labels else {"label_column_name": "none"})
+    )
     assert ("eval_classification_accuracy" in metrics) == labels
     assert os.path.isfile(tmp_path / "out" / "model.safetensors")
 
@@ -142,21 +107,14 @@ def test_streaming(folders, tmp_path, labels):
 def test_a_stream_drops_its_last_incomplete_batch(folders, tmp_path):
     """9 streamed images at batch 4: each pass ends with a batch of one, which the supervised head's BatchNorm
     refuses in training. Trainer gives only map-style data drop_last; the script gives it to streams too."""
-    run(
-        "--train_dir",
-        folders / "train",
-        "--streaming",
-        "true",
-        "--max_train_samples",
-        9,
-        "--max_steps",
-        6,
-        "--output_dir",
-        tmp_path / "out",
-        "--eval_strategy",
-        "no",
-        "--dataloader_num_workers",
-        0,
+    pretrain(
+        train_dir=folders / "train",
+        streaming=True,
+        max_train_samples=9,
+        max_steps=6,
+        output_dir=tmp_path / "out",
+        eval_strategy="no",
+        dataloader_num_workers=0,
     )
     history = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
     assert history["global_step"] == 6 and history["epoch"] >= 2  # 2 batches per pass: 3 passes
@@ -187,40 +145,30 @@ def test_a_stream_drops_its_last_incomplete_batch(folders, tmp_path):
 )
 def test_mistakes_fail_before_training(folders, tmp_path, arguments, error, message):
     with pytest.raises(error, match=message):
-        run("--train_dir", folders / "train", "--output_dir", tmp_path / "out", *arguments)
+        pretrain(*arguments, train_dir=folders / "train", output_dir=tmp_path / "out")
     assert not os.path.exists(tmp_path / "out" / "model.safetensors")
 
 
 @pytest.mark.parametrize("flag", ["--bad_images", "--on_nonfinite_loss"])
 def test_an_unknown_choice_is_refused_with_the_allowed_ones(folders, tmp_path, flag, capsys):
     with pytest.raises(SystemExit):
-        run("--train_dir", folders / "train", "--output_dir", tmp_path / "out", flag, "sometimes")
+        pretrain(flag, "sometimes", train_dir=folders / "train", output_dir=tmp_path / "out")
     assert re.search(
         f"argument {flag}(/[-a-z]+)?: invalid choice: 'sometimes' \\(choose from '", capsys.readouterr().err
     )
 
 
 def test_labels_outside_the_model_fail_before_training(folders, tmp_path):
-    config = SupMAEConfig()
-    config.update_from_string(TINY[1])
-    config.num_labels = 1
-    SupMAEForPreTraining(config).save_pretrained(tmp_path / "one-class")
+    SupMAEForPreTraining(tiny_config(num_labels=1)).save_pretrained(tmp_path / "one-class")
     message = r"The training data's column 'label' holds \d+ labels outside the model's 1 classes \(0..0\), e.g. 1"
     with pytest.raises(ValueError, match=message):
-        run(
-            "--train_dir",
-            folders / "train",
-            "--output_dir",
-            tmp_path / "out",
-            "--model_name_or_path",
-            tmp_path / "one-class",
-        )
+        pretrain(train_dir=folders / "train", output_dir=tmp_path / "out", model_name_or_path=tmp_path / "one-class")
     assert not os.path.exists(tmp_path / "out" / "model.safetensors")
 
 
 def test_missing_folder_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="The train folder '/nonexistent' does not exist"):
-        run("--train_dir", "/nonexistent", "--output_dir", tmp_path / "out")
+        pretrain(train_dir="/nonexistent", output_dir=tmp_path / "out")
 
 
 def test_a_finished_run_is_not_overwritten(folders, tmp_path):
@@ -229,7 +177,7 @@ def test_a_finished_run_is_not_overwritten(folders, tmp_path):
     (output / "model.safetensors").write_bytes(b"finished weights")
     (output / "trainer_state.json").write_text("{}")  # written after the model: the run finished
     with pytest.raises(FileExistsError, match="already holds a finished run"):
-        run("--train_dir", folders / "train", "--output_dir", output)
+        pretrain(train_dir=folders / "train", output_dir=output)
     assert (output / "model.safetensors").read_bytes() == b"finished weights"
 
 
@@ -238,53 +186,30 @@ def test_rerunning_finished_commands_reports_them_again(folders, tmp_path):
     """`make demo` twice: each script finds its finished run of the same command, exits 0 and prints the recorded
     results; nothing in the output directories is rewritten (issue 12: the second pretraining "resumed", trained 0
     steps and rewrote the folder with train_loss 0.0, then fine-tuning stopped with FileExistsError)."""
-    pretrain = [
+    data = dict(train_dir=folders / "train", validation_dir=folders / "val", dataloader_num_workers=0)
+    pretrain_command = [
         sys.executable,
         os.path.join(ROOT, "run_pretraining.py"),
-        *TINY,
-        "--train_dir",
-        str(folders / "train"),
-        "--validation_dir",
-        str(folders / "val"),
-        "--output_dir",
-        str(tmp_path / "pre"),
-        "--max_steps",
-        "3",
-        "--save_steps",
-        "1",
-        "--save_total_limit",
-        "1",
-        "--dataloader_num_workers",
-        "0",
+        *pretraining_arguments(**data, output_dir=tmp_path / "pre", max_steps=3, save_steps=1, save_total_limit=1),
     ]
-    finetune = [
+    finetune_command = [
         sys.executable,
         os.path.join(ROOT, "run_classification.py"),
-        *TINY[2:-4],
-        "--model_name_or_path",
-        str(tmp_path / "pre"),
-        "--train_dir",
-        str(folders / "train"),
-        "--validation_dir",
-        str(folders / "val"),
-        "--output_dir",
-        str(tmp_path / "ft"),
-        "--max_steps",
-        "2",
-        "--dataloader_num_workers",
-        "0",
+        *flags(per_device_train_batch_size=4, per_device_eval_batch_size=4),
+        *QUIET,
+        *flags(model_name_or_path=tmp_path / "pre", **data, output_dir=tmp_path / "ft", max_steps=2),
     ]
-    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
+    env = script_env()
     first = [
         subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-        for command in (pretrain, finetune)
+        for command in (pretrain_command, finetune_command)
     ]
     assert [result.returncode for result in first] == [0, 0], first[0].stderr[-2000:] + first[1].stderr[-2000:]
     snapshot = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
     assert {path.name for path in snapshot} >= {"run_complete.json", "model.safetensors", "eval_validation.json"}
     second = [
         subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-        for command in (pretrain, finetune)
+        for command in (pretrain_command, finetune_command)
     ]
     assert [result.returncode for result in second] == [0, 0], second[0].stderr[-2000:] + second[1].stderr[-2000:]
     for result in second:
@@ -298,25 +223,19 @@ def test_rerunning_finished_commands_reports_them_again(folders, tmp_path):
 def test_a_run_resumed_from_its_last_checkpoint_trains_no_further(folders, tmp_path):
     """Killed after its last checkpoint but before its final save, a run resumes and stops there: Trainer alone
     would take a step past max_steps (checkpoint-4 of 3)."""
-    arguments = [
-        "--train_dir",
-        folders / "train",
-        "--output_dir",
-        tmp_path / "out",
-        "--max_steps",
-        "3",
-        "--save_steps",
-        "1",
-        "--save_total_limit",
-        "1",
-        "--eval_strategy",
-        "no",
-    ]
-    run(*arguments)
+    arguments = dict(
+        train_dir=folders / "train",
+        output_dir=tmp_path / "out",
+        max_steps=3,
+        save_steps=1,
+        save_total_limit=1,
+        eval_strategy="no",
+    )
+    pretrain(**arguments)
     for name in ("run_complete.json", "model.safetensors", "trainer_state.json"):  # as if killed before these
         (tmp_path / "out" / name).unlink()
     saved = load_file(tmp_path / "out" / "checkpoint-3" / "model.safetensors")
-    run(*arguments)
+    pretrain(**arguments)
     assert sorted(p.name for p in (tmp_path / "out").glob("checkpoint-*")) == ["checkpoint-3"]
     assert json.loads((tmp_path / "out" / "trainer_state.json").read_text())["global_step"] == 3
     resumed = load_file(tmp_path / "out" / "model.safetensors")
@@ -324,42 +243,27 @@ def test_a_run_resumed_from_its_last_checkpoint_trains_no_further(folders, tmp_p
 
 
 def test_a_finished_run_of_another_command_is_not_overwritten(folders, tmp_path):
-    run(
-        "--train_dir",
-        folders / "train",
-        "--output_dir",
-        tmp_path / "out",
-        "--max_steps",
-        "1",
-        "--eval_strategy",
-        "no",
-        "--save_strategy",
-        "no",
+    pretrain(
+        train_dir=folders / "train", output_dir=tmp_path / "out", max_steps=1, eval_strategy="no", save_strategy="no"
     )
     weights = (tmp_path / "out" / "model.safetensors").read_bytes()
     with pytest.raises(FileExistsError, match=r"holds a finished run of another command \(.*--max_steps 1"):
-        run("--train_dir", folders / "train", "--output_dir", tmp_path / "out", "--max_steps", "2")
+        pretrain(train_dir=folders / "train", output_dir=tmp_path / "out", max_steps=2)
     assert (tmp_path / "out" / "model.safetensors").read_bytes() == weights
 
 
 @pytest.mark.slow
 def test_the_demo_arguments_run_on_the_built_in_digits(tmp_path):
     """`python run_pretraining.py` with no arguments uses DEMO_ARGUMENTS; run them for 3 steps into tmp_path."""
-    quick = [
-        "--output_dir",
-        str(tmp_path / "demo"),
-        "--max_steps",
-        "3",
-        "--eval_strategy",
-        "no",
-        "--save_strategy",
-        "no",
-        "--report_to",
-        "none",
-        "--disable_tqdm",
-        "true",
-    ]
-    metrics = run_pretraining.main([*run_pretraining.DEMO_ARGUMENTS, *quick])
+    quick = flags(
+        output_dir=tmp_path / "demo",
+        max_steps=3,
+        eval_strategy="no",
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+    )
+    metrics = pretraining.main([*demo_arguments("run_pretraining.py"), *quick])
     config = SupMAEConfig.from_pretrained(tmp_path / "demo")
     assert config.num_labels == 10 and config.image_size == 32 and config.patch_size == 4
     assert "eval_classification_accuracy" in metrics  # the final evaluation on the digits' validation split
@@ -376,15 +280,13 @@ def test_the_demo_arguments_run_on_the_built_in_digits(tmp_path):
 def test_decode_device_cuda_mistakes_fail_before_training(tmp_path, extra, message):
     write_image_folder(tmp_path / "train")
     with pytest.raises(ValueError, match=message):
-        run("--train_dir", tmp_path / "train", "--output_dir", tmp_path / "out", "--decode_device", "cuda", *extra)
+        pretrain(*extra, train_dir=tmp_path / "train", output_dir=tmp_path / "out", decode_device="cuda")
     assert not os.path.exists(tmp_path / "out" / "model.safetensors")
 
 
 def test_run_pretraining_wires_gpu_decoding(tmp_path, monkeypatch):
-    """`--decode_device cuda` through the script, with the decoder put on the CPU (this machine has no GPU): the
+    """`--decode_device cuda` through the task, with the decoder put on the CPU (this machine has no GPU): the
     workers send encoded batches, the trainer decodes them ahead, evaluation batches come decoded by the workers."""
-    from supmae.tasks import pretraining
-
     made = {}
     original = BatchDecoder.for_transform
 
@@ -406,19 +308,13 @@ def test_run_pretraining_wires_gpu_decoding(tmp_path, monkeypatch):
     )
     write_image_folder(tmp_path / "train", per_class=6)
     write_image_folder(tmp_path / "val", per_class=2)
-    metrics = run(
-        "--train_dir",
-        tmp_path / "train",
-        "--validation_dir",
-        tmp_path / "val",
-        "--output_dir",
-        tmp_path / "out",
-        "--decode_device",
-        "cuda",
-        "--max_steps",
-        "2",
-        "--dataloader_num_workers",
-        "1",
+    metrics = pretrain(
+        train_dir=tmp_path / "train",
+        validation_dir=tmp_path / "val",
+        output_dir=tmp_path / "out",
+        decode_device="cuda",
+        max_steps=2,
+        dataloader_num_workers=1,
     )
     assert "eval_reconstruction_loss" in metrics and made["decoder"].device.type == "cpu"
     assert made["encoded"] and all(count == 4 for count in made["encoded"])  # every training image came encoded

@@ -1,7 +1,8 @@
 """Tests that launch processes: run_pretraining.py with two processes under torchrun (CPU, gloo), and runs killed with
-SIGKILL and resumed. Each runs the script's `main` through tests/torchrun_harness.py, which records what every process
-trained on (the dataset indices of each micro-batch, a digest of each image, the files it decoded) and saves every
-process's final state dict, so that the tests compare what the processes did, not what their logs say."""
+SIGKILL and resumed. Each runs the script's `main` through tests/training/torchrun_harness.py, which records what
+every process trained on (the dataset indices of each micro-batch, a digest of each image, the files it decoded) and
+saves every process's final state dict, so that the tests compare what the processes did, not what their logs say.
+Also: SyncBatchNorm keeps the checkpoint layout."""
 
 import json
 import math
@@ -14,7 +15,7 @@ import time
 import datasets
 import pytest
 import torch
-from helpers import write_image_folder
+from helpers import pretraining_arguments, script_env, tiny_config, write_image_folder
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -22,36 +23,11 @@ from supmae import SupMAEConfig, SupMAEForPreTraining
 from supmae.training.checkpoints import CHECKPOINT_COMPLETE, last_complete_checkpoint
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HARNESS = os.path.join(ROOT, "tests", "torchrun_harness.py")
-ENV = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
+HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torchrun_harness.py")
 TRAIN_IMAGES, STREAMED_IMAGES, PER_DEVICE_BATCH, PROCESSES = 14, 12, 2, 2
-TINY = [
-    "--config_overrides",
-    "image_size=32,patch_size=8,hidden_size=32,num_hidden_layers=2,num_attention_heads=4,"
-    "intermediate_size=64,decoder_hidden_size=16,decoder_num_attention_heads=2,decoder_intermediate_size=32,"
-    "supervised_head_hidden_size=16",
-    "--per_device_train_batch_size",
-    str(PER_DEVICE_BATCH),
-    "--per_device_eval_batch_size",
-    "4",
-    "--report_to",
-    "none",
-    "--disable_tqdm",
-    "true",
-    "--use_cpu",
-    "true",
-    "--num_figure_images",
-    "2",
-    "--logging_steps",
-    "2",
-    "--eval_strategy",
-    "no",
-    "--seed",
-    "7",
-    "--dataloader_num_workers",
-    "0",
-]
+TINY_RUN = pretraining_arguments(
+    per_device_train_batch_size=PER_DEVICE_BATCH, eval_strategy="no", seed=7, dataloader_num_workers=0
+)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +40,7 @@ def folders(tmp_path_factory):
 
 def arguments(folders, output, steps, *extra) -> list[str]:
     data = ["--train_dir", str(folders / "train"), "--validation_dir", str(folders / "val")]
-    return [*TINY, *data, "--output_dir", str(output), "--max_steps", str(steps), *map(str, extra)]
+    return [*TINY_RUN, *data, "--output_dir", str(output), "--max_steps", str(steps), *map(str, extra)]
 
 
 def command(record, script_arguments, processes=1) -> list[str]:
@@ -75,7 +51,7 @@ def command(record, script_arguments, processes=1) -> list[str]:
 
 def run_job(record, script_arguments, processes=1) -> str:
     result = subprocess.run(
-        command(record, script_arguments, processes), env=ENV, capture_output=True, text=True, timeout=600
+        command(record, script_arguments, processes), env=script_env(), capture_output=True, text=True, timeout=600
     )
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
@@ -129,7 +105,7 @@ def two_process_run(request, folders, tmp_path_factory):
     if streaming:  # the 2-shard Parquet stream: 3 whole global batches per epoch
         data_root = request.getfixturevalue("shards")
         script = [
-            *TINY,
+            *TINY_RUN,
             "--dataset_name",
             str(data_root),
             "--streaming",
@@ -226,7 +202,7 @@ def test_streamed_processes_decode_their_own_images(two_process_run):
 def kill_after_checkpoint(record, script_arguments, checkpoint) -> None:
     """Start a run and SIGKILL it once `checkpoint` is marked complete (its files are on disk, synced)."""
     process = subprocess.Popen(
-        command(record, script_arguments), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        command(record, script_arguments), env=script_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.time() + 300
     while not (checkpoint / CHECKPOINT_COMPLETE).exists():
@@ -282,3 +258,12 @@ def test_killed_streamed_run_resumes(folders, tmp_path):
     requested total. Its crops come from the dataloader's RNG, so bit-exactness is not promised (README, Resuming)."""
     killed_and_resumed(folders, tmp_path, 20, "--save_steps", 5, "--streaming", "true")
     assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+# ------------------------------------------------------------------------------------------------------- SyncBatchNorm
+def test_sync_batch_norm_keeps_the_checkpoint_layout():
+    model = SupMAEForPreTraining(tiny_config())
+    keys = list(model.state_dict())
+    converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # what sync_batch_norm_if_requested does on GPUs
+    assert isinstance(converted.supervised_head.batch_norm, torch.nn.SyncBatchNorm)
+    assert list(converted.state_dict()) == keys  # saved and resumed like the BatchNorm1d it replaces

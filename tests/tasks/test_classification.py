@@ -1,136 +1,30 @@
-"""Fine-tuning, linear probing and evaluation: the recipe's pieces, and run_classification.py end to end."""
+"""supmae.tasks.classification (what run_classification.py runs): fine-tuning, linear probing and evaluation end to
+end, each mode's recipe defaults, the named mistakes, and the demo's recorded accuracy."""
 
 import json
-import os
-import sys
 
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_config, write_image_folder
+from helpers import demo_arguments, flags, tiny_config, write_image_folder
 from safetensors.torch import load_file
-from transformers import TrainingArguments, pipeline
+from transformers import pipeline
 
 from supmae import SupMAEForImageClassification, SupMAEForPreTraining
-from supmae.tasks import classification, evaluation_sets
-from supmae.training.classification import SupMAEClassificationTrainer
-from supmae.training.optim import lars_parameter_groups, layer_decay_parameter_groups, layer_id
-
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-import run_classification  # noqa: E402
-
-
-# ------------------------------------------------------------------------------------------------- optimizer groups
-def test_layer_wise_lr_decay_follows_the_spec():
-    """ViT-B depth: embeddings are layer 0, block i is layer i + 1, fc_norm and the head layer 13; each parameter's lr
-    is scaled by 0.65 ** (13 - layer)."""
-    model = SupMAEForImageClassification(tiny_config(num_hidden_layers=12))
-    groups = layer_decay_parameter_groups(model, weight_decay=0.05, layer_decay=0.65)
-    scale_of = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
-    decay_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
-    expected_layer = {
-        "supmae.embeddings.cls_token": 0,
-        "supmae.embeddings.position_embeddings": 0,
-        "supmae.embeddings.patch_embeddings.projection.weight": 0,
-        "supmae.layers.0.attention.qkv_proj.weight": 1,
-        "supmae.layers.11.mlp.fc2.bias": 12,
-        "fc_norm.weight": 13,
-        "classifier.weight": 13,
-        "classifier.bias": 13,
-    }
-    parameters = dict(model.named_parameters())
-    for name, layer in expected_layer.items():
-        assert layer_id(name, 12) == layer
-        assert scale_of[id(parameters[name])] == pytest.approx(0.65 ** (13 - layer)), name
-    for name, parameter in parameters.items():
-        assert scale_of[id(parameter)] == pytest.approx(0.65 ** (13 - layer_id(name, 12))), name
-        no_decay = parameter.ndim == 1 or name.endswith((".bias", "cls_token", "position_embeddings"))
-        assert decay_of[id(parameter)] == (0.0 if no_decay else 0.05), name
-    assert len({round(s, 12) for s in scale_of.values()}) == 14  # layers 0..13
-
-
-def test_trainer_builds_adamw_with_scaled_learning_rates(tmp_path):
-    model = SupMAEForImageClassification(tiny_config())
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        learning_rate=4e-3,
-        weight_decay=0.05,
-        adam_beta2=0.999,
-        report_to="none",
-        use_cpu=True,
-    )
-    optimizer = SupMAEClassificationTrainer(model=model, args=args, layer_decay=0.65).create_optimizer()
-    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["betas"] == (0.9, 0.999)
-    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
-    assert lr_of[id(model.classifier.weight)] == pytest.approx(4e-3)
-    assert lr_of[id(model.supmae.layers[1].mlp.fc1.weight)] == pytest.approx(4e-3 * 0.65)
-    assert lr_of[id(model.supmae.embeddings.cls_token)] == pytest.approx(4e-3 * 0.65**3)
-
-
-def test_lars_adapts_matrices_only(tmp_path):
-    from timm.optim import Lars
-
-    model = SupMAEForImageClassification(tiny_config(classifier_batch_norm=True))
-    for name, parameter in model.named_parameters():
-        parameter.requires_grad = name.startswith("classifier.")
-    groups = lars_parameter_groups(model)
-    assert [p.shape for p in groups[0]["params"]] == [model.classifier.weight.shape] and groups[0]["always_adapt"]
-    assert [p.shape for p in groups[1]["params"]] == [model.classifier.bias.shape] and not groups[1]["always_adapt"]
-    args = TrainingArguments(
-        output_dir=str(tmp_path), learning_rate=0.1, weight_decay=0.0, report_to="none", use_cpu=True
-    )
-    optimizer = SupMAEClassificationTrainer(model=model, args=args, optimizer_name="lars").create_optimizer()
-    assert isinstance(optimizer, Lars) and optimizer.defaults["momentum"] == 0.9
-
-
-# ------------------------------------------------------------------------------------------------------- the losses
-def test_losses_follow_mae(tmp_path):
-    from timm.loss import SoftTargetCrossEntropy
-
-    model = SupMAEForImageClassification(tiny_config()).eval()
-    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
-    trainer = SupMAEClassificationTrainer(model=model, args=args, label_smoothing=0.1)
-    pixel_values = torch.randn(4, 3, 32, 32)
-    logits = model(pixel_values).logits
-    soft = torch.softmax(torch.randn(4, 5), dim=-1)
-    torch.testing.assert_close(
-        trainer.compute_loss(model, {"pixel_values": pixel_values, "labels": soft}),
-        SoftTargetCrossEntropy()(logits, soft),
-    )
-    hard = torch.tensor([0, 1, 2, 3])
-    model.train()
-    smoothed = trainer.compute_loss(model, {"pixel_values": pixel_values, "labels": hard})
-    log_probs = torch.log_softmax(model(pixel_values).logits, dim=-1)
-    expected = (0.9 * -log_probs[torch.arange(4), hard] + 0.1 * -log_probs.mean(-1)).mean()  # timm's definition
-    torch.testing.assert_close(smoothed, expected)
-    model.eval()  # evaluation: plain cross-entropy
-    torch.testing.assert_close(
-        trainer.compute_loss(model, {"pixel_values": pixel_values, "labels": hard}),
-        torch.nn.functional.cross_entropy(logits, hard),
-    )
+from supmae.tasks import classification, evaluation_sets, pretraining
 
 
 # --------------------------------------------------------------------------------------------------- end to end
-TINY_RUN = [
-    "--per_device_train_batch_size",
-    "4",
-    "--per_device_eval_batch_size",
-    "4",
-    "--report_to",
-    "none",
-    "--disable_tqdm",
-    "true",
-    "--use_cpu",
-    "true",
-    "--logging_steps",
-    "2",
-    "--save_strategy",
-    "no",
-    "--seed",
-    "3",
-]
+TINY_RUN = flags(
+    per_device_train_batch_size=4,
+    per_device_eval_batch_size=4,
+    report_to="none",
+    disable_tqdm=True,
+    use_cpu=True,
+    logging_steps=2,
+    save_strategy="no",
+    seed=3,
+)
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +41,7 @@ def setup(tmp_path_factory):
 
 def classify(setup, output, *arguments):
     data = ["--train_dir", str(setup / "train"), "--validation_dir", str(setup / "val")]
-    return run_classification.main(
+    return classification.main(
         ["--model_name_or_path", str(setup / "pretrained"), *data, "--output_dir", str(output), *TINY_RUN, *arguments]
     )
 
@@ -270,38 +164,16 @@ def test_eval_mode_on_a_class_subset(tmp_path):
     model.save_pretrained(tmp_path / "clf")
     write_image_folder(tmp_path / "dogfox", classes=("dog", "fox"), per_class=3)
     folder = tmp_path / "dogfox"
-    reports = run_classification.main(
-        [
-            "--mode",
-            "eval",
-            "--model_name_or_path",
-            str(tmp_path / "clf"),
-            "--output_dir",
-            str(tmp_path / "eval"),
-            "--eval_datasets",
-            f"all={folder}",
-            f"subset={folder},subset=1,2",
-            f"positions={folder},subset=1,2,labels_in_subset=true",
-            *TINY_RUN,
-        ]
-    )
+    sets = [f"all={folder}", f"subset={folder},subset=1,2", f"positions={folder},subset=1,2,labels_in_subset=true"]
+    evaluation = flags(mode="eval", model_name_or_path=tmp_path / "clf")
+    reports = classification.main([*evaluation, *flags(output_dir=tmp_path / "eval", eval_datasets=sets), *TINY_RUN])
     assert reports["all"]["top1"] == 0.0 and reports["all"]["top5"] == 1.0
     assert reports["subset"]["top1"] == 0.5 and reports["subset"]["num_samples"] == 6
     assert reports["positions"] == reports["subset"]
     assert json.loads((tmp_path / "eval" / "eval_subset.json").read_text())["metrics"]["top1"] == 0.5
     with pytest.raises(ValueError, match="Label 1 is not in the class subset"):
-        run_classification.main(
-            [
-                "--mode",
-                "eval",
-                "--model_name_or_path",
-                str(tmp_path / "clf"),
-                "--output_dir",
-                str(tmp_path / "bad"),
-                "--eval_datasets",
-                f"x={folder},subset=0,2",
-                *TINY_RUN,
-            ]
+        classification.main(
+            [*evaluation, *flags(output_dir=tmp_path / "bad", eval_datasets=f"x={folder},subset=0,2"), *TINY_RUN]
         )
 
 
@@ -350,19 +222,9 @@ def test_the_demo_reaches_its_recorded_accuracy(tmp_path):
     """`make demo` in full: run_pretraining.py then run_classification.py with no arguments (their DEMO_ARGUMENTS,
     into tmp_path). The README records test top-1 0.9248; a demo that stops learning falls to 0.1 (ten digits).
     About 6 minutes on a quiet 2-core CPU."""
-    import run_pretraining
-
-    output = ["--report_to", "none", "--disable_tqdm", "true"]
-    run_pretraining.main([*run_pretraining.DEMO_ARGUMENTS, *output, "--output_dir", str(tmp_path / "pretrained")])
-    reports = run_classification.main(
-        [
-            *run_classification.DEMO_ARGUMENTS,
-            *output,
-            "--model_name_or_path",
-            str(tmp_path / "pretrained"),
-            "--output_dir",
-            str(tmp_path / "finetuned"),
-        ]
-    )
+    output = flags(report_to="none", disable_tqdm=True)
+    pretraining.main([*demo_arguments("run_pretraining.py"), *output, *flags(output_dir=tmp_path / "pretrained")])
+    finetuned = flags(model_name_or_path=tmp_path / "pretrained", output_dir=tmp_path / "finetuned")
+    reports = classification.main([*demo_arguments("run_classification.py"), *output, *finetuned])
     assert reports["test"]["num_samples"] == 359 and reports["test"]["top1"] >= DEMO_FLOOR
     assert json.loads((tmp_path / "finetuned" / "config.json").read_text())["id2label"]["7"] == "7"

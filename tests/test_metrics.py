@@ -1,15 +1,30 @@
-"""supmae.evaluation: top-k accuracy, class subsets, few-shot sampling and reports, against hand-computed answers."""
-
-import json
-import os
+"""supmae.metrics, pure functions checked against hand computations and scikit-learn: top-k accuracy (within a class
+subset too), the mean over runs, ImageNet-C's corruption errors, ELEVATER's transfer metrics, and the pretraining and
+segmentation metrics."""
 
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import balanced_accuracy_score, precision_recall_curve, roc_auc_score
+from transformers import EvalPrediction
 
 from supmae.data.classes import labels_to_model_space
-from supmae.metrics import summarize_runs, topk_accuracy, topk_logits_preprocessor, topk_predictions
-from supmae.training.files import write_report
+from supmae.metrics import (
+    ALEXNET_CORRUPTION_ERRORS,
+    IMAGENET_C_CORRUPTIONS,
+    IMAGENET_C_EXTRA_CORRUPTIONS,
+    binary_roc_auc,
+    eleven_point_average_precision,
+    mean_corruption_error,
+    mean_per_class_accuracy,
+    pretraining_metrics,
+    segmentation_metrics,
+    summarize_runs,
+    topk_accuracy,
+    topk_logits_preprocessor,
+    topk_predictions,
+    transfer_score,
+)
 
 
 # Each row's ranking, best first, written out by hand (no ties).
@@ -83,7 +98,7 @@ def test_trainer_preprocessor_takes_logits_and_labels():
     assert torch.equal(preprocess((LOGITS, torch.zeros(4, 8)), None), expected)  # model outputs as a tuple
 
 
-# --- few-shot ------------------------------------------------------------------------------------------------
+# --- the mean over runs --------------------------------------------------------------------------------------
 
 
 def test_summarize_runs_by_hand():
@@ -97,50 +112,7 @@ def test_summarize_runs_by_hand():
         summarize_runs([{"top1": 0.5, "top5": 0.9}, {"top1": 0.7}])
 
 
-# --- reports -------------------------------------------------------------------------------------------------
-
-
-def test_write_report_content_and_parent_dirs(tmp_path):
-    path = tmp_path / "reports" / "imagenet-a" / "report.json"
-    metrics = {"top1": np.float32(0.5), "top5": torch.tensor(0.75), "num_samples": np.int64(4)}
-    report = write_report(
-        path, "imagenet-a", metrics, model="outputs/model", num_classes=200, class_subset="imagenet-a"
-    )
-    expected = {
-        "dataset": "imagenet-a",
-        "metrics": {"top1": 0.5, "top5": 0.75, "num_samples": 4},
-        "model": "outputs/model",
-        "num_classes": 200,
-        "class_subset": "imagenet-a",
-    }
-    assert report == expected and json.loads(path.read_text()) == expected
-    assert type(report["metrics"]["top1"]) is float and type(report["metrics"]["num_samples"]) is int
-    assert os.listdir(path.parent) == ["report.json"]  # no temporary file left behind
-
-
-def test_write_report_replaces_whole_or_not_at_all(tmp_path):
-    path = tmp_path / "report.json"
-    write_report(path, "old", {"top1": 0.1})
-    write_report(path, "new", {"top1": 0.2})
-    assert json.loads(path.read_text())["dataset"] == "new"
-    with pytest.raises(TypeError):  # fails mid-write: the previous report stays, and no temporary file
-        write_report(path, "broken", {"top1": 0.3}, extra=object())
-    assert json.loads(path.read_text())["dataset"] == "new"
-    assert os.listdir(tmp_path) == ["report.json"]
-
-
 # --- ImageNet-C mCE ------------------------------------------------------------------------------------------
-
-from supmae.metrics import (  # noqa: E402
-    ALEXNET_CORRUPTION_ERRORS,
-    IMAGENET_C_CORRUPTIONS,
-    IMAGENET_C_EXTRA_CORRUPTIONS,
-    binary_roc_auc,
-    eleven_point_average_precision,
-    mean_corruption_error,
-    mean_per_class_accuracy,
-    transfer_score,
-)
 
 
 def corruption_errors(seed=0):
@@ -216,8 +188,6 @@ def test_mce_input_errors_are_named():
 
 
 # --- transfer metrics against scikit-learn -------------------------------------------------------------------
-
-from sklearn.metrics import balanced_accuracy_score, precision_recall_curve, roc_auc_score  # noqa: E402
 
 
 def test_mean_per_class_accuracy_is_sklearns_balanced_accuracy():
@@ -296,3 +266,42 @@ def test_transfer_score_dispatches_on_the_metric():
         transfer_score("top1", logits, labels)
     with pytest.raises(ValueError, match="roc_auc scores binary problems; the model has 3 classes"):
         transfer_score("roc_auc", np.zeros((2, 3)), [0, 1])
+
+
+# --- pretraining and segmentation ----------------------------------------------------------------------------
+def test_pretraining_metrics_by_hand():
+    stats = np.array([[0.5, 2.0, 1.0], [0.5, 0.0, 0.0], [0.7, 1.0, 0.0], [0.7, 3.0, 1.0]])
+    labels = np.array([3, -100, 1, 2])
+    metrics = pretraining_metrics(EvalPrediction(predictions=stats, label_ids=labels))
+    assert metrics == pytest.approx(
+        {"reconstruction_loss": 0.6, "classification_loss": 2.0, "classification_accuracy": 2 / 3}
+    )
+    unlabeled = pretraining_metrics(EvalPrediction(predictions=stats, label_ids=np.full(4, -100)))
+    assert unlabeled == pytest.approx({"reconstruction_loss": 0.6})
+
+
+def test_segmentation_metrics_against_a_hand_built_confusion_matrix():
+    """Two images of different sizes, one confusion matrix over both. Classes 0..3; 255 ignored; class 2 is only
+    predicted (IoU 0, accuracy NaN); class 3 appears nowhere (NaN, out of the means)."""
+    references = [np.array([[0, 0, 1], [1, 255, 0]]), np.array([[1, 1], [1, 0], [255, 255]])]
+    predictions = [np.array([[0, 1, 1], [2, 0, 0]]), torch.tensor([[1, 1], [0, 0], [3, 3]])]
+    # Counted by hand, reference -> prediction over the 5 + 4 labelled pixels:
+    #   image 1: 0->0, 0->1, 1->1, 1->2, 0->0;  image 2: 1->1, 1->1, 1->0, 0->0.
+    #   So reference 0: 4 pixels, 3 right; reference 1: 5 pixels, 3 right. Predicted 0: 4, 1: 4, 2: 1, 3: 0.
+    metrics = segmentation_metrics(predictions, references, num_labels=4)
+    iou = [3 / (4 + 4 - 3), 3 / (5 + 4 - 3), 0.0, float("nan")]
+    accuracy = [3 / 4, 3 / 5, float("nan"), float("nan")]
+    np.testing.assert_allclose(metrics["per_category_iou"], iou, rtol=1e-12)
+    np.testing.assert_allclose(metrics["per_category_accuracy"], accuracy, rtol=1e-12)
+    assert metrics["mean_iou"] == pytest.approx((iou[0] + iou[1] + 0.0) / 3, rel=1e-12)
+    assert metrics["mean_accuracy"] == pytest.approx((3 / 4 + 3 / 5) / 2, rel=1e-12)
+    assert metrics["overall_accuracy"] == pytest.approx(6 / 9, rel=1e-12)
+    # Not a mean of per-image scores: image 1 alone has aAcc 3/5, image 2 alone 3/4.
+    assert metrics["overall_accuracy"] != pytest.approx((3 / 5 + 3 / 4) / 2)
+
+
+def test_segmentation_metrics_refuse_labels_outside_the_classes():
+    with pytest.raises(ValueError, match=r"A reference holds class 150, outside the 150 classes \(0..149\)"):
+        segmentation_metrics([np.zeros((2, 2), int)], [np.full((2, 2), 150)], num_labels=150)
+    with pytest.raises(ValueError, match="resize the prediction to the annotation"):
+        segmentation_metrics([np.zeros((2, 2), int)], [np.zeros((2, 3), int)], num_labels=2)

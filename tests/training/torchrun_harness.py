@@ -1,8 +1,8 @@
-"""run_pretraining.main, instrumented for tests/test_multiprocess.py: it records what each process trained on and
-what it ended with. It runs as run_pretraining.py does, with a record directory as its first argument:
+"""run_pretraining.main, instrumented for tests/training/test_multiprocess.py: it records what each process trained on
+and what it ended with. It runs as run_pretraining.py does, with a record directory as its first argument:
 
-    torchrun --standalone --nproc_per_node 2 tests/torchrun_harness.py RECORD_DIR [run_pretraining.py arguments]
-    python tests/torchrun_harness.py RECORD_DIR [run_pretraining.py arguments]        # one process
+    torchrun --standalone --nproc_per_node 2 tests/training/torchrun_harness.py RECORD_DIR [run_pretraining.py args]
+    python tests/training/torchrun_harness.py RECORD_DIR [run_pretraining.py arguments]       # one process
 
 For the process of global rank N it writes:
 - RECORD_DIR/rank-N.safetensors: the model's whole state dict (parameters and buffers) when training ends, with the

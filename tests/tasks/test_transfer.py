@@ -1,5 +1,6 @@
-"""The few-shot transfer suite: the suite file, ELEVATER's few-shot draws, the summary, and run_transfer.py end to end
-on generated datasets (a single-label and a multi-label one), with resuming after a kill."""
+"""supmae.tasks.transfer (what run_transfer.py runs): the suite file, string class names, the summary and its plot, and
+the suite end to end on generated datasets (a single-label and a multi-label one), with resuming after a kill.
+(ELEVATER's few-shot draws: tests/data/test_few_shot.py; the multi-label loss: tests/training/test_transfer.py.)"""
 
 import json
 import os
@@ -11,12 +12,12 @@ import time
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_config
+from helpers import QUIET, ROOT, flags, tiny_config
 from PIL import Image
 
 from supmae import SupMAEForPreTraining
-from supmae.data.collators import TransferCollator
 from supmae.reports.score_plot import plot_scores
+from supmae.tasks import transfer
 from supmae.tasks.transfer import (
     DataSource,
     FewShotRunner,
@@ -27,12 +28,6 @@ from supmae.tasks.transfer import (
     summarize_suite,
     summary_markdown,
 )
-from supmae.training.transfer import TransferTrainer
-
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-import run_transfer  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------------------ the suite
@@ -184,34 +179,6 @@ def test_the_shipped_elevater_suite_is_valid():
     assert sum(m == "accuracy" for m in metrics.values()) == 14
 
 
-# ------------------------------------------------------------------------------------------------ the multi-label path
-def test_multilabel_targets_and_loss():
-    items = [
-        {"pixel_values": torch.zeros(3, 4, 4), "labels": [0, 2]},
-        {"pixel_values": torch.zeros(3, 4, 4), "labels": 1},
-    ]
-    batch = TransferCollator(3, multi_label=True)(items)
-    assert batch["labels"].tolist() == [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
-    assert TransferCollator(3)([{**items[1]}])["labels"].tolist() == [1]  # single-label: class indices
-
-    class Linear(torch.nn.Module):
-        def forward(self, pixel_values):
-            return type("Output", (), {"logits": pixel_values.flatten(1)[:, :3] + torch.tensor([2.0, -1.0, 0.5])})()
-
-    from transformers import TrainingArguments
-
-    trainer = TransferTrainer(
-        model=torch.nn.Linear(1, 1),
-        multi_label=True,
-        args=TrainingArguments(output_dir="unused", report_to="none", use_cpu=True),
-    )
-    loss = trainer.compute_loss(Linear(), batch)
-    logits = torch.tensor([[2.0, -1.0, 0.5]] * 2)
-    target = batch["labels"]
-    by_hand = -(target * torch.log(torch.sigmoid(logits)) + (1 - target) * torch.log(1 - torch.sigmoid(logits)))
-    torch.testing.assert_close(loss, by_hand.mean())
-
-
 # ------------------------------------------------------------------------------------------------------ the summary
 def record(dataset, shots, seed, score, metric="accuracy"):
     return {
@@ -274,18 +241,8 @@ def test_a_result_made_with_other_settings_is_not_mixed_in(tmp_path):
 def test_command_line_mistakes_are_named(tmp_path, arguments, message):
     suite = write_suite(tmp_path / "s.yaml", "datasets: [{name: a, train: x, test: y, metric: accuracy}]")
     with pytest.raises(ValueError, match=message):
-        run_transfer.main(
-            [
-                "--suite",
-                suite,
-                "--model_name_or_path",
-                "m",
-                "--output_dir",
-                str(tmp_path / "o"),
-                "--mode",
-                "linprobe",
-                *arguments,
-            ]
+        transfer.main(
+            [*flags(suite=suite, model_name_or_path="m", output_dir=tmp_path / "o", mode="linprobe"), *arguments]
         )
 
 
@@ -357,52 +314,17 @@ datasets:
 
 
 TINY_TRAINING = [
-    "--per_device_train_batch_size",
-    "8",
-    "--per_device_eval_batch_size",
-    "32",
-    "--report_to",
-    "none",
-    "--disable_tqdm",
-    "true",
-    "--use_cpu",
-    "true",
-    "--dataloader_num_workers",
-    "0",
-    "--logging_steps",
-    "50",
+    *flags(per_device_train_batch_size=8, per_device_eval_batch_size=32),
+    *QUIET,
+    *flags(dataloader_num_workers=0, logging_steps=50),
 ]
-FINETUNE = [
-    "--mode",
-    "finetune",
-    "--max_steps",
-    "10",
-    "--auto_augment",
-    "none",
-    "--mixup",
-    "0",
-    "--cutmix",
-    "0",
-    "--reprob",
-    "0",
-    "--min_crop_scale",
-    "0.5",
-]
+FINETUNE = flags(mode="finetune", max_steps=10, auto_augment="none", mixup=0, cutmix=0, reprob=0, min_crop_scale=0.5)
 
 
-def transfer(data, output_dir, *arguments):
-    return run_transfer.main(
-        [
-            "--suite",
-            str(data / "suite.yaml"),
-            "--model_name_or_path",
-            str(data / "pretrained"),
-            "--output_dir",
-            str(output_dir),
-            *TINY_TRAINING,
-            *arguments,
-        ]
-    )
+def run_suite_on(data, output_dir, *arguments):
+    """The module's suite of generated datasets, from its tiny pretraining checkpoint, into `output_dir`."""
+    suite = flags(suite=data / "suite.yaml", model_name_or_path=data / "pretrained", output_dir=output_dir)
+    return transfer.main([*suite, *TINY_TRAINING, *arguments])
 
 
 def load_records(output_dir):
@@ -416,7 +338,7 @@ def load_records(output_dir):
 def test_fine_tuning_suite_end_to_end(data, tmp_path):
     """Two datasets x shots 4 x seeds 0, 1: a record per run with the grid searched on the held-out fifth, scores
     well above chance, and a summary that is the records' mean and spread. A rerun finds everything done."""
-    summary = transfer(data, tmp_path, *FINETUNE, "--shots", "4", "--seeds", "0,1")
+    summary = run_suite_on(data, tmp_path, *FINETUNE, "--shots", "4", "--seeds", "0,1")
     records = load_records(tmp_path)
     assert sorted(records) == [f"{d}/4-shot-seed-{s}.json" for d in ("colors", "halves") for s in (0, 1)]
     for result in records.values():
@@ -442,7 +364,7 @@ def test_fine_tuning_suite_end_to_end(data, tmp_path):
     original_run = FewShotRunner.run
     FewShotRunner.run = lambda *a, **k: pytest.fail("a finished suite trained again")
     try:
-        transfer(data, tmp_path, *FINETUNE, "--shots", "4", "--seeds", "0,1")
+        run_suite_on(data, tmp_path, *FINETUNE, "--shots", "4", "--seeds", "0,1")
     finally:
         FewShotRunner.run = original_run
     assert {name: (tmp_path / "results" / name).stat().st_mtime_ns for name in records} == before
@@ -452,7 +374,7 @@ def test_fine_tuning_suite_end_to_end(data, tmp_path):
 def test_linear_probing_suite_end_to_end(data, tmp_path):
     """The probe: encoder features computed once per dataset, a fresh head per run; scores well above chance. 12 shots
     of classes with 10 training images take all 10 (ELEVATER's draw) and say so in the record."""
-    summary = transfer(
+    summary = run_suite_on(
         data, tmp_path, "--mode", "linprobe", "--num_train_epochs", "40", "--shots", "6,12", "--seeds", "0"
     )
     records = load_records(tmp_path)
@@ -482,25 +404,9 @@ def test_an_unreadable_test_image_is_scored_with_the_label_of_the_image_in_its_p
         tmp_path / "suite.yaml",
         f"datasets: [{{name: colors, train: {tmp_path}/train, test: {tmp_path}/test, metric: accuracy}}]",
     )
-    run_transfer.main(
-        [
-            "--suite",
-            suite,
-            "--model_name_or_path",
-            str(data / "pretrained"),
-            "--output_dir",
-            str(tmp_path / "out"),
-            *TINY_TRAINING,
-            "--mode",
-            "linprobe",
-            "--num_train_epochs",
-            "40",
-            "--shots",
-            "6",
-            "--seeds",
-            "0",
-        ]
-    )
+    run = flags(suite=suite, model_name_or_path=data / "pretrained", output_dir=tmp_path / "out")
+    probe = flags(mode="linprobe", num_train_epochs=40, shots=6, seeds=0)
+    transfer.main([*run, *TINY_TRAINING, *probe])
     record = load_records(tmp_path / "out")["colors/6-shot-seed-0.json"]
     assert record["metrics"]["score"] == 1.0 and record["num_test"] == 12
     assert "c0/3.png" in (tmp_path / "out" / "skipped_images.tsv").read_text()
@@ -548,7 +454,7 @@ def test_a_killed_suite_resumes_at_the_first_missing_result(data, tmp_path):
 
     kept = {name: state(name) for name in done}
 
-    summary = run_transfer.main(command[2:])
+    summary = transfer.main(command[2:])
     assert sorted(p.name for p in first.parent.iterdir() if p.suffix == ".json") == [
         f"4-shot-seed-{s}.json" for s in (0, 1, 2)
     ]

@@ -1,8 +1,6 @@
 """The robustness evaluation: ImageNet-C's layout and mCE end to end, ImageNet-A / -R / -Sketch, and the table."""
 
 import json
-import os
-import sys
 
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ from supmae.data.classes import imagenet_synsets, load_class_subset
 from supmae.data.collators import ImageCollator
 from supmae.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from supmae.metrics import ALEXNET_CORRUPTION_ERRORS, IMAGENET_C_CORRUPTIONS
+from supmae.tasks import classification
 from supmae.tasks.robustness import (
     REPORTED_ROBUSTNESS,
     evaluate_imagenet_c,
@@ -27,12 +26,6 @@ from supmae.tasks.robustness import (
     robustness_table,
 )
 from supmae.training.classification import SupMAEClassificationTrainer
-
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-import run_classification  # noqa: E402
-from supmae.tasks import classification  # noqa: E402
 
 
 SYNSETS = imagenet_synsets()
@@ -112,7 +105,7 @@ def test_imagenet_c_and_the_robustness_table_end_to_end(tmp_path):
     write_classes(tmp_path / "val", {PREDICTED: 3, OTHER: 1})  # clean error 1/4
     write_classes(tmp_path / "r", {R_PREDICTED: 2, R_OTHER: 3})  # within the 200 classes: top-1 2/5
     write_classes(tmp_path / "sketch", {PREDICTED: 1, R_PREDICTED: 4})  # unrestricted: top-1 1/5
-    reports = run_classification.main(
+    reports = classification.main(
         [
             "--mode",
             "eval",
@@ -236,7 +229,7 @@ def test_a_model_without_imagenets_classes_is_refused(tmp_path):
     write_imagenet_c(tmp_path / "c", ("fog",))
     model = rigged_classifier(tmp_path / "clf", num_labels=10)
     with pytest.raises(ValueError, match="--imagenet_c is labelled with ImageNet-1k's 1000 classes.*num_labels=10"):
-        run_classification.main(
+        classification.main(
             [
                 "--mode",
                 "eval",
@@ -296,7 +289,7 @@ def test_corrupted_copies_of_an_evaluation_set(tmp_path):
     pytest.importorskip("imagecorruptions")
     model = rigged_classifier(tmp_path / "clf")
     write_classes(tmp_path / "val", {PREDICTED: 3, OTHER: 1})
-    reports = run_classification.main(
+    reports = classification.main(
         [
             "--mode",
             "eval",
@@ -318,7 +311,7 @@ def test_corrupted_copies_of_an_evaluation_set(tmp_path):
     assert report["metrics"]["num_samples"] == 16 and report["clean_top1"] == 0.75
     assert reports["corrupted-imagenet-val"]["mean_error"] == 25.0
     with pytest.raises(ValueError, match=r"unknown corruptions \['fogg'\]"):
-        run_classification.main(
+        classification.main(
             [
                 "--mode",
                 "eval",
@@ -354,7 +347,7 @@ def test_robustness_mistakes_fail_before_anything_is_evaluated(tmp_path, argumen
         a.replace("NOWHERE", str(tmp_path / "nowhere")).replace("VAL", str(tmp_path / "val")) for a in arguments
     ]
     with pytest.raises(ValueError, match=message):
-        run_classification.main(
+        classification.main(
             [
                 "--mode",
                 "eval",
