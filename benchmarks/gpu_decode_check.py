@@ -13,11 +13,11 @@ is `PretrainingTransform(224)` with the generator of item i (`_sample_rng(0, 0, 
 `DeviceDecodeTransform` with the same generator, `EncodedImageCollator`, then `BatchDecoder` on --device.
 
 Tolerance, in gray levels (0-255) per image: mean < --mean_tolerance (0.6) and max < --max_tolerance (8). That is the
-bound within which the CPU path itself agrees with torchvision's PIL reference (tests/test_data.py,
+bound within which the CPU path itself agrees with torchvision's PIL reference (tests/data/test_transforms.py,
 `test_fast_transform_matches_the_torchvision_reference`): a GPU path within it of the CPU path is as close to the
 reference as the two CPU pipelines are to each other, give or take the same again. On a CPU (libjpeg-turbo on both
-sides, only the resize differs) the agreement is far tighter: tests/test_gpu_decode.py asserts max <= 2, mean < 0.02.
-Files routed to the CPU path must agree exactly.
+sides, only the resize differs) the agreement is far tighter: tests/data/test_gpu_decode.py asserts max <= 2, mean
+< 0.02. Files routed to the CPU path must agree exactly.
 
 Speed: images/s of `BatchDecoder` (decode + crop + resize + flip + normalize) over batches of --batch_size, and of
 the decode call alone (nvJPEG), median of --rounds.

@@ -5,7 +5,7 @@ the training process's resident memory and the throughput of every --window step
     python benchmarks/soak.py --steps 3000 --output benchmarks/results/soak.json
 
 Prints one row per window and a summary: memory growth after warm-up, and the median throughput of the last
-quarter of the windows over the first quarter's. Numbers are recorded, not asserted (tests/test_reliability.py runs a short soak and bounds the memory
+quarter of the windows over the first quarter's. Numbers are recorded, not asserted (tests/test_benchmarks.py runs a short soak and bounds the memory
 growth only).
 """
 

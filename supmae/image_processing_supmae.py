@@ -260,7 +260,7 @@ class SupMAEImageProcessor(TorchvisionBackend):
       processor by ~0.3 gray levels on average. Float inputs are resized in float, without the
       intermediate rounding, then clipped to the valid range: ~0.3 levels from the PIL path on average,
       under 2 at most. (On GPU torchvision resizes uint8 through the float kernel too, so expect those
-      numbers there.) tests/test_image_processing.py has the measurements.
+      numbers there.) tests/models/test_image_processing.py has the measurements.
     - Crop: the crop offset is rounded the way torchvision's `CenterCrop` rounds it. If `crop_size` is
       larger than the resized image (impossible with the defaults, 256 >= 224, but possible if `size`
       or `crop_size` are changed), the image is first zero-padded (black before normalization)

@@ -1,4 +1,5 @@
-"""Shared pieces of the test suite: tiny configs and random weights in the official layout."""
+"""pytest's set-up of the suite: nothing reaches a hub, `import helpers` works from every folder, shared fixtures.
+(What the tests share besides fixtures is in helpers.py.)"""
 
 import os
 import sys
@@ -6,8 +7,6 @@ import sys
 import pytest
 import torch
 
-
-sys.path.insert(0, os.path.dirname(__file__))  # tests/reference_supmae.py
 
 # Stand-ins imported by Transformers' common test mixins (tests/transformers_mixins.py), not tests of their own.
 collect_ignore = ["transformers_shims"]
@@ -17,51 +16,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import reference_supmae as ref  # noqa: E402
-
-from supmae import SupMAEConfig  # noqa: E402
-
-
-TINY = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=128,
-    image_size=32,
-    patch_size=8,
-    decoder_hidden_size=16,
-    decoder_num_hidden_layers=2,
-    decoder_num_attention_heads=2,
-    decoder_intermediate_size=64,
-    supervised_head_hidden_size=24,
-    num_labels=5,
-)
-
-
-def tiny_config(**overrides) -> SupMAEConfig:
-    """A 2-layer, 32-wide SupMAE on 32x32 images with 8x8 patches (L = 16)."""
-    return SupMAEConfig(**{**TINY, **overrides})
-
-
-def official_state_dict(config: SupMAEConfig, seed: int = 0, **kwargs) -> dict:
-    """Random weights in the official pretraining layout for `config`'s architecture."""
-    return ref.random_official_state_dict(
-        hidden_size=config.hidden_size,
-        depth=config.num_hidden_layers,
-        num_heads=config.num_attention_heads,
-        mlp_ratio=config.intermediate_size / config.hidden_size,
-        decoder_hidden_size=config.decoder_hidden_size,
-        decoder_depth=config.decoder_num_hidden_layers,
-        decoder_num_heads=config.decoder_num_attention_heads,
-        decoder_mlp_ratio=config.decoder_intermediate_size / config.decoder_hidden_size,
-        patch_size=config.patch_size,
-        num_channels=config.num_channels,
-        image_size=config.image_size,
-        head_hidden_size=config.supervised_head_hidden_size,
-        num_labels=config.num_labels,
-        seed=seed,
-        **kwargs,
-    )
+# tests/ on the path, for `import helpers` and `from reference import reference_supmae` in every folder.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture

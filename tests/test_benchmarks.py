@@ -1,6 +1,7 @@
 """The benchmarks run and record their results (timings are reported, never asserted): the input pipeline, the
 train step's optimizer comparison, the GPU-decode check, the profile, end to end through run_pretraining.py, the
-summary, and run_gpu.sh's every command line on a CPU."""
+summary, run_gpu.sh's every command line on a CPU, the segmentation step's two arms, and a short soak (its memory
+bounded)."""
 
 import json
 import os
@@ -211,3 +212,40 @@ def test_run_gpu_sh_runs_every_part_on_a_cpu(tmp_path):
     assert "end to end (run_pretraining.py, Trainer):" in done.stdout
     assert "segmentation step (UperNet" in done.stdout
     assert (tmp_path / "gpu-summary.txt").read_text().strip() in done.stdout
+
+
+@pytest.mark.slow  # a tiny model, but the memory child imports torch and transformers again
+def test_segmentation_benchmark_compares_the_same_architecture(tmp_path, monkeypatch):
+    """benchmarks/segmentation_step.py on a tiny ViT: both arms run and are recorded, and they do the same work (the
+    same FLOPs per step: same blocks, same pyramid, same heads). Timings are not asserted."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    monkeypatch.setenv("PYTHONPATH", ROOT)  # the memory child imports this checkout's package
+    import segmentation_step
+
+    output = tmp_path / "results.json"
+    record = segmentation_step.main(
+        ["--tiny", "--device", "cpu", "--rounds", "1", "--warmup", "0", "--output", str(output)]
+    )
+    (point,) = record["results"]
+    ours, beit = point["arms"]["supmae"], point["arms"]["beit"]
+    assert ours["label"] == "UperNet + SupMAEBackbone" and beit["label"] == "UperNet + BeitBackbone"
+    assert ours["flops_per_step"] == pytest.approx(beit["flops_per_step"], rel=0.01) and ours["flops_per_step"] > 0
+    for arm in (ours, beit):
+        assert arm["images_per_s"] > 0 and arm["memory"]["peak_bytes"] > 0
+    assert point["comparisons"][0]["ratio"] > 0 and (point["batch_size"], point["image_size"]) == (2, 64)
+    assert json.loads(output.read_text())[-1]["script"] == "segmentation_step.py"
+
+
+@pytest.mark.slow
+def test_a_short_soak_keeps_memory_flat():
+    """600 steps through digits, two dataloader workers re-created every epoch and rotated checkpoints: resident
+    memory after warm-up grows by less than 20 MiB (benchmarks/soak.py records thousands of steps; throughput is
+    recorded there, never asserted)."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import soak
+
+    record = soak.main(["--steps", "600", "--window", "100"])
+    summary = record["summary"]
+    assert summary["steps"] == 600 and len(record["windows"]) == 6
+    assert summary["rss_growth_mib_after_warmup"] < 20, record["windows"]
+    assert summary["checkpoints_left"] == ["checkpoint-500", "checkpoint-600"]

@@ -88,7 +88,7 @@ def test_the_pretraining_demo_output_is_the_recorded_one():
 
 
 def test_the_demo_floor_stated_is_the_one_asserted():
-    floor = module_constant("tests/test_classification.py", "DEMO_FLOOR")
+    floor = module_constant("tests/tasks/test_classification.py", "DEMO_FLOOR")
     said = stated(read("docs/CLASSIFICATION.md"), r"asserts a test top-1 of at least (\d\.\d+)", "CLASSIFICATION.md")
     assert float(said) == floor
     assert demo_top1()["test"] >= floor
@@ -193,7 +193,7 @@ def equivalence() -> dict:
 
 
 def test_the_equivalence_tolerances_stated_are_the_ones_asserted():
-    asserted = module_constant("tests/test_equivalence.py", "TOLERANCE")
+    asserted = module_constant("tests/models/test_equivalence.py", "TOLERANCE")
     assert equivalence()["asserted_tolerances"] == asserted
     said = stated(read("README.md"), r"tests\s+assert\s+(\S+) in float64 and (\S+) in float32", "README.md")
     assert tuple(map(float, said)) == (asserted["float64"], asserted["float32"])
@@ -223,13 +223,13 @@ def test_the_largest_differences_in_the_readme_are_the_record():
 
 def test_the_conversion_tolerances_stated_are_the_ones_asserted():
     text = read("docs/CONVERSION.md")
-    timm = module_constant("tests/test_timm_export.py", "TOLERANCE")
+    timm = module_constant("tests/interop/test_timm_export.py", "TOLERANCE")
     said = stated(
         text, r"asserts (\S+) in float64, where the export is exact, and\s+(\S+) in float32", "CONVERSION.md"
     )
     assert tuple(float(x) for x in said) == (timm["float64"], timm["float32"])
     converted = stated(text, r"original state\s+dict within (\S+),", "CONVERSION.md")
-    assert float(converted) == module_constant("tests/test_convert.py", "ATOL")
+    assert float(converted) == module_constant("tests/interop/test_convert.py", "ATOL")
 
 
 # ---------------------------------------------------------------------------------------------- the digits study

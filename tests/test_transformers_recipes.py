@@ -15,8 +15,8 @@ import textwrap
 
 import pytest
 import torch
-from conftest import tiny_config
 from generated import write_shapes_folder
+from helpers import tiny_config
 from isolated import run_without_supmae
 from torchvision import transforms as T
 from transformers import AutoImageProcessor

@@ -5,7 +5,7 @@ SupMAE's classifier is MAE's fine-tuning ViT, which timm's `VisionTransformer` i
 fused qkv projection, exact GELU, the position table covering the cls position too and added to the cls token
 (`class_token=True, no_embed_class=False`), and either mean pooling of the patch tokens followed by `fc_norm`
 (`global_pool="avg", fc_norm=True`) or the final-normed cls token (`global_pool="token"`). The export is exact in
-eval mode for all three heads (logits within 1e-12 in float64, 3e-6 in float32, tests/test_timm_export.py), the
+eval mode for all three heads (logits within 1e-12 in float64, 3e-6 in float32, tests/interop/test_timm_export.py), the
 linear-probe one included: its BatchNorm1d without affine parameters has no place in timm's ViT, so its running
 statistics are folded into the classifier, `W (x - mu) / sqrt(var + eps) + b = W' x + b'` with
 `W' = W / sqrt(var + eps)`, `b' = b - W' mu`.

@@ -11,8 +11,8 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from conftest import TINY, tiny_config
 from generated import write_shapes_folder
+from helpers import TINY, tiny_config
 
 from supmae import SupMAEForPreTraining, SupMAEImageProcessor
 from supmae.cli import run_script

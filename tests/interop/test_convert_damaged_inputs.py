@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import official_state_dict, tiny_config
+from helpers import official_state_dict, tiny_config
 
 from supmae.cli import run_script
 from supmae.interop.convert import main

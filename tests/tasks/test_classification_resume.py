@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 import torch
-from conftest import tiny_config
 from generated import write_shapes_folder
+from helpers import tiny_config
 from safetensors.torch import load_file
 
 from supmae import SupMAEForPreTraining

@@ -12,8 +12,8 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from conftest import tiny_config
 from generated import SHAPES, write_shapes_folder
+from helpers import tiny_config
 
 from supmae import SupMAEForImageClassification, SupMAEForPreTraining
 from supmae.data.collators import ImageCollator, TransferCollator

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 import torch
-from conftest import TINY, tiny_config
 from generated import write_shapes_folder
+from helpers import config_overrides, tiny_config
 
 from supmae import SupMAEForImageClassification, SupMAEForPreTraining
 from supmae.cli import run_script, user_message
@@ -19,7 +19,7 @@ from supmae.data.images import BadImageError
 from supmae.tasks import classification, pretraining, segmentation
 
 
-TINY_OVERRIDES = ",".join(f"{k}={v}" for k, v in TINY.items() if k != "num_labels")
+TINY_OVERRIDES = config_overrides()
 COMMON = ["--report_to", "none", "--use_cpu", "true", "--disable_tqdm", "true", "--dataloader_num_workers", "0"]
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

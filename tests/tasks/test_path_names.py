@@ -6,8 +6,8 @@ import os
 
 import pytest
 import yaml
-from conftest import tiny_config
 from generated import SHAPES, write_shapes_folder
+from helpers import tiny_config
 
 from supmae import SupMAEForImageClassification
 from supmae.cli import run_script

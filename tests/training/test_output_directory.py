@@ -12,8 +12,8 @@ import time
 
 import pytest
 import torch
-from conftest import TINY, tiny_config
 from generated import write_shapes_folder
+from helpers import config_overrides, tiny_config
 from safetensors.torch import load_file
 from transformers import TrainingArguments
 
@@ -26,7 +26,7 @@ from supmae.training.runs import NOT_RECIPE_FIELDS, NUM_PROCESSES, RUN_STARTED, 
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TINY_OVERRIDES = ",".join(f"{k}={v}" for k, v in TINY.items() if k != "num_labels")
+TINY_OVERRIDES = config_overrides()
 COMMON = ["--report_to", "none", "--use_cpu", "true", "--disable_tqdm", "true", "--dataloader_num_workers", "0"]
 
 

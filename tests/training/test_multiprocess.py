@@ -1,0 +1,269 @@
+"""Tests that launch processes: run_pretraining.py with two processes under torchrun (CPU, gloo), and runs killed with
+SIGKILL and resumed. Each runs the script's `main` through tests/training/torchrun_harness.py, which records what
+every process trained on (the dataset indices of each micro-batch, a digest of each image, the files it decoded) and
+saves every process's final state dict, so that the tests compare what the processes did, not what their logs say.
+Also: SyncBatchNorm keeps the checkpoint layout."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import datasets
+import pytest
+import torch
+from helpers import pretraining_arguments, script_env, tiny_config, write_image_folder
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from supmae import SupMAEConfig, SupMAEForPreTraining
+from supmae.training.checkpoints import CHECKPOINT_COMPLETE, last_complete_checkpoint
+
+
+HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torchrun_harness.py")
+TRAIN_IMAGES, STREAMED_IMAGES, PER_DEVICE_BATCH, PROCESSES = 14, 12, 2, 2
+TINY_RUN = pretraining_arguments(
+    per_device_train_batch_size=PER_DEVICE_BATCH, eval_strategy="no", seed=7, dataloader_num_workers=0
+)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    write_image_folder(root / "train", per_class=TRAIN_IMAGES // 2)
+    write_image_folder(root / "val", per_class=2)
+    return root
+
+
+def arguments(folders, output, steps, *extra) -> list[str]:
+    data = ["--train_dir", str(folders / "train"), "--validation_dir", str(folders / "val")]
+    return [*TINY_RUN, *data, "--output_dir", str(output), "--max_steps", str(steps), *map(str, extra)]
+
+
+def command(record, script_arguments, processes=1) -> list[str]:
+    # --standalone: torchrun picks a free port itself, so runs never collide on a fixed one.
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    return [sys.executable, *(launcher if processes > 1 else []), HARNESS, str(record), *script_arguments]
+
+
+def run_job(record, script_arguments, processes=1) -> str:
+    result = subprocess.run(
+        command(record, script_arguments, processes), env=script_env(), capture_output=True, text=True, timeout=600
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert "terminate called" not in log, log[-4000:]
+    return log
+
+
+def steps_of(record, rank=0) -> list[dict]:
+    with open(record / f"rank-{rank}-steps.jsonl") as file:
+        return [json.loads(line) for line in file]
+
+
+def decoded_by(record, rank) -> list[str]:
+    path = record / f"rank-{rank}-decoded.txt"
+    return path.read_text().split("\n")[:-1] if path.exists() else []
+
+
+def final_state(record, rank) -> tuple[dict, dict]:
+    path = record / f"rank-{rank}.safetensors"
+    with safe_open(path, framework="pt") as file:
+        metadata = file.metadata()
+    return load_file(path), metadata
+
+
+def lr_schedule(peak: float, warmup: int, total: int, step: int) -> float:
+    """The lr of optimizer step `step` (1-based): MAE's per-step linear warmup, then a half-cycle cosine to 0."""
+    k = step - 1
+    return peak * (k / warmup if k < warmup else 0.5 * (1 + math.cos(math.pi * (k - warmup) / (total - warmup))))
+
+
+# --------------------------------------------------------------------------------------------- two processes
+@pytest.fixture(scope="module")
+def shards(folders, tmp_path_factory):
+    """12 of the training images as a Parquet dataset of 2 shards (6 images each), and the validation images: a stream
+    that splits by process. (A streamed image folder is one shard, which process 0 reads for all.)"""
+    root = tmp_path_factory.mktemp("shards")
+    train = datasets.load_dataset("imagefolder", data_dir=str(folders / "train"), split="train")
+    train = train.shuffle(seed=0).select(range(STREAMED_IMAGES))
+    for index in range(2):
+        train.shard(2, index, contiguous=True).to_parquet(root / f"train-0000{index}-of-00002.parquet")
+    validation = datasets.load_dataset("imagefolder", data_dir=str(folders / "val"), split="train")
+    validation.to_parquet(root / "validation-00000-of-00001.parquet")
+    return root
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["map-style", "streaming"])
+def two_process_run(request, folders, tmp_path_factory):
+    streaming = request.param
+    root = tmp_path_factory.mktemp("streaming" if streaming else "map-style")
+    record, output = root / "record", root / "out"
+    if streaming:  # the 2-shard Parquet stream: 3 whole global batches per epoch
+        data_root = request.getfixturevalue("shards")
+        script = [
+            *TINY_RUN,
+            "--dataset_name",
+            str(data_root),
+            "--streaming",
+            "true",
+            "--output_dir",
+            str(output),
+            "--max_steps",
+            "4",
+            "--save_steps",
+            "4",
+        ]
+    else:
+        script = arguments(folders, output, 4, "--save_steps", 4)
+    log = run_job(record, script, processes=PROCESSES)
+    return dict(streaming=streaming, record=record, output=output, log=log)
+
+
+@pytest.mark.slow
+def test_two_processes_end_with_identical_parameters(two_process_run):
+    """Each process saved its whole state dict when training ended: every parameter is equal, bit for bit. The
+    supervised head's BatchNorm running statistics are per process by design (as in the official code, without
+    SyncBatchNorm: each process normalizes its own images), so they must differ, which also shows that the two files
+    come from two processes that saw different images."""
+    record, output = two_process_run["record"], two_process_run["output"]
+    (first, first_meta), (second, second_meta) = final_state(record, 0), final_state(record, 1)
+    assert (first_meta["rank"], second_meta["rank"]) == ("0", "1") and first_meta["pid"] != second_meta["pid"]
+    model = SupMAEForPreTraining(SupMAEConfig.from_pretrained(output))
+    parameters, buffers = dict(model.named_parameters()), dict(model.named_buffers())
+    assert first.keys() == second.keys() == parameters.keys() | buffers.keys()
+    different = [name for name in parameters if not torch.equal(first[name], second[name])]
+    assert different == [], f"{len(different)} parameters differ between the processes, e.g. {different[:5]}"
+    statistics = [name for name in buffers if "running_" in name]
+    assert statistics == ["supervised_head.batch_norm.running_mean", "supervised_head.batch_norm.running_var"]
+    assert all(not torch.equal(first[name], second[name]) for name in statistics)
+    assert first["supervised_head.batch_norm.num_batches_tracked"] == 4
+    assert torch.equal(second["supervised_head.batch_norm.num_batches_tracked"], torch.tensor(4))
+    # The model the main process wrote is its state at the end of training.
+    written = load_file(output / "model.safetensors")
+    assert written.keys() == first.keys() and all(torch.equal(written[k], first[k]) for k in first)
+    assert "Parameters identical across the 2 processes" in two_process_run["log"]
+    checkpoints = [name for name in os.listdir(output) if name.startswith("checkpoint-")]
+    assert checkpoints == ["checkpoint-4"] and (output / "checkpoint-4" / CHECKPOINT_COMPLETE).is_file()
+
+
+@pytest.mark.slow
+def test_two_processes_use_the_scaled_learning_rate(two_process_run):
+    """lr = 1.5e-4 x (2 images x 2 processes) / 256, bounded both ways: the logged lr of each step is the schedule's
+    value exactly (warmup 5% of 4 steps = 1 step, then half-cycle cosine), so a process count left out of the batch,
+    or another schedule, fails."""
+    assert "lr = 0.00015 x 4 / 256" in two_process_run["log"]
+    peak = 1.5e-4 * PER_DEVICE_BATCH * PROCESSES / 256
+    history = json.loads((two_process_run["output"] / "trainer_state.json").read_text())["log_history"]
+    logged = [(entry["step"], entry["learning_rate"]) for entry in history if "loss" in entry]
+    expected = [(step, pytest.approx(lr_schedule(peak, 1, 4, step), rel=1e-12)) for step in (2, 4)]
+    assert logged == expected  # [(2, peak), (4, peak / 4)]
+
+
+@pytest.mark.slow
+def test_two_processes_train_on_different_images(two_process_run):
+    """In every optimizer step the two processes' micro-batches hold different images (pixel digests). Map-style: by
+    index, the processes' batches of an epoch are disjoint and together cover it, less the images that drop_last
+    leaves out (14 images, 4 per step: 12 in 3 steps)."""
+    record = two_process_run["record"]
+    first, second = steps_of(record, 0), steps_of(record, 1)
+    assert [s["step"] for s in first] == [s["step"] for s in second] == [0, 1, 2, 3]
+    for a, b in zip(first, second, strict=True):
+        assert len(a["images"]) == len(b["images"]) == PER_DEVICE_BATCH
+        assert not set(a["images"]) & set(b["images"]), f"both processes trained on the same image at step {a['step']}"
+    if two_process_run["streaming"]:
+        return
+    epoch = [index for s in first + second if s["epoch"] == 0 for index in s["indices"]]
+    per_epoch = TRAIN_IMAGES // (PER_DEVICE_BATCH * PROCESSES) * PER_DEVICE_BATCH * PROCESSES
+    assert len(epoch) == len(set(epoch)) == per_epoch  # disjoint across processes, no image twice
+    assert set(epoch) <= set(range(TRAIN_IMAGES))
+    later = [s["indices"] for s in first + second if s["epoch"] == 1]
+    assert len(later) == 2 and not set(later[0]) & set(later[1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("two_process_run", [True], ids=["streaming"], indirect=True)
+def test_streamed_processes_decode_their_own_images(two_process_run):
+    """Streamed from 2 Parquet shards, each process reads and decodes its own shard: the job decodes each image once
+    and no process decodes for the other (DESIGN.md, "Streaming under several processes"; accelerate's default is
+    that process 0 decodes every image and sends the other its batches). Over 4 steps of 2 images, each process goes
+    through its 6 images once and starts them again."""
+    record = two_process_run["record"]
+    first, second = decoded_by(record, 0), decoded_by(record, 1)
+    assert len(set(first)) == len(set(second)) == STREAMED_IMAGES // PROCESSES
+    assert not set(first) & set(second)
+    assert "reads and decodes every image" not in two_process_run["log"]
+
+
+# ------------------------------------------------------------------------------------- killed and resumed
+def kill_after_checkpoint(record, script_arguments, checkpoint) -> None:
+    """Start a run and SIGKILL it once `checkpoint` is marked complete (its files are on disk, synced)."""
+    process = subprocess.Popen(
+        command(record, script_arguments), env=script_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 300
+    while not (checkpoint / CHECKPOINT_COMPLETE).exists():
+        assert process.poll() is None and time.time() < deadline, "the run ended before the checkpoint was complete"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def killed_and_resumed(folders, root, steps, *extra) -> int:
+    """Run `steps` steps with a checkpoint every 5, killed after checkpoint-5 is complete, then rerun the same command.
+    Returns the step it resumed from."""
+    output = root / "out"
+    kill_after_checkpoint(root / "killed", arguments(folders, output, steps, *extra), output / "checkpoint-5")
+    assert not (output / "model.safetensors").exists()  # it died mid-training
+    resumed_from = int(os.path.basename(last_complete_checkpoint(str(output))).removeprefix("checkpoint-"))
+    assert 5 <= resumed_from < steps
+    log = run_job(root / "resumed", arguments(folders, output, steps, *extra))
+    assert (
+        f"Resuming from the last complete checkpoint in the output directory: {output / f'checkpoint-{resumed_from}'}"
+        in log
+    )
+    # It resumed, rather than started over: the rerun trained exactly the steps after the checkpoint.
+    assert [s["step"] for s in steps_of(root / "resumed")] == list(range(resumed_from, steps))
+    assert json.loads((output / "trainer_state.json").read_text())["global_step"] == steps
+    return resumed_from
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_weights(folders, tmp_path):
+    """SIGKILL once the step-5 checkpoint is complete, then a plain rerun (it resumes from the last complete
+    checkpoint): it trains on the same images, bit for bit, as an uninterrupted run, and ends with the same weights
+    (tolerance 0 on CPU)."""
+    extra = ["--save_steps", 5]
+    run_job(tmp_path / "straight" / "record", arguments(folders, tmp_path / "straight" / "out", 20, *extra))
+    resumed_from = killed_and_resumed(folders, tmp_path / "interrupted", 20, *extra)
+    straight = steps_of(tmp_path / "straight" / "record")
+    before_kill = steps_of(tmp_path / "interrupted" / "killed")[:resumed_from]  # later ones were redone
+    interrupted = before_kill + steps_of(tmp_path / "interrupted" / "resumed")
+    assert len(straight) == 20
+    for a, b in zip(straight, interrupted, strict=True):  # no batch repeated or skipped, the same crops
+        assert (a["step"], a["indices"], a["images"]) == (b["step"], b["indices"], b["images"])
+    expected = load_file(tmp_path / "straight" / "out" / "model.safetensors")
+    actual = load_file(tmp_path / "interrupted" / "out" / "model.safetensors")
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+
+
+@pytest.mark.slow
+def test_killed_streamed_run_resumes(folders, tmp_path):
+    """Streamed data resumes too: from the last complete checkpoint, training exactly the remaining steps to the
+    requested total. Its crops come from the dataloader's RNG, so bit-exactness is not promised (README, Resuming)."""
+    killed_and_resumed(folders, tmp_path, 20, "--save_steps", 5, "--streaming", "true")
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+# ------------------------------------------------------------------------------------------------------- SyncBatchNorm
+def test_sync_batch_norm_keeps_the_checkpoint_layout():
+    model = SupMAEForPreTraining(tiny_config())
+    keys = list(model.state_dict())
+    converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # what sync_batch_norm_if_requested does on GPUs
+    assert isinstance(converted.supervised_head.batch_norm, torch.nn.SyncBatchNorm)
+    assert list(converted.state_dict()) == keys  # saved and resumed like the BatchNorm1d it replaces
