@@ -15,8 +15,7 @@ import textwrap
 
 import pytest
 import torch
-from generated import write_shapes_folder
-from helpers import tiny_config
+from helpers import tiny_config, write_shapes_folder
 from isolated import run_without_supmae
 from torchvision import transforms as T
 from transformers import AutoImageProcessor

@@ -11,8 +11,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from generated import write_shapes_folder
-from helpers import TINY, tiny_config
+from helpers import TINY, tiny_config, write_shapes_folder
 
 from supmae import SupMAEForPreTraining, SupMAEImageProcessor
 from supmae.cli import run_script

@@ -11,7 +11,7 @@ import PIL.Image
 import PIL.ImageFile
 import pytest
 import torch
-from generated import write_shapes_folder
+from helpers import write_shapes_folder
 
 from supmae.data.datasets import TransformedImageDataset
 from supmae.data.gpu_decode import DeviceDecodeTransform

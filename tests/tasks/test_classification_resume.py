@@ -6,8 +6,7 @@ import shutil
 
 import pytest
 import torch
-from generated import write_shapes_folder
-from helpers import tiny_config
+from helpers import tiny_config, write_shapes_folder
 from safetensors.torch import load_file
 
 from supmae import SupMAEForPreTraining

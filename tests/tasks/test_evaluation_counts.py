@@ -12,8 +12,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from generated import SHAPES, write_shapes_folder
-from helpers import tiny_config
+from helpers import SHAPES, tiny_config, write_shapes_folder
 
 from supmae import SupMAEForImageClassification, SupMAEForPreTraining
 from supmae.data.collators import ImageCollator, TransferCollator

@@ -10,8 +10,7 @@ import sys
 
 import pytest
 import torch
-from generated import write_shapes_folder
-from helpers import config_overrides, tiny_config
+from helpers import config_overrides, tiny_config, write_shapes_folder
 
 from supmae import SupMAEForImageClassification, SupMAEForPreTraining
 from supmae.cli import run_script, user_message

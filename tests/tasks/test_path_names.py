@@ -6,8 +6,7 @@ import os
 
 import pytest
 import yaml
-from generated import SHAPES, write_shapes_folder
-from helpers import tiny_config
+from helpers import SHAPES, tiny_config, write_shapes_folder
 
 from supmae import SupMAEForImageClassification
 from supmae.cli import run_script

@@ -12,8 +12,7 @@ import time
 
 import pytest
 import torch
-from generated import write_shapes_folder
-from helpers import config_overrides, tiny_config
+from helpers import config_overrides, tiny_config, write_shapes_folder
 from safetensors.torch import load_file
 from transformers import TrainingArguments
 
