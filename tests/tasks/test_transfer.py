@@ -461,3 +461,29 @@ def test_a_killed_suite_resumes_at_the_first_missing_result(data, tmp_path):
     assert {name: state(name) for name in done} == kept  # not run again
     assert len(summary["datasets"]["colors"]["shots"][4]["runs"]) == 3
     assert not [p for p in first.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [("lr_scheduler_type", "linear"), ("max_grad_norm", "0.5"), ("seed", "3"), ("adam_beta1", "0.8")],
+)
+def test_a_result_depends_on_every_training_option(flag, value, tmp_path):
+    """Issue 19: the settings a result is keyed by held the model and the grid only, so a rerun with another
+    scheduler, clipping, seed or beta reused the old records and averaged them with the new ones."""
+    suite = load_suite(os.path.join(ROOT, "suites", "elevater.yaml"))
+    entry = suite.datasets[0]
+    argv = ["--suite", os.path.join(ROOT, "suites", "elevater.yaml"), "--model_name_or_path", "m"]
+    argv += ["--output_dir", str(tmp_path)]
+
+    def settings(*extra):
+        model_args, _, args, _ = transfer.classification.parse(
+            [*argv, *extra], "run_transfer.py", extra=(transfer.TransferArguments,)
+        )
+        return transfer.run_settings(suite, entry, model_args, args)
+
+    before, after = settings(), settings(f"--{flag}", value)
+    assert before != after and before[flag] != after[flag]
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"settings": before}))
+    with pytest.raises(ValueError, match=f"another {flag}"):
+        transfer.existing_result(str(path), after)
