@@ -170,14 +170,19 @@ def resized_pixels(height: int, width: int, size: SizeDict) -> int:
     return (size.height or height) * (size.width or width)
 
 
-def check_resized_size(image, height: int, width: int, size: SizeDict) -> None:
-    """Refuse, before anything is allocated, an image that `size` would resize to more than `MAX_RESIZED_PIXELS`
-    pixels (an extreme aspect ratio: the shorter side is scaled up to `shortest_edge` with the longer one)."""
-    pixels = resized_pixels(height, width, size)
+def check_resized_size(image, height: int, width: int, size: SizeDict, crop_pct: float | None = None) -> None:
+    """Refuse, before anything is allocated, an image that the resize would make more than `MAX_RESIZED_PIXELS`
+    pixels (an extreme aspect ratio: the shorter side is scaled up with the longer one). `crop_pct` given: the
+    resize of the `crop_pct` form (`resize_size_for_crop`), as `_preprocess` does it; otherwise `size`'s."""
+    if crop_pct is None:
+        pixels, how = resized_pixels(height, width, size), f"shorter side to {size.shortest_edge}"
+    else:
+        new_height, new_width = resize_size_for_crop((height, width), _output_size(size), crop_pct)
+        pixels, how = new_height * new_width, f"to {new_height}x{new_width} for a {crop_pct} crop"
     if pixels > MAX_RESIZED_PIXELS:
         raise ValueError(
-            f"{_image_name(image)} would be resized to {pixels:,} pixels (shorter side to {size.shortest_edge}), "
-            f"more than MAX_RESIZED_PIXELS = {MAX_RESIZED_PIXELS:,}: its aspect ratio is too extreme. Crop it first."
+            f"{_image_name(image)} would be resized to {pixels:,} pixels ({how}), more than "
+            f"MAX_RESIZED_PIXELS = {MAX_RESIZED_PIXELS:,}: its aspect ratio is too extreme. Crop it first."
         )
 
 
@@ -339,8 +344,11 @@ class SupMAEImageProcessor(TorchvisionBackend):
         would be resized to more than `MAX_RESIZED_PIXELS` pixels, or a PIL image whose file cannot be decoded, is a
         ValueError naming it."""
         size = kwargs.get("size") if kwargs.get("do_resize") else None
+        # The crop_pct form (a center crop of `size`, no `crop_size`) resizes by `resize_size_for_crop`.
+        crop_form = kwargs.get("do_center_crop") and kwargs.get("crop_size") is None
+        crop_pct = kwargs.get("crop_pct") if crop_form else None
         if isinstance(image, PIL.Image.Image) and size is not None:  # from the header, before decoding
-            check_resized_size(image, image.height, image.width, size)
+            check_resized_size(image, image.height, image.width, size, crop_pct)
         if isinstance(image, PIL.Image.Image) and do_convert_rgb:
             try:  # a lazily opened file is decoded here
                 image = torch.from_numpy(pil_to_rgb_array(image).copy())
@@ -361,7 +369,7 @@ class SupMAEImageProcessor(TorchvisionBackend):
             image, do_convert_rgb=do_convert_rgb, input_data_format=input_data_format, device=device, **kwargs
         )
         if size is not None:  # arrays and tensors: (3, H, W) now, before the resize
-            check_resized_size(image, *image.shape[-2:], size)
+            check_resized_size(image, *image.shape[-2:], size, crop_pct)
 
         if image.is_floating_point():
             do_rescale, rescale_factor = kwargs.get("do_rescale"), kwargs.get("rescale_factor")

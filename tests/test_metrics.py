@@ -274,10 +274,10 @@ def test_pretraining_metrics_by_hand():
     labels = np.array([3, -100, 1, 2])
     metrics = pretraining_metrics(EvalPrediction(predictions=stats, label_ids=labels))
     assert metrics == pytest.approx(
-        {"reconstruction_loss": 0.6, "classification_loss": 2.0, "classification_accuracy": 2 / 3}
+        {"reconstruction_loss": 0.6, "classification_loss": 2.0, "classification_accuracy": 2 / 3, "num_samples": 4}
     )
     unlabeled = pretraining_metrics(EvalPrediction(predictions=stats, label_ids=np.full(4, -100)))
-    assert unlabeled == pytest.approx({"reconstruction_loss": 0.6})
+    assert unlabeled == pytest.approx({"reconstruction_loss": 0.6, "num_samples": 4})
 
 
 def test_segmentation_metrics_against_a_hand_built_confusion_matrix():

@@ -30,6 +30,7 @@ DOCUMENTS = (
     "docs/PERFORMANCE.md",
     "docs/CORRECTNESS.md",
     "docs/ARCHITECTURE.md",
+    "docs/DEPLOY.md",
     "examples/README.md",
 )
 BLOCK = re.compile(
@@ -63,7 +64,7 @@ def without_installs(code: str) -> str:
     for match in PIP_INSTALL.finditer(code):
         what = match["what"].strip()
         assert re.fullmatch(
-            r'-e "?\.(\[(train|dev|corrupt)\])?"?|-e \.|torch==\S+ torchvision==\S+( --index-url \S+)?', what
+            r'-e "?\.(\[(train|dev|corrupt|deploy)\])?"?|-e \.|torch==\S+ torchvision==\S+( --index-url \S+)?', what
         ), what
     return PIP_INSTALL.sub("", code)
 

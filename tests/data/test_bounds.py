@@ -185,7 +185,7 @@ def test_a_suite_file_is_bounded_in_size_and_its_errors_in_length(tmp_path, monk
     )
     with pytest.raises(ValueError) as raised:
         load_suite(str(long_name))
-    assert "'name' must be a unique string without '/'" in str(raised.value)
+    assert "'name' must be a unique string that is a single file name" in str(raised.value)
     assert len(str(raised.value)) < 3 * MAX_SHOWN_CHARACTERS + len(str(long_name)) + 200
 
     broken = tmp_path / "broken.yaml"

@@ -6,6 +6,7 @@ import torch
 from helpers import backbone_config, tiny_config
 
 from supmae import SupMAEBackbone, SupMAEConfig
+from supmae.configuration_supmae import mae_dense_prediction_stages
 
 
 def test_stage_i_is_the_output_of_encoder_block_i():
@@ -26,16 +27,20 @@ def test_stage_i_is_the_output_of_encoder_block_i():
     torch.testing.assert_close(feature_maps[0], embeddings[:, 1:].transpose(1, 2).reshape(2, 32, 6, 10))
 
 
-def test_default_stages_are_mae_and_beits_blocks():
+def test_mae_dense_prediction_stages_are_mae_and_beits_blocks():
     """12 blocks: stage4, 6, 8, 12 = the 0-based blocks 3, 5, 7, 11 of MAE's and BEiT's code (not BeitBackbone's)."""
-    config = SupMAEConfig()
+    config = SupMAEConfig(out_features=mae_dense_prediction_stages(12))
     assert config.out_features == ["stage4", "stage6", "stage8", "stage12"] and config.out_indices == [4, 6, 8, 12]
-    assert SupMAEConfig.from_preset("vit-large-patch16").out_indices == [8, 12, 16, 24]  # mmseg's [7, 11, 15, 23]
-    # The default follows the depth, also when the depth changes after the config was made.
+    vit_large = SupMAEConfig.from_preset("vit-large-patch16")
+    assert mae_dense_prediction_stages(vit_large.num_hidden_layers) == ["stage8", "stage12", "stage16", "stage24"]
+    # The pyramid's default (no stages named) follows the depth, also when the depth changes after the config was made.
+    config = SupMAEConfig(add_fpn=True)
+    assert config.out_features == ["stage4", "stage6", "stage8", "stage12"]
     config.update_from_string("num_hidden_layers=4")
     assert SupMAEConfig.from_dict(config.to_dict()).out_features == ["stage1", "stage2", "stage3", "stage4"]
     torch.manual_seed(0)
-    backbone = SupMAEBackbone(tiny_config(num_hidden_layers=12, hidden_size=16)).eval()
+    config = tiny_config(num_hidden_layers=12, hidden_size=16, out_features=mae_dense_prediction_stages(12))
+    backbone = SupMAEBackbone(config).eval()
     captured = {}
     backbone.supmae.layers[3].register_forward_hook(lambda m, a, output: captured.setdefault("block3", output))
     backbone.supmae.layers[11].register_forward_hook(lambda m, a, output: captured.setdefault("block11", output))
@@ -45,7 +50,7 @@ def test_default_stages_are_mae_and_beits_blocks():
     with pytest.raises(Exception, match="`add_fpn` needs exactly 4 `out_features`"):
         tiny_config(add_fpn=True)  # 2 blocks give 2 stages
     # Four different blocks at every depth (5 blocks rounded N/3 and N/2 both to block 2).
-    assert [SupMAEConfig(num_hidden_layers=n).out_indices for n in (4, 5, 6, 7)] == [
+    assert [SupMAEConfig(num_hidden_layers=n, add_fpn=True).out_indices for n in (4, 5, 6, 7)] == [
         [1, 2, 3, 4],
         [2, 3, 4, 5],
         [2, 3, 4, 6],

@@ -211,7 +211,9 @@ def test_a_real_write_failure_while_saving_keeps_the_previous_checkpoint(tmp_pat
 def test_resuming_from_a_named_incomplete_checkpoint_is_refused(tmp_path):
     (tmp_path / "checkpoint-4").mkdir()
     with pytest.raises(ValueError, match=r"Cannot resume from --resume_from_checkpoint .*checkpoint-4: its save did"):
-        pretrain(train_dir=tmp_path, output_dir=tmp_path, resume_from_checkpoint=tmp_path / "checkpoint-4")
+        pretrain(  # the data is never read (the checkpoint is refused first); the output apart from it
+            train_dir=tmp_path / "data", output_dir=tmp_path / "out", resume_from_checkpoint=tmp_path / "checkpoint-4"
+        )
 
 
 # ------------------------------------------------------------------------------------------- the output directory
