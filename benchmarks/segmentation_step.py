@@ -4,7 +4,9 @@ Both are `UperNetForSemanticSegmentation` with the same UperNet heads (decode he
 wide, 150 classes, as mmsegmentation's MAE recipe) on a backbone of the same width, depth and crop: the preset's ViT
 (default ViT-B/16) at 512x512, four stages of the same blocks (stage4, 6, 8, 12) and MAE's feature pyramid
 (`add_fpn`), drop path 0.1. BEiT is set up as a plain ViT like ours: absolute position embeddings, no relative position
-bias, no layer scale, LayerNorm eps 1e-6. A step is UperNet's loss (decode + 0.4 auxiliary cross-entropy) on random
+bias, no layer scale, LayerNorm eps 1e-6. The `_recipe` arms add to both what mmsegmentation's MAE backbone (and
+run_segmentation.py's recipe) has: a relative position bias in every block and layer scale 1.0, so that the cost of the
+two shows next to the plain arms of the same run. A step is UperNet's loss (decode + 0.4 auxiliary cross-entropy) on random
 labels, backward, AdamW step and zero_grad(set_to_none=True).
 
 The models run interleaved in one process, one step each per round, after warm-up; the table gives medians, the
@@ -34,8 +36,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 
-ARMS = ("supmae", "beit")
-COMPARISONS = [("UperNet: SupMAEBackbone vs BeitBackbone (same ViT, add_fpn)", "supmae", "beit")]
+ARMS = ("supmae", "beit", "supmae_recipe", "beit_recipe")
+COMPARISONS = [
+    ("UperNet: SupMAEBackbone vs BeitBackbone (same ViT, add_fpn)", "supmae", "beit"),
+    ("UperNet, relative position bias + layer scale: SupMAEBackbone vs BeitBackbone", "supmae_recipe", "beit_recipe"),
+    ("SupMAEBackbone: with relative position bias + layer scale vs without", "supmae_recipe", "supmae"),
+    ("BeitBackbone: with relative position bias + layer scale vs without", "beit_recipe", "beit"),
+]
+# mmsegmentation's MAE backbone: a relative position bias in every block (not shared), layer scale 1.0.
+RECIPE = {"use_relative_position_bias": True, "layer_scale_init_value": 1.0}
 NUM_LABELS = 150
 
 
@@ -55,11 +64,13 @@ def parse_args(argv):
     return args
 
 
-def backbone_configs(args):
-    """Our backbone config and BEiT's, same architecture. --tiny gets 4 blocks (the pyramid needs four stages) and
-    16 px patches (BEiT's pyramid is built for them; ours would rescale 8 px patches less)."""
+def backbone_configs(args, recipe: bool = False):
+    """Our backbone config and BEiT's, same architecture, with `recipe` the relative position bias and layer scale
+    (RECIPE). --tiny gets 4 blocks (the pyramid needs four stages) and 16 px patches (BEiT's pyramid is built for them;
+    ours would rescale 8 px patches less)."""
     tiny = {"num_hidden_layers": 4, "patch_size": 16} if args.tiny else {}
-    ours = common.supmae_config(args, image_size=args.image_size, add_fpn=True, drop_path_rate=0.1, **tiny)
+    extra = RECIPE if recipe else {}
+    ours = common.supmae_config(args, image_size=args.image_size, add_fpn=True, drop_path_rate=0.1, **tiny, **extra)
     beit = BeitConfig(
         **{
             name: getattr(ours, name)
@@ -76,8 +87,8 @@ def backbone_configs(args):
         },
         image_size=args.image_size,
         use_absolute_position_embeddings=True,
-        use_relative_position_bias=False,
-        layer_scale_init_value=0.0,
+        use_relative_position_bias=recipe,
+        layer_scale_init_value=1.0 if recipe else 0.0,
         drop_path_rate=0.1,
         add_fpn=True,
         out_indices=list(ours.out_indices),
@@ -87,8 +98,8 @@ def backbone_configs(args):
 
 
 def build_arm(args, key: str) -> common.Arm:
-    ours, beit = backbone_configs(args)
-    backbone_config = ours if key == "supmae" else beit
+    ours, beit = backbone_configs(args, recipe=key.endswith("_recipe"))
+    backbone_config = ours if key.startswith("supmae") else beit
     config = UperNetConfig(
         backbone_config=backbone_config,
         hidden_size=args.decode_channels,
@@ -96,7 +107,8 @@ def build_arm(args, key: str) -> common.Arm:
         num_labels=NUM_LABELS,
     )
     model = UperNetForSemanticSegmentation(config).to(args.device).train()
-    label = "UperNet + SupMAEBackbone" if key == "supmae" else "UperNet + BeitBackbone"
+    label = "UperNet + SupMAEBackbone" if key.startswith("supmae") else "UperNet + BeitBackbone"
+    label += " (relative position bias, layer scale 1.0)" if key.endswith("_recipe") else ""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
     runner = common.prepare(model, args)
 

@@ -318,18 +318,27 @@ class SegmentationTrainTransform:
 @dataclass
 class SegmentationEvalTransform:
     """mmsegmentation's ADE20K test pipeline: the image resized (keep ratio, bilinear) to fit `scale`, normalized; the
-    annotation left at its original size, where the prediction is scored."""
+    annotation left at its original size, where the prediction is scored. With `ratios`, its multi-scale test
+    (`MultiScaleFlipAug`'s `img_ratios`): one image per ratio r, resized to fit `(int(r * long), int(r * short))`."""
 
     scale: tuple[int, int] = (2048, 512)
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    ratios: tuple[float, ...] | None = None
 
     def __call__(self, image: PIL.Image.Image, mask: np.ndarray, rng: random.Random | None = None):
-        """Returns pixel_values `(3, h, w)` float32 (h, w: the rescaled size) and labels `(H, W)` int64."""
+        """Returns pixel_values `(3, h, w)` float32 (h, w: the rescaled size), or with `ratios` a list of them, one
+        per ratio, and labels `(H, W)` int64."""
         pixels = _to_tensor(image)
-        size = list(_pil_size(*pixels.shape[-2:], self.scale))
+        if self.ratios is None:
+            return self.rescaled(pixels, self.scale), torch.from_numpy(mask).long()
+        scales = [tuple(int(side * ratio) for side in self.scale) for ratio in self.ratios]
+        return [self.rescaled(pixels, scale) for scale in scales], torch.from_numpy(mask).long()
+
+    def rescaled(self, pixels: torch.Tensor, scale: tuple[int, int]) -> torch.Tensor:
+        size = list(_pil_size(*pixels.shape[-2:], scale))
         pixels = tvF.resize(pixels, size, tvF.InterpolationMode.BILINEAR, antialias=False)
-        return normalize_uint8(pixels, self.mean, self.std), torch.from_numpy(mask).long()
+        return normalize_uint8(pixels, self.mean, self.std)
 
 
 class SegmentationDataset(torch.utils.data.Dataset):
@@ -423,11 +432,18 @@ class SegmentationDataset(torch.utils.data.Dataset):
 
 
 def segmentation_collator(items: list[dict | None]) -> dict[str, torch.Tensor] | None:
-    """Stacks items of one size into `{"pixel_values": (B, 3, h, w), "labels": (B, H, W)}` (evaluation: B = 1); the
+    """Stacks items of one size into `{"pixel_values": (B, 3, h, w), "labels": (B, H, W)}` (evaluation: B = 1), or
+    items of several scales (`SegmentationEvalTransform.ratios`) into a list of `(B, 3, h_r, w_r)` pixel_values; the
     unreadable items of an evaluation set (None) are left out, and a batch of only those is None."""
     items = [item for item in items if item is not None]
     if not items:
         return None
+    if isinstance(items[0]["pixel_values"], list | tuple):
+        scales = zip(*(item["pixel_values"] for item in items), strict=True)
+        return {
+            "pixel_values": [torch.stack(scale) for scale in scales],
+            "labels": torch.stack([item["labels"] for item in items]),
+        }
     return {key: torch.stack([item[key] for item in items]) for key in ("pixel_values", "labels")}
 
 

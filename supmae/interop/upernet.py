@@ -12,10 +12,16 @@ import torch
 from transformers import PreTrainedConfig, SegformerImageProcessor, UperNetConfig, UperNetForSemanticSegmentation
 
 from .. import modeling_supmae
-from ..configuration_supmae import SupMAEConfig, mae_dense_prediction_stages
+from ..configuration_supmae import SupMAEConfig, SupMAEUperNetConfig, mae_dense_prediction_stages
 from ..data.segmentation import UNLABELED_PIXEL
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from ..modeling_supmae import SEGMENTATION_REMOTE_CODE_AUTO_MAP, SupMAEBackbone, interpolate_position_embeddings
+from ..modeling_supmae import (
+    SEGMENTATION_REMOTE_CODE_AUTO_MAP,
+    SupMAEBackbone,
+    SupMAEUperNetForSemanticSegmentation,
+    interpolate_position_embeddings,
+    resize_relative_position_bias_table,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -49,15 +55,18 @@ def upernet_config(
     decode_channels: int = 768,
     auxiliary_channels: int = 256,
     auxiliary_loss_weight: float = 0.4,
-) -> UperNetConfig:
+    classifier_dropout: float = 0.1,
+) -> SupMAEUperNetConfig:
     """mmsegmentation's UperNet for MAE: pool scales (1, 2, 3, 6), a `decode_channels`-wide UPerHead (768), and an FCN
-    auxiliary head on the third map (256 wide, loss weight 0.4); 255 is ignored."""
-    return UperNetConfig(
+    auxiliary head on the third map (256 wide, loss weight 0.4), both with dropout 0.1 before their classifier
+    (`SupMAEUperNetForSemanticSegmentation` reads it); 255 is ignored."""
+    return SupMAEUperNetConfig(
         backbone_config=backbone_config,
         hidden_size=decode_channels,
         auxiliary_channels=auxiliary_channels,
         auxiliary_loss_weight=auxiliary_loss_weight,
         use_auxiliary_head=True,
+        classifier_dropout=classifier_dropout,
         loss_ignore_index=UNLABELED_PIXEL,
         num_labels=len(id2label),
         id2label=dict(id2label),
@@ -65,9 +74,18 @@ def upernet_config(
     )
 
 
-def backbone_config_from(encoder_config: SupMAEConfig, image_size: int, drop_path_rate: float = 0.1) -> SupMAEConfig:
+def backbone_config_from(
+    encoder_config: SupMAEConfig,
+    image_size: int,
+    drop_path_rate: float = 0.1,
+    relative_position_bias: bool = True,
+    layer_scale_init_value: float | None = 1.0,
+) -> SupMAEConfig:
     """The backbone of `encoder_config`'s architecture for `image_size` crops: MAE's four blocks, named explicitly
-    (a backbone's default is its last block only), into MAE's feature pyramid."""
+    (a backbone's default is its last block only), into MAE's feature pyramid; as mmsegmentation's MAE backbone, a
+    relative position bias in every block (zero at the start) and layer scales initialized to 1.0 (False and 0 or
+    None: without them, for ablations)."""
+    check_pyramid_depth(encoder_config.num_hidden_layers)
     if image_size % encoder_config.patch_size:
         raise ValueError(
             f"--crop_size {image_size} is not a multiple of the encoder's patch size ({encoder_config.patch_size}): "
@@ -82,9 +100,23 @@ def backbone_config_from(encoder_config: SupMAEConfig, image_size: int, drop_pat
         drop_path_rate=drop_path_rate,
         out_features=mae_dense_prediction_stages(encoder_config.num_hidden_layers),
         add_fpn=True,
+        use_relative_position_bias=relative_position_bias,
+        layer_scale_init_value=layer_scale_init_value or None,
         num_labels=1,
         attn_implementation=encoder_config._attn_implementation,
     )
+
+
+def check_pyramid_depth(num_hidden_layers: int) -> None:
+    """UperNet's feature pyramid takes four maps, from four different encoder blocks (MAE's N/3, N/2, 2N/3 and N)."""
+    if num_hidden_layers < 4:
+        raise ValueError(
+            f"The encoder has {num_hidden_layers} block{'s' if num_hidden_layers != 1 else ''} "
+            f"(num_hidden_layers={num_hidden_layers}), and UperNet's feature pyramid takes four maps from four "
+            "different blocks (MAE's N/3, N/2, 2N/3 and N, at strides 4, 8, 16 and 32): segment with an encoder of at "
+            "least 4 blocks, i.e. a deeper checkpoint for --model_name_or_path or, from scratch, "
+            "--config_overrides num_hidden_layers=4 (or more)."
+        )
 
 
 def checkpoint_weights(source: str, **hub_kwargs) -> dict[str, torch.Tensor]:
@@ -133,7 +165,9 @@ def load_encoder_weights(backbone: SupMAEBackbone, source: str, encoder_config: 
             dropped[part] = dropped.get(part, 0) + 1
         else:
             unknown.append(key)
-    missing = sorted(set(target) - set(reused))
+    # A pretraining checkpoint has no relative position biases or layer scales: they keep their initial values.
+    added = {key for key in set(target) - set(reused) if is_encoder_addition(key)}
+    missing = sorted(set(target) - set(reused) - added)
     if unknown or missing:
         raise ValueError(
             f"{source} does not hold a SupMAE encoder that fits the backbone: "
@@ -150,12 +184,14 @@ def load_encoder_weights(backbone: SupMAEBackbone, source: str, encoder_config: 
             f"{encoder_config.image_size} px images make {old_grid[0]}x{old_grid[1]} patches."
         )
     reused[table] = interpolate_position_embeddings(reused[table], old_grid, new_grid)
+    for key in [key for key in reused if key.endswith(".relative_position_bias_table")]:  # BEiT's resize
+        reused[key] = resize_relative_position_bias_table(reused[key], old_grid, new_grid)
     wrong = [
         f"{k}: {tuple(v.shape)} vs {tuple(target[k].shape)}" for k, v in reused.items() if v.shape != target[k].shape
     ]
     if wrong:
         raise ValueError(f"The encoder of {source} does not fit the backbone's shapes: {wrong[:5]}.")
-    backbone.supmae.load_state_dict(reused, strict=True)
+    backbone.supmae.load_state_dict(reused, strict=not added)
 
     order = [part for part in dict.fromkeys(backbone._dropped_on_transfer.values()) if part in dropped]
     kind = _CHECKPOINT_KINDS.get((encoder_config.architectures or [""])[0], "the SupMAE checkpoint")
@@ -166,10 +202,17 @@ def load_encoder_weights(backbone: SupMAEBackbone, source: str, encoder_config: 
         + (resized if old_grid != new_grid else "")
         + ")"
         + ("; dropped " + ", ".join(f"{part} ({dropped[part]} tensors)" for part in order) if order else "")
-        + "; newly initialized: the feature pyramid (neck), the decode head, the auxiliary head."
+        + "; newly initialized: "
+        + (backbone._encoder_additions_phrase({f"supmae.{key}" for key in added}) + ", " if added else "")
+        + "the feature pyramid (neck), the decode head, the auxiliary head."
     )
     logger.warning(report)
     return report
+
+
+def is_encoder_addition(key: str) -> bool:
+    """Whether `key` (of `SupMAEModel`'s state dict) is a relative position bias table or a layer scale."""
+    return key.startswith("layers.") and key.endswith((".relative_position_bias_table", ".lambda_1", ".lambda_2"))
 
 
 def segmentation_model(
@@ -182,15 +225,19 @@ def segmentation_model(
     drop_path_rate: float = 0.1,
     decode_channels: int = 768,
     auxiliary_channels: int = 256,
+    relative_position_bias: bool = True,
+    layer_scale_init_value: float | None = 1.0,
+    classifier_dropout: float = 0.1,
     **hub_kwargs,
-) -> tuple[UperNetForSemanticSegmentation, str]:
+) -> tuple[SupMAEUperNetForSemanticSegmentation, str]:
     """
-    UperNet with a SupMAE backbone for `crop_size` crops and the classes of `id2label`, and a sentence saying where
-    its weights came from:
+    UperNet with a SupMAE backbone for `crop_size` crops and the classes of `id2label`, mmsegmentation's MAE recipe
+    by default (`backbone_config_from`, `upernet_config`), and a sentence saying where its weights came from:
 
     - `source` a SupMAE checkpoint (pretraining, classifier, encoder; a converted official one): its encoder goes
       into the backbone (`load_encoder_weights`); with `random_init`, only its architecture is used;
-    - `source` a saved segmentation directory: loaded whole (a new classifier if its classes differ);
+    - `source` a saved segmentation directory: loaded whole, its own architecture (a new classifier if its classes
+      differ);
     - `source` None: `config`'s architecture with random weights.
     """
     if source is not None:
@@ -200,7 +247,7 @@ def segmentation_model(
             raise ValueError(f"{source} is a segmentation checkpoint; random weights start from a SupMAE one.")
         if model_type == UperNetConfig.model_type:
             labels = {int(k): v for k, v in (checkpoint.get("id2label") or {}).items()}
-            model = UperNetForSemanticSegmentation.from_pretrained(
+            model = SupMAEUperNetForSemanticSegmentation.from_pretrained(
                 source,
                 id2label=dict(id2label),
                 label2id={v: k for k, v in id2label.items()},
@@ -220,10 +267,9 @@ def segmentation_model(
         config = SupMAEConfig.from_pretrained(source, **hub_kwargs)
     elif config is None:
         raise ValueError("Give a checkpoint (--model_name_or_path) or an architecture (--config_name).")
-    model = UperNetForSemanticSegmentation(
-        upernet_config(
-            backbone_config_from(config, crop_size, drop_path_rate), id2label, decode_channels, auxiliary_channels
-        )
+    backbone = backbone_config_from(config, crop_size, drop_path_rate, relative_position_bias, layer_scale_init_value)
+    model = SupMAEUperNetForSemanticSegmentation(
+        upernet_config(backbone, id2label, decode_channels, auxiliary_channels, classifier_dropout=classifier_dropout)
     )
     if source is None or random_init:
         what = f"the architecture of {source}" if source else "the given architecture"

@@ -21,7 +21,12 @@ from ..data.segmentation import (
     segmentation_class_names,
 )
 from ..data.sources import DIGITS, find_image_column
-from ..interop.upernet import save_segmentation_model, segmentation_image_processor, segmentation_model
+from ..interop.upernet import (
+    check_pyramid_depth,
+    save_segmentation_model,
+    segmentation_image_processor,
+    segmentation_model,
+)
 from ..reports.model_card import segmentation_model_card
 from ..reports.segmentation_figure import prediction_figure
 from ..training.arguments import ModelArguments, SupMAETrainingArguments, build_config
@@ -38,7 +43,7 @@ from ..training.runs import (
     run_recipe,
     write_model_card,
 )
-from ..training.segmentation import SupMAESegmentationTrainer
+from ..training.segmentation import TEST_AUGMENTATION_RATIOS, SupMAESegmentationTrainer
 
 
 logger = logging.getLogger(__name__)
@@ -55,6 +60,22 @@ class SegmentationModelArguments(ModelArguments):
     drop_path_rate: float = field(default=0.1, metadata={"help": "Stochastic depth of the backbone's last block."})
     decode_channels: int = field(default=768, metadata={"help": "Width of UperNet's decode head (mmseg MAE: 768)."})
     auxiliary_channels: int = field(default=256, metadata={"help": "Width of the auxiliary FCN head."})
+    relative_position_bias: bool = field(
+        default=True,
+        metadata={
+            "help": "BEiT's relative position bias in every block, zero at the start (mmseg MAE); false: without "
+            "(an ablation)."
+        },
+    )
+    layer_scale_init_value: float = field(
+        default=1.0,
+        metadata={
+            "help": "Layer scale on both residual branches of every block, from this value (mmseg MAE: 1.0); 0: none."
+        },
+    )
+    classifier_dropout: float = field(
+        default=0.1, metadata={"help": "Dropout before the classifiers of both heads (mmseg: 0.1); 0: none."}
+    )
 
 
 @dataclass
@@ -118,7 +139,19 @@ class SegmentationTrainingArguments(SupMAETrainingArguments):
     """TrainingArguments with mmsegmentation's MAE ADE20K recipe as defaults."""
 
     crop_size: int = field(default=512, metadata={"help": "Training crop and evaluation window (pixels)."})
-    stride: int = field(default=341, metadata={"help": "Step of the evaluation's sliding window (pixels)."})
+    stride: int | None = field(
+        default=None,
+        metadata={
+            "help": "Step of the evaluation's sliding window (pixels; default: 2/3 of --crop_size, 341 at 512)."
+        },
+    )
+    test_augmentation: bool = field(
+        default=False,
+        metadata={
+            "help": "mmseg's multi-scale + flip evaluation: sliding windows at 0.5, 0.75, ..., 1.75 x --scale and "
+            "mirrored, the probabilities averaged at the original size."
+        },
+    )
     windows_per_batch: int = field(default=8, metadata={"help": "Evaluation windows run through the model at once."})
     layer_decay: float = field(default=0.65, metadata={"help": "Layer-wise lr decay (MAE / BEiT: 0.65)."})
     sync_batch_norm: bool = field(
@@ -171,6 +204,8 @@ def parse(
             f"got {data_args.scale} and {data_args.ratio_range}."
         )
     check_layer_decay(args.layer_decay)
+    if args.stride is None:
+        args.stride = default_stride(args.crop_size)
     if not 0 < args.stride <= args.crop_size:
         raise ValueError(
             f"--stride {args.stride} must be between 1 and --crop_size ({args.crop_size}): windows "
@@ -179,6 +214,11 @@ def parse(
     if args.windows_per_batch < 1:
         raise ValueError(f"--windows_per_batch must be at least 1, got {args.windows_per_batch}.")
     return model_args, data_args, args
+
+
+def default_stride(crop_size: int) -> int:
+    """mmsegmentation's sliding-window step for a crop: two thirds of it (341 for its 512 px crops), at least 1."""
+    return max(crop_size * 2 // 3, 1)
 
 
 def main(argv: list[str], demo: list[str] | None = None) -> dict:
@@ -197,6 +237,8 @@ def main(argv: list[str], demo: list[str] | None = None) -> dict:
         )
     # From scratch, the architecture; a wrong preset or field fails here, before any data is read.
     config = None if model_args.model_name_or_path else build_config(model_args)
+    if config is not None:
+        check_pyramid_depth(config.num_hidden_layers)
     command = command_of(argv)
     recipe = run_recipe(model_args, data_args, args)
     with RunDirectory(args, "run_segmentation.py", command, recipe, local_sources(model_args, data_args)):
@@ -244,6 +286,9 @@ def main(argv: list[str], demo: list[str] | None = None) -> dict:
             drop_path_rate=model_args.drop_path_rate,
             decode_channels=model_args.decode_channels,
             auxiliary_channels=model_args.auxiliary_channels,
+            relative_position_bias=model_args.relative_position_bias,
+            layer_scale_init_value=model_args.layer_scale_init_value,
+            classifier_dropout=model_args.classifier_dropout,
             cache_dir=data_args.cache_dir,
         )
         check_output_dir(args, model)
@@ -257,7 +302,8 @@ def main(argv: list[str], demo: list[str] | None = None) -> dict:
             data_args.cat_max_ratio,
             data_args.photometric_distortion,
         )
-        eval_transform = SegmentationEvalTransform(tuple(data_args.scale))
+        ratios = TEST_AUGMENTATION_RATIOS if args.test_augmentation else None
+        eval_transform = SegmentationEvalTransform(tuple(data_args.scale), ratios=ratios)
         common = {
             "reduce_labels": reduce_labels,
             "seed": args.seed,
@@ -287,6 +333,7 @@ def main(argv: list[str], demo: list[str] | None = None) -> dict:
             crop_size=args.crop_size,
             stride=args.stride,
             windows_per_batch=args.windows_per_batch,
+            flip=args.test_augmentation,
         )
 
         trainer.train(resume_from_checkpoint=resume)
@@ -323,7 +370,17 @@ def main(argv: list[str], demo: list[str] | None = None) -> dict:
             if run_demo:
                 figure = os.path.join(args.output_dir, "predictions.png")
                 model = trainer.accelerator.unwrap_model(model)
-                prediction_figure(model, datasets["validation"], args.crop_size, args.stride, args.device).save(figure)
+                shown = datasets["validation"]
+                if args.test_augmentation:  # the figure shows single-scale predictions
+                    shown = SegmentationDataset(
+                        validation,
+                        image_column,
+                        mask_column,
+                        SegmentationEvalTransform(tuple(data_args.scale)),
+                        substitute=False,
+                        **common,
+                    )
+                prediction_figure(model, shown, args.crop_size, args.stride, args.device).save(figure)
             record_finished_run(args.output_dir, command, {"metrics": metrics, "figure": figure})
             report_results(args.output_dir, metrics, figure)
         return metrics

@@ -80,6 +80,47 @@ def sliding_window_logits(
     return (logits / counts)[:, :, :height, :width]
 
 
+# mmsegmentation's multi-scale test: the `img_ratios` of its ADE20K test pipeline (MultiScaleFlipAug, with flip).
+TEST_AUGMENTATION_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+
+
+@torch.no_grad()
+def augmented_probabilities(
+    model,
+    scaled_pixel_values: list[torch.Tensor],
+    output_size,
+    crop_size,
+    stride,
+    num_labels: int,
+    flip: bool = False,
+    windows_per_batch: int = 8,
+) -> torch.Tensor:
+    """
+    mmsegmentation's `aug_test`: for each rescaled version of the images (and, with `flip`, its mirror image), the
+    sliding-window logits (`sliding_window_logits`) resized (bilinear) to `output_size`, turned into probabilities,
+    mirrored back; the mean of them all. Their argmax is the prediction.
+
+    Args:
+        scaled_pixel_values: `(B, 3, h_r, w_r)` normalized images, one tensor per scale (any sizes).
+        output_size: (H, W), the annotations' size.
+
+    Returns:
+        `(B, K, H, W)` float32 probabilities.
+    """
+    total, count = None, 0
+    for pixels in scaled_pixel_values:
+        for mirrored in (False, True) if flip else (False,):
+            logits = sliding_window_logits(
+                model, pixels.flip(-1) if mirrored else pixels, crop_size, stride, num_labels, windows_per_batch
+            )
+            logits = F.interpolate(logits, size=tuple(output_size), mode="bilinear", align_corners=False)
+            probabilities = logits.softmax(1)
+            probabilities = probabilities.flip(-1) if mirrored else probabilities
+            total = probabilities if total is None else total + probabilities
+            count += 1
+    return total / count
+
+
 class SupMAESegmentationTrainer(SupMAEBaseTrainer):
     """
     `Trainer` for `UperNetForSemanticSegmentation` on a SupMAE backbone, with mmsegmentation's MAE recipe:
@@ -88,16 +129,27 @@ class SupMAESegmentationTrainer(SupMAEBaseTrainer):
       logged (`decode_loss`, `auxiliary_loss`) next to the total `loss` and the learning rate of the heads;
     - evaluation by sliding windows (`crop_size`, `stride`) on the rescaled images, the logits resized back to each
       original annotation, one confusion matrix over the whole set: `eval_mean_iou`, `eval_mean_accuracy`,
-      `eval_overall_accuracy` (the returned metrics also hold the per-class lists).
+      `eval_overall_accuracy` (the returned metrics also hold the per-class lists); with images at several scales
+      (`SegmentationEvalTransform.ratios`) and/or `flip`, mmsegmentation's test-time augmentation instead
+      (`augmented_probabilities`);
     Evaluation sets are batched one image at a time (`segmentation_collator`), split across processes without
     padding, so every image counts once.
     """
 
-    def __init__(self, *args, layer_decay: float = 0.65, crop_size=512, stride=341, windows_per_batch: int = 8, **kw):
+    def __init__(
+        self,
+        *args,
+        layer_decay: float = 0.65,
+        crop_size=512,
+        stride=341,
+        windows_per_batch: int = 8,
+        flip: bool = False,
+        **kw,
+    ):
         kw.setdefault("data_collator", segmentation_collator)
         super().__init__(*args, **kw)
         self.layer_decay, self.crop_size, self.stride = layer_decay, size_pair(crop_size), size_pair(stride)
-        self.windows_per_batch = windows_per_batch
+        self.windows_per_batch, self.flip = windows_per_batch, flip
         self._auxiliary_logits, self._train_sums = None, None
         # UperNet's forward takes **kwargs, from which Trainer would infer that the loss is already divided for
         # gradient accumulation (and multiply it by the number of processes); compute_loss returns a plain mean.
@@ -166,16 +218,35 @@ class SupMAESegmentationTrainer(SupMAEBaseTrainer):
             for batch in loader:
                 if batch is None:  # an unreadable image or annotation (skipped, listed in skipped_images.tsv)
                     continue
-                pixel_values, labels = batch["pixel_values"].to(args.device), batch["labels"].to(args.device)
+                labels = batch["labels"].to(args.device)
                 with self.accelerator.autocast():
-                    logits = sliding_window_logits(
-                        model, pixel_values, self.crop_size, self.stride, num_labels, self.windows_per_batch
-                    )
-                logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
-                confusion += segmentation_confusion_matrix(logits.argmax(1), labels, num_labels, UNLABELED_PIXEL)
+                    scores = self.segmentation_scores(batch["pixel_values"], labels.shape[-2:])
+                confusion += segmentation_confusion_matrix(scores.argmax(1), labels, num_labels, UNLABELED_PIXEL)
         finally:
             model.train(was_training)
         return self.accelerator.reduce(confusion, reduction="sum")
+
+    def segmentation_scores(self, pixel_values, output_size) -> torch.Tensor:
+        """`(B, K, H, W)` scores at the annotations' `output_size`, whose argmax is the prediction: the sliding-window
+        logits of `(B, 3, h, w)` pixel_values, or, for a list of scales or with `flip`, `augmented_probabilities`."""
+        device, num_labels = self.args.device, self.model.config.num_labels
+        if isinstance(pixel_values, list | tuple) or self.flip:
+            scales = pixel_values if isinstance(pixel_values, list | tuple) else [pixel_values]
+            scaled = [pixels.to(device) for pixels in scales]
+            return augmented_probabilities(
+                self.model,
+                scaled,
+                output_size,
+                self.crop_size,
+                self.stride,
+                num_labels,
+                self.flip,
+                self.windows_per_batch,
+            )
+        logits = sliding_window_logits(
+            self.model, pixel_values.to(device), self.crop_size, self.stride, num_labels, self.windows_per_batch
+        )
+        return F.interpolate(logits, size=tuple(output_size), mode="bilinear", align_corners=False)
 
 
 def predict_segmentation(model, pixel_values: torch.Tensor, output_size, crop_size, stride) -> np.ndarray:
