@@ -15,10 +15,10 @@ import pytest
 import torch
 import yaml
 from conftest import official_state_dict, tiny_config
+from generated import write_shapes_folder
 from huggingface_hub import ModelCard, ModelCardData
 from transformers import UperNetConfig
 
-from generated import write_shapes_folder
 from supmae.interop import convert
 from supmae.reports import model_card
 from supmae.tasks import classification
