@@ -128,10 +128,8 @@ def hub_id(name: str | None) -> str | None:
     here, or anything written as a path), for the built-in digits and for None."""
     if not name or name == DIGITS or os.path.exists(name):
         return None
-    if name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1:
-        return None  # a path (of another machine, or gone): never a repository name
     try:
-        validate_repo_id(name)
+        validate_repo_id(name)  # refuses what is written as a path: "/data", "./data", "~/data", "a/b/c", "C:\\data"
     except HFValidationError:
         return None
     return name
