@@ -39,7 +39,7 @@ from ..cli import run_script
 from ..configuration_supmae import SupMAEConfig
 from ..data.transforms import eval_image_processor
 from ..modeling_supmae import SupMAEForImageClassification, SupMAEForPreTraining, SupMAEModel
-from ..reports.card_templates import render
+from ..reports.model_card import converted_model_card
 from .timm_export import save_timm
 
 
@@ -478,32 +478,8 @@ def save_converted(model, report: ConversionReport, output_dir: str, command: st
     model.save_pretrained(output_dir)
     eval_image_processor(model.config.image_height_width).save_pretrained(output_dir)
     with open(os.path.join(output_dir, "README.md"), "w") as file:
-        file.write(_model_card(model, report, command, repo_id or os.path.basename(os.path.abspath(output_dir))))
-
-
-def _model_card(model, report: ConversionReport, command: str, repo_id: str) -> str:
-    config = model.config
-    architecture = (
-        f"ViT, {config.num_hidden_layers} layers, {config.hidden_size} wide, {config.num_attention_heads} heads, patch "
-        f"{config.patch_size}, {config.image_size} px"
-    )
-    if report.task == "pretraining":
-        architecture += f"; decoder {config.decoder_num_hidden_layers} block(s), {config.decoder_hidden_size} wide"
-    fields = dict(
-        repo_id=repo_id,
-        base_model=os.path.basename(report.checkpoint.rstrip("/")),
-        source_file=os.path.basename(report.checkpoint.rstrip("/")),
-        source_md5=report.md5 or "(a directory: no single file to hash)",
-        conversion_command=command,
-        conversion_report=str(report),
-        architecture=architecture,
-    )
-    if report.source.startswith("an official SupMAE pretraining"):
-        return render("supmae-pretrain", **fields)
-    if report.task == "classification":
-        return render("supmae-finetuned", **fields)
-    license = "cc-by-nc-4.0" if report.source.startswith("an official") else "other"
-    return render("mae-converted", license=license, **fields)
+        repo_id = repo_id or os.path.basename(os.path.abspath(output_dir))
+        file.write(converted_model_card(model.config, report, command=command, repo_id=repo_id))
 
 
 def main(argv: list[str] | None = None) -> ConversionReport:

@@ -466,6 +466,7 @@ def run(model_args, data_args, args, data, robustness_args=None, train_indices=N
                 "seed": args.seed,
             },
             base_model=model_args.model_name_or_path,
+            license=train_args.license,
         )
         write_model_card(args.output_dir, card)
         if command is not None:

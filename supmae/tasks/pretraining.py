@@ -273,6 +273,7 @@ def finish(trainer, data: PreparedData, model_args, data_args, metrics: dict, ar
         figure=figure,
         base_model=model_args.model_name_or_path,
         command=["python", "run_pretraining.py", *argv],
+        license=args.license,
     )
     write_model_card(args.output_dir, card)
     return {"metrics": metrics, "figure": figure, "skipped_images": skipped_images}

@@ -364,6 +364,7 @@ def main(argv: list[str], demo: list[str] | None = None) -> dict:
                     "seed": args.seed,
                 },
                 base_model=None if model_args.random_init else model_args.model_name_or_path,
+                license=args.license,
             )
             write_model_card(args.output_dir, card)
             figure = None

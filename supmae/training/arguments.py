@@ -4,6 +4,7 @@
 import difflib
 import importlib.util
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -139,6 +140,15 @@ class SupMAETrainingArguments(TrainingArguments):
     report_to: None | str | list[str] = field(
         default=DEFAULT_REPORT_TO, metadata={"help": "Where to report logs: TensorBoard when it is installed."}
     )
+    license: str | None = field(
+        default=None,
+        metadata={
+            "help": "The licence the model card declares for the trained weights (a Hub licence identifier, e.g. "
+            "apache-2.0, mit, cc-by-4.0), where the starting weights declare none: a run from scratch (default "
+            "apache-2.0, the project's) or from a checkpoint without a card. Weights started from a checkpoint whose "
+            "card declares a licence keep it (the official SupMAE weights' cc-by-nc-4.0)."
+        },
+    )
 
     def __post_init__(self):
         # Values Trainer would take and fail on later (a ZeroDivisionError, torch's message after the output folder
@@ -150,6 +160,11 @@ class SupMAETrainingArguments(TrainingArguments):
             raise ValueError(
                 f"--num_train_epochs {self.num_train_epochs:g} trains nothing: give a positive number of epochs, or "
                 "--max_steps."
+            )
+        if self.license is not None and not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", self.license):
+            raise ValueError(
+                f"--license {self.license!r} is not a Hub licence identifier: lowercase letters, digits, '.', '+' and "
+                "'-', e.g. apache-2.0, mit, cc-by-4.0 (the Hub's list: https://huggingface.co/docs/hub/repositories-licenses)."
             )
         if self.deepspeed and importlib.util.find_spec("deepspeed") is None:
             raise ValueError("--deepspeed needs the deepspeed package: pip install deepspeed.")

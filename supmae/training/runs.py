@@ -146,8 +146,8 @@ NOT_RECIPE = {
         "include_num_input_tokens_seen log_level log_level_replica disable_tqdm report_to run_name project "
         "trackio_space_id trackio_bucket_id trackio_static_space_id skip_memory_metrics debug"
     ),
-    "what is pushed to the Hub": (
-        "push_to_hub hub_token hub_private_repo hub_model_id hub_strategy hub_always_push hub_revision"
+    "what is pushed to the Hub, and what its card declares": (
+        "push_to_hub hub_token hub_private_repo hub_model_id hub_strategy hub_always_push hub_revision license"
     ),
     "where and in what pieces the same computation runs": (
         "dataloader_num_workers dataloader_pin_memory dataloader_prefetch_factor dataloader_multiprocessing_context "
