@@ -2,6 +2,7 @@
 """Semantic segmentation with UperNet on a SupMAE backbone, with mmsegmentation's MAE ADE20K recipe as defaults
 and its evaluation protocol."""
 
+import dataclasses
 import json
 import logging
 import os
@@ -221,6 +222,98 @@ def default_stride(crop_size: int) -> int:
     return max(crop_size * 2 // 3, 1)
 
 
+@dataclasses.dataclass
+class SegmentationData:
+    """The run's splits (datasets' rows, before any transform), their columns and classes."""
+
+    train: object
+    validation: object | None
+    image_column: str
+    mask_column: str
+    id2label: dict[int, str]
+    reduce_labels: bool
+
+
+def prepare_data(data_args, args) -> SegmentationData:
+    """The training split and the validation split (given, or `--train_val_split` of the training one), cut to
+    `--max_train_samples` / `--max_eval_samples`, with their image and mask columns and the class names."""
+    splits = load_segmentation_datasets(
+        data_args.dataset_name,
+        data_args.dataset_config_name,
+        data_args.train_dir,
+        data_args.dataset_revision,
+        data_args.cache_dir,
+        data_args.dataset_data_dir,
+    )
+    train, validation = splits["train"], splits.get("validation")
+    if validation is None and data_args.train_val_split > 0:
+        held_out = train.train_test_split(data_args.train_val_split, seed=args.seed)
+        train, validation = held_out["train"], held_out["test"]
+    train = train.select(range(min(data_args.max_train_samples or len(train), len(train))))
+    if validation is not None and data_args.max_eval_samples:
+        validation = validation.select(range(min(data_args.max_eval_samples, len(validation))))
+    image_column = find_image_column(train, data_args.image_column_name)
+    mask_column = find_mask_column(train, data_args.mask_column_name, image_column)
+    id2label, reduce_labels = segmentation_class_names(
+        data_args.dataset_name,
+        data_args.train_dir,
+        data_args.id2label,
+        data_args.num_labels,
+        data_args.reduce_zero_label,
+        data_args.cache_dir,
+    )
+    return SegmentationData(train, validation, image_column, mask_column, id2label, reduce_labels)
+
+
+def build_model(model_args, data_args, args, config, id2label: dict[int, str]):
+    """UperNet on the SupMAE backbone (`segmentation_model`: the recipe's backbone and heads, the checkpoint's
+    encoder), and the one-sentence report of what was loaded."""
+    return segmentation_model(
+        model_args.model_name_or_path,
+        id2label,
+        args.crop_size,
+        config=config,
+        random_init=model_args.random_init,
+        drop_path_rate=model_args.drop_path_rate,
+        decode_channels=model_args.decode_channels,
+        auxiliary_channels=model_args.auxiliary_channels,
+        relative_position_bias=model_args.relative_position_bias,
+        layer_scale_init_value=model_args.layer_scale_init_value,
+        classifier_dropout=model_args.classifier_dropout,
+        cache_dir=data_args.cache_dir,
+    )
+
+
+def build_datasets(data: SegmentationData, data_args, args, ratios=None) -> dict[str, SegmentationDataset]:
+    """ "train" (mmsegmentation's training pipeline) and, when there is a validation split, "validation" (the
+    evaluation transform, at `ratios` of the test scale for `--test_augmentation`). An unreadable pair is replaced in
+    training and left out in evaluation (which scores each readable image once)."""
+    common = {
+        "reduce_labels": data.reduce_labels,
+        "seed": args.seed,
+        "bad_images": BadImagePolicy(data_args.bad_images, os.path.join(args.output_dir, SKIPPED_IMAGES)),
+        "num_labels": len(data.id2label),
+    }
+    train_transform = SegmentationTrainTransform(
+        (args.crop_size, args.crop_size),
+        tuple(data_args.scale),
+        tuple(data_args.ratio_range),
+        data_args.cat_max_ratio,
+        data_args.photometric_distortion,
+    )
+    datasets = {
+        "train": SegmentationDataset(
+            data.train, data.image_column, data.mask_column, train_transform, substitute=True, **common
+        )
+    }
+    if data.validation is not None:
+        eval_transform = SegmentationEvalTransform(tuple(data_args.scale), ratios=ratios)
+        datasets["validation"] = SegmentationDataset(
+            data.validation, data.image_column, data.mask_column, eval_transform, substitute=False, **common
+        )
+    return datasets
+
+
 def main(argv: list[str], demo: list[str] | None = None) -> dict:
     """run_segmentation.py: train and evaluate UperNet with `argv`, or with the `demo` arguments (`demo_or_given`);
     the demo also draws its predictions. Returns the validation metrics."""
@@ -247,80 +340,14 @@ def main(argv: list[str], demo: list[str] | None = None) -> dict:
             report_results(args.output_dir, **previous)
             return previous["metrics"]
         transformers.set_seed(args.seed)
-
-        # Data
-        splits = load_segmentation_datasets(
-            data_args.dataset_name,
-            data_args.dataset_config_name,
-            data_args.train_dir,
-            data_args.dataset_revision,
-            data_args.cache_dir,
-            data_args.dataset_data_dir,
-        )
-        train, validation = splits["train"], splits.get("validation")
-        if validation is None and data_args.train_val_split > 0:
-            held_out = train.train_test_split(data_args.train_val_split, seed=args.seed)
-            train, validation = held_out["train"], held_out["test"]
-        train = train.select(range(min(data_args.max_train_samples or len(train), len(train))))
-        if validation is not None and data_args.max_eval_samples:
-            validation = validation.select(range(min(data_args.max_eval_samples, len(validation))))
-        image_column = find_image_column(train, data_args.image_column_name)
-        mask_column = find_mask_column(train, data_args.mask_column_name, image_column)
-        id2label, reduce_labels = segmentation_class_names(
-            data_args.dataset_name,
-            data_args.train_dir,
-            data_args.id2label,
-            data_args.num_labels,
-            data_args.reduce_zero_label,
-            data_args.cache_dir,
-        )
-
-        # Model
+        data = prepare_data(data_args, args)
         resume = resume_checkpoint(args)
-        model, report = segmentation_model(
-            model_args.model_name_or_path,
-            id2label,
-            args.crop_size,
-            config=config,
-            random_init=model_args.random_init,
-            drop_path_rate=model_args.drop_path_rate,
-            decode_channels=model_args.decode_channels,
-            auxiliary_channels=model_args.auxiliary_channels,
-            relative_position_bias=model_args.relative_position_bias,
-            layer_scale_init_value=model_args.layer_scale_init_value,
-            classifier_dropout=model_args.classifier_dropout,
-            cache_dir=data_args.cache_dir,
-        )
+        model, report = build_model(model_args, data_args, args, config, data.id2label)
         check_output_dir(args, model)
         model = sync_batch_norm_if_requested(model, args, explicit="sync_batch_norm" in given_names(argv))
-        image_processor = segmentation_image_processor(args.crop_size, reduce_labels)
-        bad_images = BadImagePolicy(data_args.bad_images, os.path.join(args.output_dir, SKIPPED_IMAGES))
-        train_transform = SegmentationTrainTransform(
-            (args.crop_size, args.crop_size),
-            tuple(data_args.scale),
-            tuple(data_args.ratio_range),
-            data_args.cat_max_ratio,
-            data_args.photometric_distortion,
-        )
+        image_processor = segmentation_image_processor(args.crop_size, data.reduce_labels)
         ratios = TEST_AUGMENTATION_RATIOS if args.test_augmentation else None
-        eval_transform = SegmentationEvalTransform(tuple(data_args.scale), ratios=ratios)
-        common = {
-            "reduce_labels": reduce_labels,
-            "seed": args.seed,
-            "bad_images": bad_images,
-            "num_labels": len(id2label),
-        }
-        datasets = {
-            # An unreadable pair is replaced in training, left out in evaluation (which scores each readable image once).
-            name: SegmentationDataset(
-                split, image_column, mask_column, transform, substitute=name == "train", **common
-            )
-            for name, split, transform in (
-                ("train", train, train_transform),
-                ("validation", validation, eval_transform),
-            )
-            if split is not None
-        }
+        datasets = build_datasets(data, data_args, args, ratios)
         if "validation" not in datasets:
             args.eval_strategy = "no"
         trainer = SupMAESegmentationTrainer(
@@ -335,56 +362,54 @@ def main(argv: list[str], demo: list[str] | None = None) -> dict:
             windows_per_batch=args.windows_per_batch,
             flip=args.test_augmentation,
         )
-
         trainer.train(resume_from_checkpoint=resume)
         metrics = trainer.evaluate() if "validation" in datasets else {}
         if trainer.is_world_process_zero():
-            save_segmentation_model(trainer.accelerator.unwrap_model(model), args.output_dir, image_processor)
-            trainer.save_state()
-            write_report(
-                os.path.join(args.output_dir, "eval_validation.json"),
-                "validation",
-                metrics,
-                model=model_args.model_name_or_path,
-                classes=[id2label[i] for i in range(len(id2label))],
-                weights=report,
-            )
-            card = segmentation_model_card(
-                model.config,
-                dataset=data_args.dataset_name or data_args.train_dir,
-                metrics=metrics,
-                report=report,
-                training={
-                    "iterations": args.max_steps,
-                    "batch per process": args.per_device_train_batch_size,
-                    "learning rate": args.learning_rate,
-                    "layer decay": args.layer_decay,
-                    "crop": args.crop_size,
-                    "evaluation stride": args.stride,
-                    "seed": args.seed,
-                },
-                base_model=None if model_args.random_init else model_args.model_name_or_path,
-                license=args.license,
-            )
-            write_model_card(args.output_dir, card)
-            figure = None
-            if run_demo:
-                figure = os.path.join(args.output_dir, "predictions.png")
-                model = trainer.accelerator.unwrap_model(model)
-                shown = datasets["validation"]
-                if args.test_augmentation:  # the figure shows single-scale predictions
-                    shown = SegmentationDataset(
-                        validation,
-                        image_column,
-                        mask_column,
-                        SegmentationEvalTransform(tuple(data_args.scale)),
-                        substitute=False,
-                        **common,
-                    )
-                prediction_figure(model, shown, args.crop_size, args.stride, args.device).save(figure)
+            figure = finish(trainer, data, datasets, model_args, data_args, args, metrics, report, run_demo)
             record_finished_run(args.output_dir, command, {"metrics": metrics, "figure": figure})
             report_results(args.output_dir, metrics, figure)
         return metrics
+
+
+def finish(trainer, data, datasets, model_args, data_args, args, metrics, report, run_demo) -> str | None:
+    """The main process's writing at the end of a run: the model and its processor, the trainer state, the
+    validation report, the model card and (the demo) the figure of predictions, whose path it returns."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    save_segmentation_model(model, args.output_dir, trainer.processing_class)
+    trainer.save_state()
+    write_report(
+        os.path.join(args.output_dir, "eval_validation.json"),
+        "validation",
+        metrics,
+        model=model_args.model_name_or_path,
+        classes=[data.id2label[i] for i in range(len(data.id2label))],
+        weights=report,
+    )
+    card = segmentation_model_card(
+        model.config,
+        dataset=data_args.dataset_name or data_args.train_dir,
+        metrics=metrics,
+        report=report,
+        training={
+            "iterations": args.max_steps,
+            "batch per process": args.per_device_train_batch_size,
+            "learning rate": args.learning_rate,
+            "layer decay": args.layer_decay,
+            "crop": args.crop_size,
+            "evaluation stride": args.stride,
+            "seed": args.seed,
+        },
+        base_model=None if model_args.random_init else model_args.model_name_or_path,
+        license=args.license,
+    )
+    write_model_card(args.output_dir, card)
+    if not run_demo:
+        return None
+    figure = os.path.join(args.output_dir, "predictions.png")
+    # The figure shows single-scale predictions, with or without --test_augmentation.
+    shown = build_datasets(data, data_args, args)["validation"] if args.test_augmentation else datasets["validation"]
+    prediction_figure(model, shown, args.crop_size, args.stride, args.device).save(figure)
+    return figure
 
 
 def report_results(output_dir: str, metrics: dict, figure: str | None) -> None:

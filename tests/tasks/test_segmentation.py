@@ -81,9 +81,10 @@ SCRIPT_TINY = flags(
 def test_run_segmentation_learns_and_writes_a_hub_ready_directory(rectangles, tmp_path):
     output = tmp_path / "out"
     metrics = segmentation.main(
-        [*SCRIPT_TINY, *flags(dataset_name=rectangles, max_steps=120, save_strategy="no", output_dir=output)]
+        [*SCRIPT_TINY, *flags(dataset_name=rectangles, max_steps=200, save_strategy="no", output_dir=output)]
     )
-    # Chance is about 0.1 mIoU (4 classes, mostly background); the colors make the task easy.
+    # Chance is about 0.1 mIoU (4 classes, mostly background); the colors make the task easy. The recipe (head
+    # dropout, layer scale, relative position bias) measured 0.790 after 200 steps (0.566 after 120).
     assert metrics["eval_mean_iou"] > 0.6, metrics
     assert set(os.listdir(output)) >= {
         "model.safetensors",
