@@ -399,7 +399,9 @@ def test_an_unreadable_test_image_is_left_out_of_the_score(data, tmp_path):
             (tmp_path / split / f"c{c}").mkdir(parents=True)
             for i in range(per_class):
                 Image.fromarray(noisy(color, rng)).save(tmp_path / split / f"c{c}" / f"{i}.png")
-    (tmp_path / "test" / "c0" / "3.png").write_bytes(b"not an image")  # the last of class 0: class 1's first follows it
+    (tmp_path / "test" / "c0" / "3.png").write_bytes(
+        b"not an image"
+    )  # the last of class 0: class 1's first follows it
     suite = write_suite(
         tmp_path / "suite.yaml",
         f"datasets: [{{name: colors, train: {tmp_path}/train, test: {tmp_path}/test, metric: accuracy}}]",
