@@ -298,24 +298,46 @@ def multinode_launcher(node_rank: int, port: int, run_id: str) -> list[str]:
 
 
 def start_machines(record, script_arguments) -> list[subprocess.Popen]:
-    """Two torchrun agents, one per 'machine', started together; each in its own process group (a machine)."""
+    """Two torchrun agents, one per 'machine', started together, each logging to RECORD.machine-N.log."""
     port, run_id = free_port(), f"supmae-test-{os.getpid()}-{time.monotonic_ns()}"
-    return [
-        subprocess.Popen(
-            [sys.executable, *multinode_launcher(node, port, run_id), HARNESS, str(record), *script_arguments],
-            env=script_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        for node in range(2)
-    ]
+    machines = []
+    for node in range(2):
+        with open(f"{record}.machine-{node}.log", "w") as log:  # a file, not a pipe nobody reads while it runs
+            launcher = multinode_launcher(node, port, run_id)
+            command = [sys.executable, *launcher, HARNESS, str(record), *script_arguments]
+            machines.append(subprocess.Popen(command, env=script_env(), stdout=log, stderr=subprocess.STDOUT))
+    return machines
 
 
-def run_machines(record, script_arguments) -> str:
-    machines = start_machines(record, script_arguments)
-    logs = [machine.communicate(timeout=600)[0] for machine in machines]
+def kill_machines(machines) -> None:
+    """SIGKILL each machine's torchrun agent and its worker (torchrun starts its workers in sessions of their own, so
+    the agent's process group would not reach them): the machines fail at once."""
+    processes = []
+    for machine in machines:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            agent = psutil.Process(machine.pid)
+            processes += [agent, *agent.children(recursive=True)]
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.send_signal(signal.SIGKILL)
+    psutil.wait_procs(processes, timeout=60)
+    for machine in machines:
+        machine.wait()
+
+
+def run_machines(record, script_arguments, timeout=300) -> str:
+    """Both machines to the end; if one fails the other is stopped (it would wait for its peer), as it is after
+    `timeout` seconds."""
+    machines, deadline = start_machines(record, script_arguments), time.time() + timeout
+    try:
+        while any(m.poll() is None for m in machines) and time.time() < deadline:
+            if any(m.poll() not in (None, 0) for m in machines):
+                time.sleep(5)  # the other's own error, if it has one, before it is stopped
+                break
+            time.sleep(0.1)
+    finally:
+        kill_machines(machines)
+    logs = [Path(f"{record}.machine-{node}.log").read_text() for node in range(2)]
     for machine, log in zip(machines, logs, strict=True):
         assert machine.returncode == 0, log[-4000:]
         assert "terminate called" not in log, log[-4000:]
@@ -330,6 +352,10 @@ def assert_same_weights(expected: dict, actual: dict, tolerance: float = 1e-6) -
 
 def placements(record) -> list[tuple[str, str, str]]:
     """(world_size, group_rank, local_rank) of the processes of ranks 0 and 1."""
+    assert sorted(path.name for path in record.glob("rank-*.safetensors")) == [
+        "rank-0.safetensors",
+        "rank-1.safetensors",
+    ]
     return [
         tuple(final_state(record, rank)[1][key] for key in ("world_size", "group_rank", "local_rank"))
         for rank in (0, 1)
@@ -380,8 +406,7 @@ def test_two_machines_train_as_two_processes_on_one(two_machine_run, one_machine
 
 
 def kill_machines_after_checkpoint(record, script_arguments, checkpoint) -> None:
-    """Start both machines and SIGKILL each one's torchrun agent and its worker (torchrun starts its workers in
-    sessions of their own) once `checkpoint` is marked complete: both machines fail at once."""
+    """Start both machines and kill them (`kill_machines`) once `checkpoint` is marked complete."""
     machines = start_machines(record, script_arguments)
     deadline = time.time() + 300
     try:
@@ -390,17 +415,7 @@ def kill_machines_after_checkpoint(record, script_arguments, checkpoint) -> None
             assert time.time() < deadline, "no complete checkpoint within 300 s"
             time.sleep(0.02)
     finally:
-        processes = []
-        for machine in machines:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                agent = psutil.Process(machine.pid)
-                processes += [agent, *agent.children(recursive=True)]
-        for process in processes:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.send_signal(signal.SIGKILL)
-        psutil.wait_procs(processes, timeout=60)
-        for machine in machines:
-            machine.communicate()
+        kill_machines(machines)
 
 
 @pytest.mark.slow
