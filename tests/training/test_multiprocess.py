@@ -1,21 +1,28 @@
-"""Tests that launch processes: run_pretraining.py with two processes under torchrun (CPU, gloo), and runs killed with
-SIGKILL and resumed. Each runs the script's `main` through tests/training/torchrun_harness.py, which records what
+"""Tests that launch processes: run_pretraining.py with two processes under torchrun (CPU, gloo); as 2 machines x 1
+process (torchrun's c10d rendezvous on 127.0.0.1, the command of docs/PRETRAINING.md) and under `accelerate launch`,
+both against 1 machine x 2 processes; and runs killed with SIGKILL and resumed. Each runs the script's `main` through tests/training/torchrun_harness.py, which records what
 every process trained on (the dataset indices of each micro-batch, a digest of each image, the files it decoded) and
 saves every process's final state dict, so that the tests compare what the processes did, not what their logs say.
 Also: SyncBatchNorm keeps the checkpoint layout."""
 
+import contextlib
 import json
 import math
 import os
+import re
+import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import datasets
+import psutil
 import pytest
 import torch
-from helpers import pretraining_arguments, script_env, tiny_config, write_image_folder
+from helpers import ROOT, pretraining_arguments, script_env, tiny_config, write_image_folder
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -258,6 +265,232 @@ def test_killed_streamed_run_resumes(folders, tmp_path):
     requested total. Its crops come from the dataloader's RNG, so bit-exactness is not promised (README, Resuming)."""
     killed_and_resumed(folders, tmp_path, 20, "--save_steps", 5, "--streaming", "true")
     assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+# ------------------------------------------------------------------------------ two machines, and accelerate launch
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def documented_multinode_launcher() -> dict[str, str]:
+    """The torchrun flags of docs/PRETRAINING.md's command for several machines (`torchrun --nnodes ...`, with its
+    continuation lines), as {flag: value}."""
+    text = (Path(ROOT) / "docs" / "PRETRAINING.md").read_text()
+    match = re.search(r"^torchrun --nnodes (?:.*\\\n)*.*$", text, re.M)
+    assert match, "docs/PRETRAINING.md has no `torchrun --nnodes` command"
+    words = shlex.split(match[0].replace("\\\n", " "))
+    words = words[1 : words.index("run_pretraining.py")]
+    assert len(words) % 2 == 0 and all(flag.startswith("--") for flag in words[::2]), words
+    return dict(zip(words[::2], words[1::2], strict=True))
+
+
+def multinode_launcher(node_rank: int, port: int, run_id: str) -> list[str]:
+    """The docs' command for several machines, for machine `node_rank` of 2 machines of 1 process on this one: the same
+    flags, with the rendezvous on 127.0.0.1. (c10d rendezvous gives the machines their ranks in the order they join;
+    `--node_rank` is for the static rendezvous the docs do not use.)"""
+    documented = documented_multinode_launcher()
+    assert set(documented) == {"--nnodes", "--nproc_per_node", "--rdzv_backend", "--rdzv_endpoint", "--rdzv_id"}
+    values = {"--nnodes": "2", "--nproc_per_node": "1", "--rdzv_endpoint": f"127.0.0.1:{port}", "--rdzv_id": run_id}
+    flags = {flag: values.get(flag, value) for flag, value in documented.items()}  # --rdzv_backend as documented
+    return ["-m", "torch.distributed.run", *(word for pair in flags.items() for word in pair)]
+
+
+def start_machines(record, script_arguments) -> list[subprocess.Popen]:
+    """Two torchrun agents, one per 'machine', started together, each logging to RECORD.machine-N.log."""
+    port, run_id = free_port(), f"supmae-test-{os.getpid()}-{time.monotonic_ns()}"
+    machines = []
+    for node in range(2):
+        with open(f"{record}.machine-{node}.log", "w") as log:  # a file, not a pipe nobody reads while it runs
+            launcher = multinode_launcher(node, port, run_id)
+            command = [sys.executable, *launcher, HARNESS, str(record), *script_arguments]
+            machines.append(subprocess.Popen(command, env=script_env(), stdout=log, stderr=subprocess.STDOUT))
+    return machines
+
+
+def kill_machines(machines) -> None:
+    """SIGKILL each machine's torchrun agent and its worker (torchrun starts its workers in sessions of their own, so
+    the agent's process group would not reach them): the machines fail at once."""
+    processes = []
+    for machine in machines:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            agent = psutil.Process(machine.pid)
+            processes += [agent, *agent.children(recursive=True)]
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.send_signal(signal.SIGKILL)
+    psutil.wait_procs(processes, timeout=60)
+    for machine in machines:
+        machine.wait()
+
+
+def run_machines(record, script_arguments, timeout=300) -> str:
+    """Both machines to the end; if one fails the other is stopped (it would wait for its peer), as it is after
+    `timeout` seconds."""
+    machines, deadline = start_machines(record, script_arguments), time.time() + timeout
+    try:
+        while any(m.poll() is None for m in machines) and time.time() < deadline:
+            if any(m.poll() not in (None, 0) for m in machines):
+                time.sleep(5)  # the other's own error, if it has one, before it is stopped
+                break
+            time.sleep(0.1)
+    finally:
+        kill_machines(machines)
+    logs = [Path(f"{record}.machine-{node}.log").read_text() for node in range(2)]
+    for machine, log in zip(machines, logs, strict=True):
+        assert machine.returncode == 0, log[-4000:]
+        assert "terminate called" not in log, log[-4000:]
+    return "\n".join(logs)
+
+
+def assert_same_weights(expected: dict, actual: dict, tolerance: float = 1e-6) -> None:
+    assert expected.keys() == actual.keys()
+    worst = max((expected[k].double() - actual[k].double()).abs().max().item() for k in expected)
+    assert worst <= tolerance, f"the weights differ by up to {worst:.3g}"
+
+
+def placements(record) -> list[tuple[str, str, str]]:
+    """(world_size, group_rank, local_rank) of the processes of ranks 0 and 1."""
+    assert sorted(path.name for path in record.glob("rank-*.safetensors")) == [
+        "rank-0.safetensors",
+        "rank-1.safetensors",
+    ]
+    return [
+        tuple(final_state(record, rank)[1][key] for key in ("world_size", "group_rank", "local_rank"))
+        for rank in (0, 1)
+    ]
+
+
+MULTINODE_STEPS, MULTINODE_SAVE = 20, 5  # enough steps after checkpoint-5 for a kill to land mid-run
+
+
+def multinode_arguments(folders, output) -> list[str]:
+    return arguments(folders, output, MULTINODE_STEPS, "--save_steps", MULTINODE_SAVE)
+
+
+@pytest.fixture(scope="module")
+def one_machine_run(folders, tmp_path_factory):
+    """The reference: 1 machine x 2 processes (torchrun --standalone)."""
+    root = tmp_path_factory.mktemp("one-machine")
+    run_job(root / "record", multinode_arguments(folders, root / "out"), processes=2)
+    return dict(record=root / "record", output=root / "out")
+
+
+@pytest.fixture(scope="module")
+def two_machine_run(folders, tmp_path_factory):
+    root = tmp_path_factory.mktemp("two-machines")
+    log = run_machines(root / "record", multinode_arguments(folders, root / "out"))
+    return dict(record=root / "record", output=root / "out", log=log)
+
+
+@pytest.mark.slow
+def test_two_machines_train_as_two_processes_on_one(two_machine_run, one_machine_run):
+    """2 machines x 1 process (the docs' torchrun command, c10d rendezvous on 127.0.0.1) end with the weights of 1
+    machine x 2 processes (within 1e-6), each rank trained on the same images as the same rank there, and the two
+    processes were placed as asked: one per machine."""
+    assert sorted(placements(two_machine_run["record"])) == [("2", "0", "0"), ("2", "1", "0")]
+    assert placements(one_machine_run["record"]) == [("2", "0", "0"), ("2", "0", "1")]
+    for rank in (0, 1):
+        machines, one = steps_of(two_machine_run["record"], rank), steps_of(one_machine_run["record"], rank)
+        assert len(machines) == MULTINODE_STEPS
+        assert [(s["step"], s["indices"], s["images"]) for s in machines] == [
+            (s["step"], s["indices"], s["images"]) for s in one
+        ]
+        assert_same_weights(
+            final_state(one_machine_run["record"], rank)[0], final_state(two_machine_run["record"], rank)[0]
+        )
+    written = load_file(two_machine_run["output"] / "model.safetensors")
+    assert_same_weights(load_file(one_machine_run["output"] / "model.safetensors"), written)
+    assert "Parameters identical across the 2 processes" in two_machine_run["log"]
+
+
+def kill_machines_after_checkpoint(record, script_arguments, checkpoint) -> None:
+    """Start both machines and kill them (`kill_machines`) once `checkpoint` is marked complete."""
+    machines = start_machines(record, script_arguments)
+    deadline = time.time() + 300
+    try:
+        while not (checkpoint / CHECKPOINT_COMPLETE).exists():
+            assert all(m.poll() is None for m in machines), "a machine ended before the checkpoint was complete"
+            assert time.time() < deadline, "no complete checkpoint within 300 s"
+            time.sleep(0.02)
+    finally:
+        kill_machines(machines)
+
+
+@pytest.mark.slow
+def test_two_machines_killed_resume_to_the_same_weights(folders, tmp_path, two_machine_run):
+    """Both machines killed once checkpoint-5 is complete, then both started again with the same command: they resume
+    from the last complete checkpoint, train only the steps after it, and end with the uninterrupted 2-machine run's
+    weights (within 1e-6)."""
+    output = tmp_path / "out"
+    script = multinode_arguments(folders, output)
+    kill_machines_after_checkpoint(tmp_path / "killed", script, output / f"checkpoint-{MULTINODE_SAVE}")
+    assert not (output / "model.safetensors").exists()  # it died mid-training
+    resumed_from = int(os.path.basename(last_complete_checkpoint(str(output))).removeprefix("checkpoint-"))
+    assert MULTINODE_SAVE <= resumed_from < MULTINODE_STEPS
+    log = run_machines(tmp_path / "resumed", script)
+    checkpoint = output / f"checkpoint-{resumed_from}"
+    assert f"Resuming from the last complete checkpoint in the output directory: {checkpoint}" in log
+    for rank in (0, 1):
+        assert [s["step"] for s in steps_of(tmp_path / "resumed", rank)] == list(range(resumed_from, MULTINODE_STEPS))
+        assert_same_weights(
+            final_state(two_machine_run["record"], rank)[0], final_state(tmp_path / "resumed", rank)[0]
+        )
+    expected = load_file(two_machine_run["output"] / "model.safetensors")
+    assert_same_weights(expected, load_file(output / "model.safetensors"))
+
+
+def accelerate_config(path, distributed_type: str) -> Path:
+    path.write_text(
+        f"compute_environment: LOCAL_MACHINE\ndistributed_type: {distributed_type}\nnum_processes: 2\n"
+        f"num_machines: 1\nmachine_rank: 0\nmain_process_port: {free_port()}\nmixed_precision: 'no'\n"
+    )
+    return path
+
+
+@pytest.mark.slow
+def test_accelerate_launch_trains_as_torchrun_does(tmp_path, folders, one_machine_run):
+    """`accelerate launch --config_file` (distributed_type MULTI_GPU, num_processes 2: accelerate's torchrun launch;
+    on CPUs with the script's --use_cpu true) trains as torchrun's 2 processes: same placement, same images per rank,
+    same weights (within 1e-6)."""
+    config = accelerate_config(tmp_path / "accelerate.yaml", "MULTI_GPU")
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
+    script = multinode_arguments(folders, tmp_path / "out")
+    assert script[script.index("--use_cpu") + 1] == "true"
+    result = subprocess.run(
+        [*launcher, HARNESS, str(tmp_path / "record"), *script],
+        env=script_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert placements(tmp_path / "record") == [("2", "0", "0"), ("2", "0", "1")]
+    for rank in (0, 1):
+        assert steps_of(tmp_path / "record", rank) == steps_of(one_machine_run["record"], rank)
+        assert_same_weights(final_state(one_machine_run["record"], rank)[0], final_state(tmp_path / "record", rank)[0])
+
+
+@pytest.mark.slow
+def test_an_accelerate_multi_cpu_config_starts_one_process(tmp_path):
+    """What the docs warn about: accelerate 1.x launches `distributed_type: MULTI_CPU` through mpirun, and without an
+    mpirun hostfile starts one process, whatever num_processes says (a run that trains alone, with nothing to refuse);
+    MULTI_GPU starts num_processes through torchrun, GPUs or not."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import os, sys\n"
+        "open(os.path.join(sys.argv[1], f\"process-{os.environ.get('RANK')}-of-{os.environ.get('WORLD_SIZE')}\"), 'w')\n"
+    )
+    started = {}
+    for kind in ("MULTI_CPU", "MULTI_GPU"):
+        config, found = accelerate_config(tmp_path / f"{kind}.yaml", kind), tmp_path / kind
+        found.mkdir()
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), str(probe)]
+        result = subprocess.run([*command, str(found)], env=script_env(), capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        started[kind] = sorted(os.listdir(found))
+    assert started == {"MULTI_CPU": ["process-None-of-None"], "MULTI_GPU": ["process-0-of-2", "process-1-of-2"]}
 
 
 # ------------------------------------------------------------------------------------------------------- SyncBatchNorm

@@ -3,10 +3,14 @@ and what it ended with. It runs as run_pretraining.py does, with a record direct
 
     torchrun --standalone --nproc_per_node 2 tests/training/torchrun_harness.py RECORD_DIR [run_pretraining.py args]
     python tests/training/torchrun_harness.py RECORD_DIR [run_pretraining.py arguments]       # one process
+    torchrun --nnodes 2 --nproc_per_node 1 --rdzv_backend c10d --rdzv_endpoint 127.0.0.1:PORT --rdzv_id ID \
+        tests/training/torchrun_harness.py RECORD_DIR [...]                # on each of 2 "machines"
+    accelerate launch --config_file CONFIG tests/training/torchrun_harness.py RECORD_DIR [...]
 
 For the process of global rank N it writes:
 - RECORD_DIR/rank-N.safetensors: the model's whole state dict (parameters and buffers) when training ends, with the
-  rank and the process id in the file's metadata;
+  rank, the process id and the launcher's placement (world_size, group_rank: the machine's rank, local_rank) in the
+  file's metadata;
 - RECORD_DIR/rank-N-steps.jsonl: one line per training micro-batch, `{"step": optimizer steps done before it,
   "epoch": the training set's epoch, "indices": the training set's indices in the batch (null for streamed data, which
   has none), "images": a digest of each image's pixels, as the model received them}`;
@@ -83,6 +87,8 @@ class RecordingTrainer(pretraining.SupMAETrainer):
             k: v.detach().cpu().contiguous() for k, v in self.accelerator.unwrap_model(self.model).state_dict().items()
         }
         metadata = {"rank": os.environ.get("RANK", "0"), "pid": str(os.getpid())}
+        # Where the launcher placed the process: its machine's rank (torchrun's GROUP_RANK), its rank on that machine.
+        metadata.update({key.lower(): os.environ.get(key, "") for key in ("WORLD_SIZE", "GROUP_RANK", "LOCAL_RANK")})
         save_file(state, record_file(".safetensors"), metadata=metadata)
         return result
 
