@@ -13,6 +13,10 @@ TASK is classification, segmentation or transfer. For the process of global rank
   --cache_features: 0 the training set's, 1 the validation set's), as FeatureDataset received it;
 - RECORD_DIR/rank-N-confusion-K.json: the K-th confusion matrix segmentation's evaluation returned (summed over the
   processes), as a list of rows;
+- transfer: the items' lines also carry `"run"`, the K-th training set the process built (one per training of
+  the suite: each grid point's, then the chosen one's, per (dataset, shots, seed)), and RECORD_DIR/rank-N-logits-K
+  .safetensors holds the K-th `FewShotRunner.predict`'s logits and targets (the held-out images', grid point by grid
+  point, then the test split's, per run);
 - RECORD_DIR/rank-N-writes.jsonl: one line per file operation under --output_dir that the process asked Python for
   (`open` for writing, rename/replace, remove, mkdir), from the interpreter's audit events, `{"event", "path"}`,
   written when the process ends, also after an error.
@@ -23,6 +27,7 @@ import json
 import os
 import sys
 
+import torch
 from safetensors.torch import save_file
 
 from supmae.cli import run_script
@@ -30,7 +35,7 @@ from supmae.data import datasets as data_datasets
 from supmae.tasks import classification, segmentation, transfer
 
 
-RECORD_DIR, OUTPUT_DIR, WRITES, COUNTS = "", "", [], {"features": 0, "confusion": 0}
+RECORD_DIR, OUTPUT_DIR, WRITES, COUNTS = "", "", [], {"features": 0, "confusion": 0, "logits": 0, "runs": 0}
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
 
@@ -69,7 +74,10 @@ def recording(dataset_class):
 
     class Recorded(dataset_class):
         def __getitem__(self, index):
-            append_line("-items.jsonl", json.dumps({"epoch": getattr(self, "epoch", None), "index": int(index)}))
+            line = {"epoch": getattr(self, "epoch", None), "index": int(index)}
+            if getattr(self, "run", None) is not None:  # transfer's training sets (`counting_runs`)
+                line["run"] = self.run
+            append_line("-items.jsonl", json.dumps(line))
             return super().__getitem__(index)
 
         def set_epoch(self, epoch):
@@ -91,6 +99,29 @@ class RecordedFeatures(recording(data_datasets.FeatureDataset)):
     def __init__(self, cache):
         save_file({key: value.contiguous() for key, value in cache.items()}, next_record("features", "safetensors"))
         super().__init__(cache)
+
+
+def counting_runs(dataset_class):
+    """`recording(dataset_class)` that numbers the training sets as they are built (their items' `"run"`)."""
+
+    class Counted(recording(dataset_class)):
+        def __init__(self, *arguments, **options):
+            self.run = COUNTS["runs"]
+            COUNTS["runs"] += 1
+            super().__init__(*arguments, **options)
+
+    Counted.__name__ = dataset_class.__name__
+    return Counted
+
+
+class RecordingFewShotRunner(transfer.FewShotRunner):
+    def predict(self, model, indices):
+        logits, targets = super().predict(model, indices)
+        save_file(
+            {"logits": torch.as_tensor(logits), "targets": torch.as_tensor(targets)},
+            next_record("logits", "safetensors"),
+        )
+        return logits, targets
 
 
 class RecordingSegmentationTrainer(segmentation.SupMAESegmentationTrainer):
@@ -118,6 +149,9 @@ def main(argv: list[str]) -> None:
     classification.TransformedImageDataset = recording(data_datasets.TransformedImageDataset)
     classification.FeatureDataset = RecordedFeatures
     segmentation.SupMAESegmentationTrainer = RecordingSegmentationTrainer
+    transfer.FeatureDataset = counting_runs(data_datasets.FeatureDataset)
+    transfer.TransformedImageDataset = counting_runs(data_datasets.TransformedImageDataset)
+    transfer.FewShotRunner = RecordingFewShotRunner
     sys.addaudithook(audit)
     try:
         run_script(TASKS[task], script_arguments)

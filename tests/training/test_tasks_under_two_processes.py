@@ -1,7 +1,7 @@
 """The tasks under two processes (issue 22): classification (fine-tuning, the linear probe on cached features,
 evaluation) and segmentation (training, then the sliding-window evaluation) under torchrun (CPU, gloo) report what
 one process does, see each training image at most once per epoch across the processes, score each evaluation image
-once, and only the main process writes; run_transfer.py refuses two processes; run_segmentation.py refuses sharded
+once, and only the main process writes; so does the transfer suite (the linear probe); run_segmentation.py refuses sharded
 parameters (--fsdp, --deepspeed with ZeRO stage 3) on any back end.
 
 Each run goes through tests/training/tasks_harness.py, which records what every process fetched for training, the
@@ -380,22 +380,157 @@ def test_segmentation_takes_zero_stage_2():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["transfer", "segmentation"])
-def test_refusals_under_torchrun_come_from_each_process(task, tmp_path):
-    """A real 2-process launch: run_transfer.py runs in one process (a few-shot set is smaller than a batch per
-    process; see docs/RELIABILITY.md); run_segmentation.py with --fsdp. Each process prints the one paragraph and
-    exits; no output folder is made."""
+def test_refusal_under_torchrun_comes_from_each_process(tmp_path):
+    """A real 2-process launch of run_segmentation.py with --fsdp: each process prints the one paragraph and exits;
+    no output folder is made."""
     output = tmp_path / "out"
-    if task == "transfer":
-        (tmp_path / "suite.yaml").write_text("datasets: []\n")
-        arguments = [*QUIET, *flags(suite=tmp_path / "suite.yaml", model_name_or_path=tmp_path / "m")]
-        message = "run_transfer.py runs in one process"
-    else:
-        arguments = [*QUIET, *flags(config_name="vit-small-patch16"), "--fsdp", "--fsdp_config", FSDP_CONFIG]
-        message = "run_segmentation.py cannot train with --fsdp"
-    result = launch(tmp_path / "record", task, [*arguments, "--output_dir", output], processes=2)
+    arguments = [*QUIET, *flags(config_name="vit-small-patch16"), "--fsdp", "--fsdp_config", FSDP_CONFIG]
+    result = launch(tmp_path / "record", "segmentation", [*arguments, "--output_dir", output], processes=2)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    message = "run_segmentation.py cannot train with --fsdp"
     assert len(errors) == 2 and all(message in line for line in errors), result.stderr[-3000:]
     assert not output.exists()
     assert all(writes(tmp_path / "record", rank) == [] for rank in (0, 1))
+
+
+# ------------------------------------------------------------------------------------------------------- transfer
+TRANSFER_COLORS = [(220, 40, 40), (40, 200, 40), (40, 40, 220)]
+# Logits of two processes against one, as a fraction of the largest logit of the prediction. The features differ
+# by float32 rounding (images batched with others: under 1e-5), the probe's BatchNorm statistics by the float64 sums
+# (`GlobalBatchNorm`) against BatchNorm's float32 ones, and momentum SGD carries that through the epochs.
+TRANSFER_LOGITS_TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def transfer_data(tmp_path_factory):
+    """A 3-class color set (6 training and 4 test images per class), a tiny pretraining checkpoint and a suite of
+    it with a 2-point grid."""
+    root = tmp_path_factory.mktemp("transfer")
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", 6), ("test", 4)):
+        for c, color in enumerate(TRANSFER_COLORS):
+            folder = root / split / f"c{c}"
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = np.clip(np.array(color, float) + rng.normal(0, 60, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    torch.manual_seed(0)
+    SupMAEForPreTraining(tiny_config(num_labels=3)).save_pretrained(root / "pretrained")
+    (root / "suite.yaml").write_text(
+        "grid: {linprobe: {learning_rate: [0.03, 0.3]}, finetune: {learning_rate: [1.0e-3, 3.0e-3]}}\n"
+        f"datasets: [{{name: colors, train: {root}/train, test: {root}/test, metric: accuracy}}]\n"
+    )
+    return root
+
+
+def transfer_arguments(data, output, *extra) -> list[str]:
+    suite = flags(suite=data / "suite.yaml", model_name_or_path=data / "pretrained", output_dir=output)
+    # A batch of 4 for the whole run (2 per process under two): 9 training images of a grid point give 2 batches
+    # an epoch (the 9th dropped), the 12 of the final training 3.
+    batch = flags(per_device_train_batch_size=4, per_device_eval_batch_size=5, logging_steps=50, shots=4)
+    return [*suite, *QUIET, *batch, *map(str, extra)]
+
+
+@pytest.fixture(scope="module")
+def transferred(transfer_data, tmp_path_factory):
+    """The linear-probe suite (4 shots, seeds 0 and 1, 3 epochs per training) in one process and in two."""
+    root = tmp_path_factory.mktemp("transferred")
+    runs = {}
+    for processes in (1, 2):
+        record, output = root / f"record-{processes}", root / f"out-{processes}"
+        extra = flags(mode="linprobe", num_train_epochs=3, warmup_epochs=1, seeds="0,1")
+        log = run_job(record, "transfer", transfer_arguments(transfer_data, output, *extra), processes)
+        runs[processes] = dict(record=record, output=output, log=log)
+    return runs
+
+
+def results(output) -> dict[str, dict]:
+    return {path.name: json.loads(path.read_text()) for path in sorted((output / "results" / "colors").iterdir())}
+
+
+def logits(record, rank=0) -> list[dict]:
+    return [load_file(path) for path in sorted(record.glob(f"rank-{rank}-logits-*.safetensors"), key=record_number)]
+
+
+def record_number(path) -> int:
+    return int(path.stem.rsplit("-", 1)[1])
+
+
+def folder_files(folder) -> list[str]:
+    return sorted(
+        os.path.relpath(os.path.join(top, name), folder) for top, _, names in os.walk(folder) for name in names
+    )
+
+
+def assert_only_the_main_process_writes_transfer(record, output) -> None:
+    """As `assert_only_the_main_process_writes`, for the suite: process 0 wrote the records and the summary."""
+    for write in writes(record, 1):
+        probe = os.path.basename(write["path"]).startswith(".write-test-")
+        assert write["path"] == str(output) or probe, f"process 1 wrote {write}"
+    written = {os.path.relpath(w["path"], output) for w in writes(record, 0)}
+    assert {"summary.json", "summary.md", "scores.png"} <= {os.path.basename(path) for path in written}
+
+
+@pytest.mark.slow
+def test_transfer_linear_probe_under_two_processes_matches_one(transferred):
+    """Each run's held-out scores (grid point by grid point), chosen point and test score are one process's; so are
+    the logits behind them, in both processes (each computes the same numbers), within TRANSFER_LOGITS_TOLERANCE
+    of the largest logit (the scores of this easy set saturate; the logits are the check that the probe trained as
+    in one process); the summary too."""
+    one, two = results(transferred[1]["output"]), results(transferred[2]["output"])
+    assert sorted(one) == sorted(two) == ["4-shot-seed-0.json", "4-shot-seed-1.json"]
+    for name in one:
+        assert two[name]["chosen"] == one[name]["chosen"], name
+        assert two[name]["few_shot_indices"] == one[name]["few_shot_indices"]
+        assert [p["learning_rate"] for p in two[name]["grid"]] == [0.03, 0.3]
+        for first, second in zip(one[name]["grid"], two[name]["grid"], strict=True):
+            assert second["holdout_score"] == pytest.approx(first["holdout_score"], abs=1e-9), name
+        assert two[name]["metrics"]["score"] == pytest.approx(one[name]["metrics"]["score"], abs=1e-9), name
+        assert two[name]["num_test"] == one[name]["num_test"] == 12
+    reference = logits(transferred[1]["record"])
+    assert len(reference) == 2 * 3  # per seed: the held-out images under 2 grid points, then the test split
+    for rank in (0, 1):
+        predictions = logits(transferred[2]["record"], rank)
+        assert len(predictions) == len(reference)
+        for got, expected in zip(predictions, reference, strict=True):
+            assert torch.equal(got["targets"], expected["targets"])
+            scale = expected["logits"].abs().max().item()
+            torch.testing.assert_close(
+                got["logits"], expected["logits"], rtol=0, atol=TRANSFER_LOGITS_TOLERANCE * scale
+            )
+    summary = [json.loads((transferred[p]["output"] / "summary.json").read_text())["metrics"] for p in (1, 2)]
+    runs = [summary[p]["datasets"]["colors"]["shots"]["4"]["runs"] for p in (0, 1)]
+    assert len(runs[0]) == 2 and runs[1] == pytest.approx(runs[0], abs=1e-7)
+
+
+@pytest.mark.slow
+def test_transfer_processes_see_each_few_shot_image_once_per_epoch(transferred):
+    """Per training (2 grid points, then the chosen one, per seed: 6) and epoch (3), the two processes fetched
+    disjoint halves of what one process fetched: 2 global batches of 4 of the 9 grid-search images, 3 of the 12."""
+    two, one = ([item for rank in range(p) for item in items(transferred[p]["record"], rank)] for p in (2, 1))
+    assert {item["run"] for item in one} == set(range(6))
+    for run in range(6):
+        for epoch in range(3):
+            mine = {
+                rank: [
+                    i["index"] for i in items(transferred[2]["record"], rank) if (i["run"], i["epoch"]) == (run, epoch)
+                ]
+                for rank in (0, 1)
+            }
+            theirs = [i["index"] for i in one if (i["run"], i["epoch"]) == (run, epoch)]
+            expected = 12 if run % 3 == 2 else 8
+            assert len(theirs) == len(set(theirs)) == expected, (run, epoch)
+            assert len(mine[0]) == len(mine[1]) == expected // 2, (run, epoch, mine)
+            assert not set(mine[0]) & set(mine[1]) and set(mine[0]) | set(mine[1]) == set(theirs), (run, epoch)
+    assert len(two) == len(one)
+
+
+@pytest.mark.slow
+def test_transfer_is_written_by_the_main_process_only(transferred):
+    """The two-process folder holds the files of the one-process one (records, summary, figure, the run's files),
+    and only process 0 wrote any of it."""
+    one, two = (transferred[p]["output"] for p in (1, 2))
+    assert folder_files(two) == folder_files(one)
+    assert "results/colors/4-shot-seed-1.json" in folder_files(two)
+    assert_only_the_main_process_writes_transfer(transferred[2]["record"], two)
