@@ -31,7 +31,7 @@ from ..training.classification import (
     extract_features,
     scored_features,
 )
-from ..training.distributed import configure_streaming
+from ..training.distributed import configure_streaming, share_main_process_buffers
 from ..training.files import path_inside, write_report
 from ..training.optim import (
     LARS_MIN_EFFECTIVE_BATCH,
@@ -427,9 +427,13 @@ def run(model_args, data_args, args, data, robustness_args=None, train_indices=N
             data_args.shuffle_buffer_size,
         )
         trainer.train(resume_from_checkpoint=resume)
-        model.save_pretrained(args.output_dir)  # the classifier, also when the trainer trained its head on features
-        image_processor.save_pretrained(args.output_dir)
+        if trainer.is_world_process_zero():  # save_pretrained writes from every process it runs in (the code files)
+            model.save_pretrained(
+                args.output_dir
+            )  # the classifier, also when the trainer trained its head on features
+            image_processor.save_pretrained(args.output_dir)
         trainer.save_state()
+        share_main_process_buffers(model, args)  # every process evaluates the model the main process saved
 
     trainer_kwargs["args"] = dataclasses.replace(train_args, eval_strategy="no")  # sets are evaluated one by one
     evaluator = SupMAEClassificationTrainer(

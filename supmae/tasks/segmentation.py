@@ -174,6 +174,44 @@ class SegmentationTrainingArguments(SupMAETrainingArguments):
     save_steps: float = field(default=16_000, metadata={"help": "Steps between checkpoints."})
     logging_steps: float = field(default=50, metadata={"help": "Steps between training logs."})
 
+    def __post_init__(self):
+        check_unsharded(self.fsdp, self.deepspeed)  # before the back end is set up: the same refusal on any of them
+        super().__post_init__()
+
+
+def deepspeed_zero_stage(deepspeed) -> int | None:
+    """The ZeRO stage of a --deepspeed config (a dict, a JSON file or a JSON string); None when it names none or
+    cannot be read (the Trainer then reports the config's problem itself)."""
+    config = deepspeed
+    if isinstance(config, str):
+        try:
+            if os.path.isfile(config):
+                with open(config) as file:
+                    config = json.load(file)
+            else:
+                config = json.loads(config)
+        except (OSError, ValueError):
+            return None
+    stage = config.get("zero_optimization", {}).get("stage") if isinstance(config, dict) else None
+    return stage if isinstance(stage, int) else None
+
+
+def check_unsharded(fsdp, deepspeed) -> None:
+    """Refuse sharded parameters (--fsdp, --deepspeed with ZeRO stage 3): the evaluation runs the unwrapped model."""
+    if fsdp:
+        sharding = "--fsdp"
+    elif deepspeed and deepspeed_zero_stage(deepspeed) == 3:
+        sharding = "--deepspeed with ZeRO stage 3"
+    else:
+        return
+    raise ValueError(
+        f"run_segmentation.py cannot train with {sharding}: its evaluation (sliding windows, each process on its "
+        "share of the validation images, one confusion matrix summed over the processes) runs the unwrapped model, "
+        "whose parameters would be shards, so each process would evaluate its shard of the weights, not the model. "
+        "Train with DDP (torchrun without --fsdp; --deepspeed with ZeRO stage 1 or 2 keeps whole parameters too): "
+        "the model is replicated on every process."
+    )
+
 
 DESCRIPTION = """Semantic segmentation with UperNet on a SupMAE backbone, with mmsegmentation's MAE ADE20K recipe as
 defaults and its evaluation (sliding windows, one confusion matrix over the set). With no arguments: the offline demo

@@ -40,7 +40,7 @@ from ..reports.score_plot import plot_scores
 from ..training.classification import FeatureProbe, extract_features, scored_features, scored_rows
 from ..training.files import MAX_NAME_LENGTH, path_inside, path_name_problem, write_report, write_text
 from ..training.runs import RunDirectory, run_recipe
-from ..training.transfer import TransferTrainer
+from ..training.transfer import GlobalBatchNorm, TransferTrainer
 from . import classification
 from .classification import build_model, optimizer_for, train_transform, training_schedule
 from .evaluation_sets import evaluation_set
@@ -335,21 +335,31 @@ def label_names(dataset, label_column) -> list[str] | None:
 
 def run_arguments(args, output_dir: str, point: dict[str, float], train_size: int):
     """The TrainingArguments of one training: the grid point's learning rate and weight decay, MAE's warmup (in
-    epochs) and cosine floor, no checkpoints (a run is short; the suite resumes run by run), and a batch no larger
-    than the few-shot set (the probe's BatchNorm and mixup need full batches)."""
-    batch = min(args.per_device_train_batch_size, train_size)
-    if args.mode == "finetune" and (args.mixup > 0 or args.cutmix > 0):
-        batch -= batch % 2
+    epochs) and cosine floor, no checkpoints (a run is short; the suite resumes run by run), and the batch
+    (`run_batch`), split evenly across the processes."""
+    batch = run_batch(args, train_size)
     schedule, _ = training_schedule(args, batch)  # warmup and the cosine's floor, as run_classification.py sets them
     schedule.update(learning_rate=point["learning_rate"], weight_decay=point["weight_decay"])
     return dataclasses.replace(
         args,
         output_dir=output_dir,
-        per_device_train_batch_size=max(batch, 2),
+        per_device_train_batch_size=batch // args.world_size,
         save_strategy="no",
         eval_strategy="no",
         **schedule,
     )
+
+
+def run_batch(args, train_size: int) -> int:
+    """The batch of one training, over all processes: --per_device_train_batch_size is the suite's batch whatever the
+    number of processes (one process's batch), no larger than the few-shot set (the probe's BatchNorm and mixup need
+    full batches), at least 2; under N processes rounded down to a multiple of N, so that each process takes an
+    equal share (of 2N with mixup or CutMix, which pair images within a process's share). So N processes train on
+    the batches one process does whenever the batch divides by N (or 2N)."""
+    mixing = args.mode == "finetune" and (args.mixup > 0 or args.cutmix > 0)
+    step = args.world_size * (2 if mixing else 1)
+    batch = min(args.per_device_train_batch_size, train_size)
+    return max(batch - batch % step, 2, step)
 
 
 class FewShotRunner:
@@ -364,6 +374,9 @@ class FewShotRunner:
         self.data, self.args, self.bad_images, self.work_dir = data, args, bad_images, work_dir
         self.multi_label = data.entry.multi_label
         self.collator = TransferCollator(len(data.names), self.multi_label)
+        # The fresh head is drawn from --seed: the same in every process and whatever ran before (a resumed suite
+        # skips the datasets that are done, and a multi-process run draws numbers setting up its processes).
+        transformers.set_seed(args.seed)
         self.model = build_model(model_args, args, data.names)
         if self.multi_label:
             self.model.config.problem_type = "multi_label_classification"
@@ -407,7 +420,10 @@ class FewShotRunner:
         if self.args.mode == "linprobe":  # the images that were read
             indices = [i for i in indices if i in self.encoded]
         args = run_arguments(self.args, self.work_dir, point, len(indices))
-        optimizer = optimizer_for(args, args.per_device_train_batch_size * args.gradient_accumulation_steps)[0]
+        processes = args.world_size
+        optimizer = optimizer_for(
+            args, args.per_device_train_batch_size * args.gradient_accumulation_steps * processes
+        )[0]
         options = dict(
             optimizer_name=optimizer,
             layer_decay=args.layer_decay,
@@ -422,13 +438,19 @@ class FewShotRunner:
                     "labels": torch.stack([self.encoded[i][1] for i in indices]),
                 }
             )
-            TransferTrainer(
-                model=FeatureProbe(self.model),
-                args=args,
-                train_dataset=features,
-                data_collator=default_data_collator,
-                **options,
-            ).train()
+            batch_norm = self.model.batch_norm
+            if processes > 1 and batch_norm is not None:  # statistics of the whole batch, as in one process
+                self.model.batch_norm = GlobalBatchNorm(batch_norm)
+            try:
+                TransferTrainer(
+                    model=FeatureProbe(self.model),
+                    args=args,
+                    train_dataset=features,
+                    data_collator=default_data_collator,
+                    **options,
+                ).train()
+            finally:
+                self.model.batch_norm = batch_norm
             return self.model
         transform = train_transform(args, self.image_size, eval_image_processor(self.image_size))
         images = TransformedImageDataset(
@@ -559,6 +581,28 @@ def existing_result(path: str, settings: dict) -> dict | None:
     return record
 
 
+def existing_results(runs: list[tuple[int, int, str]], settings: dict) -> dict:
+    """{(shots, seed): its record, or None} of the runs (shots, seed, path)."""
+    return {(k, s): existing_result(path, settings) for k, s, path in runs}
+
+
+def main_process_view(args, read, *arguments):
+    """`read(*arguments)` in the main process, and its value (or its ValueError, raised) in every process."""
+    if args.world_size == 1:
+        return read(*arguments)
+    shared = [None]
+    if args.process_index == 0:
+        try:
+            shared = [(read(*arguments), None)]
+        except ValueError as error:
+            shared = [(None, str(error))]
+    torch.distributed.broadcast_object_list(shared, src=0)
+    value, error = shared[0]
+    if error is not None:
+        raise ValueError(error)
+    return value
+
+
 def run_suite(
     suite: Suite, model_args, args, shots: list[int], seeds: list[int], cache_dir=None, bad_images: str = "skip"
 ) -> dict:
@@ -577,7 +621,9 @@ def run_suite(
     for entry in suite.datasets:
         settings = run_settings(suite, entry, model_args, args)
         runs = [(k, s, result_path(output_dir, entry.name, k, s)) for k in shots for s in seeds]
-        done = {(k, s): existing_result(path, settings) for k, s, path in runs}
+        # The main process reads the records and every process takes its view: the processes agree on what is left
+        # to run (also where another process would not see the folder, or would see a record being written).
+        done = main_process_view(args, existing_results, runs, settings)
         records += [record for record in done.values() if record is not None]
         pending = [(k, s, path) for k, s, path in runs if done[k, s] is None]
         if not pending:
@@ -713,11 +759,6 @@ def check_transfer_arguments(transfer_args, model_args, data_args, args, given=(
         raise ValueError(
             f"--{', --'.join(owned)}: a transfer suite picks the learning rate and weight decay for each run from the "
             "suite file's grid (grid: in the YAML), and runs without checkpoints or evaluation during training."
-        )
-    if args.world_size > 1:
-        raise ValueError(
-            "run_transfer.py runs in one process: a few-shot set is smaller than a batch per process. Start it "
-            "with python, not torchrun or accelerate launch."
         )
     if transfer_args.suite is None:
         raise ValueError("--suite is required: a suite file listing the datasets (e.g. suites/elevater.yaml).")

@@ -1,6 +1,6 @@
 # Copyright 2026 The supmae authors. Licensed under the Apache License, Version 2.0.
-"""Several processes: how a stream reaches them, shared BatchNorm statistics, and a check that every replica ends
-with the same weights."""
+"""Several processes: how a stream reaches them, shared BatchNorm statistics (in training, and the main process's
+for evaluation), and a check that every replica ends with the same weights."""
 
 import logging
 import os
@@ -66,6 +66,16 @@ def sync_batch_norm_if_requested(model: nn.Module, args, explicit: bool) -> nn.M
         logger.info("No CUDA: each process keeps its own BatchNorm statistics (SyncBatchNorm runs on GPUs only).")
         return model
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+def share_main_process_buffers(model: nn.Module, args) -> None:
+    """In a multi-process run, every process takes the main process's buffers (BatchNorm running statistics), to
+    evaluate with them. Without SyncBatchNorm each process's statistics are its own: DDP copies the main process's at
+    the start of each training forward, then each process's batch updates its own. Left so, each process would score
+    its share of the evaluation set with another model, and only the main process's is saved. All processes call it."""
+    if args.world_size > 1:
+        for buffer in model.buffers():
+            torch.distributed.broadcast(buffer.data, src=0)
 
 
 def parameters_digest(model: nn.Module) -> torch.Tensor:

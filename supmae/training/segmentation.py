@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from ..configuration_supmae import size_pair
 from ..data.segmentation import UNLABELED_PIXEL, segmentation_collator
 from ..metrics import metrics_from_confusion_matrix, segmentation_confusion_matrix
+from .distributed import share_main_process_buffers
 from .optim import layer_decay_adamw
 from .trainer import SupMAEBaseTrainer
 
@@ -157,6 +158,15 @@ class SupMAESegmentationTrainer(SupMAEBaseTrainer):
         if self.model.auxiliary_head is not None:  # UperNet computes these logits but returns only the summed loss
             self.model.auxiliary_head.register_forward_hook(self._keep_auxiliary_logits)
 
+    def _build_accelerator_args(self, **kwargs):
+        # DDP's search for unused parameters starts from the forward's outputs, which hold the decode logits only:
+        # it would mark the auxiliary head's parameters unused, then meet their gradients (the loss takes the
+        # auxiliary logits from the hook) and fail ("Expected to mark a variable ready only once"). Every parameter
+        # reaches the loss, so there is nothing to search for. --ddp_find_unused_parameters given stays as given.
+        if self.args.ddp_find_unused_parameters is None:
+            self.args.ddp_find_unused_parameters = False
+        return super()._build_accelerator_args(**kwargs)
+
     def _keep_auxiliary_logits(self, module, inputs, output):
         self._auxiliary_logits = output
 
@@ -212,6 +222,7 @@ class SupMAESegmentationTrainer(SupMAEBaseTrainer):
             shard, batch_size=1, collate_fn=segmentation_collator, num_workers=args.dataloader_num_workers
         )
         confusion = torch.zeros(num_labels, num_labels, dtype=torch.int64, device=args.device)
+        share_main_process_buffers(model, args)  # the BatchNorm statistics of the model the main process saves
         was_training = model.training
         model.eval()
         try:
