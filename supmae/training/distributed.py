@@ -88,8 +88,13 @@ def parameters_digest(model: nn.Module) -> torch.Tensor:
 
 
 def check_replicas_identical(trainer) -> None:
-    """With several processes, every replica must hold the same weights at the end (a desync is a bug)."""
+    """With several processes, every replica must hold the same weights at the end (a desync is a bug). Under FSDP
+    or ZeRO-3 each process holds its own shard of the parameters, so there is nothing to compare."""
     if trainer.accelerator.num_processes == 1:
+        return
+    deepspeed = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    if trainer.is_fsdp_enabled or (deepspeed is not None and deepspeed.zero_stage == 3):
+        logger.info("Parameters sharded across processes (FSDP or ZeRO-3): no replicas to compare.")
         return
     digests = trainer.accelerator.gather(parameters_digest(trainer.model).to(trainer.args.device).unsqueeze(0))
     if not torch.equal(digests, digests[:1].expand_as(digests)):  # the same weights sum to the same bits

@@ -38,7 +38,8 @@ class SupMAEBaseTrainer(Trainer):
       after that; a save that fails is removed and reported, and the previous checkpoint stays;
     - the logs count the unreadable images skipped so far (`skipped_images`);
     - the training set sees each epoch's number (`set_epoch`) in multi-process runs too;
-    - the model card the scripts write is kept (`push_to_hub` would replace it with Trainer's generic one).
+    - the model card the scripts write is kept (`push_to_hub` would replace it with Trainer's generic one);
+    - under FSDP with sharded checkpoints, the saved model is still one `model.safetensors` (Trainer writes none).
     """
 
     eval_data_collator = None
@@ -93,6 +94,16 @@ class SupMAEBaseTrainer(Trainer):
         """Keep the card the scripts write (supmae.model_card) instead of Trainer's generic one."""
         if not os.path.isfile(os.path.join(self.args.output_dir, "README.md")):
             super().create_model_card(*args, **kwargs)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Trainer's save; under FSDP with `state_dict_type` SHARDED_STATE_DICT (examples/fsdp_config.json, so that
+        checkpoints are written in shards) Trainer's `save_model` writes no weights at all, so the model is gathered
+        whole (a collective: every process calls this) and saved by the main process. Checkpoints (`_internal_call`)
+        stay sharded."""
+        super().save_model(output_dir, _internal_call)
+        plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
+        if self.is_fsdp_enabled and not _internal_call and "FULL_STATE_DICT" not in str(plugin.state_dict_type):
+            self._save(output_dir or self.args.output_dir, state_dict=self.accelerator.get_state_dict(self.model))
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)

@@ -119,3 +119,30 @@ def test_a_skipped_step_under_fp16_leaves_the_weights_and_lowers_the_scale():
     scaler.update()
     assert all(torch.equal(a, b) for a, b in zip(before, layer.parameters(), strict=True))
     assert scaler.get_scale() < 1024.0
+
+
+class _FakeFSDPPlugin:
+    """What `Trainer.save_model` reads of accelerate's FSDP plugin: the state-dict type of examples/fsdp_config.json."""
+
+    state_dict_type = "StateDictType.SHARDED_STATE_DICT"
+
+
+@pytest.mark.parametrize("sharded", [True, False], ids=["sharded", "full"])
+def test_the_saved_model_is_whole_under_fsdp_with_sharded_checkpoints(tmp_path, monkeypatch, sharded):
+    """FSDP itself needs GPUs (benchmarks/fsdp_check.py runs it there); this checks the wiring on the CPU. With
+    SHARDED_STATE_DICT, Trainer's `save_model` writes no weights (it saves only FULL_STATE_DICT models), so the final
+    model must still reach model.safetensors whole; checkpoint saves (`_internal_call`) are left to Trainer."""
+    trainer = nonfinite_loss_trainer(tmp_path / "run", PoisonedEpochs(set()), "stop")
+    plugin = _FakeFSDPPlugin()
+    if not sharded:
+        plugin.state_dict_type = "StateDictType.FULL_STATE_DICT"
+    monkeypatch.setattr(trainer.accelerator.state, "fsdp_plugin", plugin, raising=False)
+    monkeypatch.setattr(trainer, "is_fsdp_enabled", True)
+    trainer.save_model(str(tmp_path / "checkpoint"), _internal_call=True)
+    # Checkpoints: Trainer's own path (sharded: no model.safetensors; the shards come with the optimizer's state).
+    assert (tmp_path / "checkpoint" / "model.safetensors").exists() is not sharded
+    trainer.save_model(str(tmp_path / "final"))
+    saved = weights(tmp_path / "final")
+    expected = trainer.model.state_dict()
+    assert saved.keys() == expected.keys()
+    assert all(torch.equal(saved[name], expected[name]) for name in saved)
