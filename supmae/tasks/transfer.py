@@ -13,6 +13,7 @@ Evaluating Language-Augmented Visual Models", NeurIPS 2022; the SupMAE paper's f
 The suite file (YAML) lists the datasets (`load_suite`); run_transfer.py is the command (`main`).
 """
 
+import copy
 import dataclasses
 import io
 import json
@@ -380,11 +381,12 @@ class FewShotRunner:
         self.model = build_model(model_args, args, data.names)
         if self.multi_label:
             self.model.config.problem_type = "multi_label_classification"
-        # Linear probing changes only the head (and its BatchNorm statistics): only those need restoring.
+        # Linear probing changes only the head (and its BatchNorm statistics): only those need restoring. Fine-tuning
+        # trains a copy of the model (`train`), which stays as loaded.
         self.initial = {
             name: value.clone()
             for name, value in self.model.state_dict().items()
-            if args.mode == "finetune" or name.startswith(("classifier.", "batch_norm."))
+            if name.startswith(("classifier.", "batch_norm."))
         }
         size = self.model.config.image_size
         self.image_size = size if isinstance(size, int) else size[0]
@@ -413,8 +415,8 @@ class FewShotRunner:
         self.test_encoded = scored_features(extract_features(self.model, test, args, self.collator))
 
     def train(self, indices: list[int], point: dict[str, float], seed: int):
-        """The model, reset to its initial weights and trained on the training images `indices` with the grid
-        point's hyper-parameters."""
+        """A model trained on the training images `indices` with the grid point's hyper-parameters, from the initial
+        weights: linear probing resets the head of the runner's model and trains it; fine-tuning trains a copy."""
         transformers.set_seed(seed)
         self.model.load_state_dict(self.initial, strict=False)
         if self.args.mode == "linprobe":  # the images that were read
@@ -462,10 +464,13 @@ class FewShotRunner:
             if mixing
             else (self.collator)
         )
-        trainer = TransferTrainer(model=self.model, args=args, train_dataset=images, data_collator=collator, **options)
+        # A copy per training: under several processes the Trainer wraps its model in DistributedDataParallel, whose
+        # gradient hooks would stay on a model trained again and reduce the next training's gradients twice.
+        model = copy.deepcopy(self.model)
+        trainer = TransferTrainer(model=model, args=args, train_dataset=images, data_collator=collator, **options)
         trainer.eval_data_collator = self.collator
         trainer.train()
-        return self.model
+        return model
 
     def predict(self, model, indices: list[int] | None) -> tuple[np.ndarray, np.ndarray]:
         """(N, C) logits of the training images `indices` (the held-out part), or of the test split (None), and

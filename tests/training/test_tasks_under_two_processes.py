@@ -1,8 +1,8 @@
 """The tasks under two processes (issue 22): classification (fine-tuning, the linear probe on cached features,
 evaluation) and segmentation (training, then the sliding-window evaluation) under torchrun (CPU, gloo) report what
 one process does, see each training image at most once per epoch across the processes, score each evaluation image
-once, and only the main process writes; so does the transfer suite (the linear probe); run_segmentation.py refuses sharded
-parameters (--fsdp, --deepspeed with ZeRO stage 3) on any back end.
+once, and only the main process writes; so does the transfer suite (the linear probe, and fine-tuning);
+run_segmentation.py refuses sharded parameters (--fsdp, --deepspeed with ZeRO stage 3) on any back end.
 
 Each run goes through tests/training/tasks_harness.py, which records what every process fetched for training, the
 feature caches and confusion matrices it built, and every write it made under --output_dir."""
@@ -534,3 +534,56 @@ def test_transfer_is_written_by_the_main_process_only(transferred):
     assert folder_files(two) == folder_files(one)
     assert "results/colors/4-shot-seed-1.json" in folder_files(two)
     assert_only_the_main_process_writes_transfer(transferred[2]["record"], two)
+
+
+# Logits of two processes against one, as a fraction of the largest logit: the global batch is the same, so only the
+# order of float32 sums differs (measured: 2e-7). A training whose gradients were reduced twice (a model trained again
+# after DistributedDataParallel wrapped it) was off by 0.5.
+TRANSFER_FINETUNE_LOGITS_TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def fine_tuned_transfer(transfer_data, tmp_path_factory):
+    """The fine-tuning suite (4 shots, seed 0, 2 epochs per training), without the draws that depend on the batch's
+    process (mixup / CutMix pairs, drop path's masks), in one process and in two."""
+    root = tmp_path_factory.mktemp("fine-tuned-transfer")
+    runs = {}
+    for processes in (1, 2):
+        record, output = root / f"record-{processes}", root / f"out-{processes}"
+        extra = flags(mode="finetune", num_train_epochs=2, warmup_epochs=1, seeds="0", mixup=0, cutmix=0)
+        extra += flags(drop_path_rate=0, auto_augment="none", reprob=0)
+        log = run_job(record, "transfer", transfer_arguments(transfer_data, output, *extra), processes)
+        runs[processes] = dict(record=record, output=output, log=log)
+    return runs
+
+
+@pytest.mark.slow
+def test_transfer_fine_tuning_under_two_processes_matches_one(fine_tuned_transfer):
+    """As the probe's test, for --mode finetune: the same grid choice and scores, and logits within
+    TRANSFER_FINETUNE_LOGITS_TOLERANCE of the largest; each image fetched once per epoch; only process 0 writes."""
+    one, two = (results(fine_tuned_transfer[p]["output"]) for p in (1, 2))
+    assert sorted(one) == sorted(two) == ["4-shot-seed-0.json"]
+    record = "4-shot-seed-0.json"
+    assert two[record]["chosen"] == one[record]["chosen"]
+    assert two[record]["metrics"]["score"] == pytest.approx(one[record]["metrics"]["score"], abs=1e-9)
+    reference = logits(fine_tuned_transfer[1]["record"])
+    assert len(reference) == 3  # the held-out images under 2 grid points, then the test split
+    for rank in (0, 1):
+        for got, expected in zip(logits(fine_tuned_transfer[2]["record"], rank), reference, strict=True):
+            assert torch.equal(got["targets"], expected["targets"])
+            scale = expected["logits"].abs().max().item()
+            torch.testing.assert_close(
+                got["logits"], expected["logits"], rtol=0, atol=TRANSFER_FINETUNE_LOGITS_TOLERANCE * scale
+            )
+    fetched = {
+        p: [item for rank in range(p) for item in items(fine_tuned_transfer[p]["record"], rank)] for p in (1, 2)
+    }
+    for run, epoch in {(i["run"], i["epoch"]) for i in fetched[1]}:
+        mine = [
+            [i["index"] for i in items(fine_tuned_transfer[2]["record"], r) if (i["run"], i["epoch"]) == (run, epoch)]
+            for r in (0, 1)
+        ]
+        theirs = [i["index"] for i in fetched[1] if (i["run"], i["epoch"]) == (run, epoch)]
+        assert not set(mine[0]) & set(mine[1]) and sorted(mine[0] + mine[1]) == sorted(theirs), (run, epoch)
+    assert folder_files(fine_tuned_transfer[2]["output"]) == folder_files(fine_tuned_transfer[1]["output"])
+    assert_only_the_main_process_writes_transfer(fine_tuned_transfer[2]["record"], fine_tuned_transfer[2]["output"])
