@@ -402,7 +402,12 @@ def metrics_from_confusion_matrix(confusion) -> dict:
 
 
 def _cpu_tensor(values) -> torch.Tensor:
-    return values.cpu() if isinstance(values, torch.Tensor) else torch.as_tensor(np.asarray(values))
+    """`values` as a CPU tensor; a read-only array (`np.asarray` of a PIL image, say) is copied, which torch needs
+    (it warns on a tensor over memory it may not write)."""
+    if isinstance(values, torch.Tensor):
+        return values.cpu()
+    array = np.asarray(values)
+    return torch.as_tensor(array if array.flags.writeable else array.copy())
 
 
 def segmentation_metrics(predictions, references, num_labels: int, ignore_index: int = 255) -> dict:

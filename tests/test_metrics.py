@@ -2,6 +2,8 @@
 subset too), the mean over runs, ImageNet-C's corruption errors, ELEVATER's transfer metrics, and the pretraining and
 segmentation metrics."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -305,3 +307,15 @@ def test_segmentation_metrics_refuse_labels_outside_the_classes():
         segmentation_metrics([np.zeros((2, 2), int)], [np.full((2, 2), 150)], num_labels=150)
     with pytest.raises(ValueError, match="resize the prediction to the annotation"):
         segmentation_metrics([np.zeros((2, 2), int)], [np.zeros((2, 3), int)], num_labels=2)
+
+
+def test_segmentation_metrics_take_read_only_arrays_without_a_warning():
+    """`np.asarray` of a PIL image is read-only: the metrics must neither warn nor need the caller to copy it."""
+    from PIL import Image
+
+    annotation = np.asarray(Image.fromarray(np.array([[0, 1], [1, 255]], dtype=np.uint8)))
+    assert not annotation.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        metrics = segmentation_metrics([annotation], [annotation], num_labels=2)
+    assert metrics["overall_accuracy"] == 1.0 and metrics["mean_iou"] == 1.0
