@@ -126,6 +126,18 @@ PRETRAINING = dict(
     logging_steps=2,
 )
 
+# run_segmentation.py's tiny set-up: a 4-block encoder (the feature pyramid's 4 stages), 32 px crops of 64 px images,
+# no random rescaling or colour jitter.
+TINY_SEGMENTATION = dict(
+    config_name="vit-small-patch16",
+    config_overrides=config_overrides(num_hidden_layers=4),
+    crop_size=32,
+    stride=16,
+    scale=(64, 32),
+    ratio_range=(1, 1),
+    photometric_distortion=False,
+)
+
 
 def pretraining_arguments(*arguments, **values) -> list[str]:
     """A run_pretraining.py command line for the tiny model at batch 4 on the CPU: PRETRAINING updated with `values`,

@@ -13,7 +13,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, config_overrides, flags
+from helpers import ROOT, TINY_SEGMENTATION, flags
 from PIL import Image
 from transformers import pipeline
 
@@ -54,13 +54,7 @@ def rectangles(tmp_path_factory):
 
 
 SCRIPT_TINY = flags(
-    config_name="vit-small-patch16",
-    config_overrides=config_overrides(num_hidden_layers=4),  # 4 blocks: the 4 stages of the feature pyramid
-    crop_size=32,
-    stride=16,
-    scale=(64, 32),
-    ratio_range=(1, 1),
-    photometric_distortion=False,
+    **TINY_SEGMENTATION,
     decode_channels=32,
     auxiliary_channels=16,
     per_device_train_batch_size=8,

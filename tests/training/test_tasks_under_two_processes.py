@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import config_overrides, flags, script_env, tiny_config, write_ade20k_folder, write_image_folder
+from helpers import TINY_SEGMENTATION, flags, script_env, tiny_config, write_ade20k_folder, write_image_folder
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -273,13 +273,7 @@ def test_evaluation_under_two_processes_matches_one(evaluated, probed):
 SEGMENTATION = [
     *QUIET,
     *flags(
-        config_name="vit-small-patch16",
-        config_overrides=config_overrides(num_hidden_layers=4),  # 4 blocks: the 4 stages of the feature pyramid
-        crop_size=32,
-        stride=16,
-        scale=(64, 32),
-        ratio_range=(1, 1),
-        photometric_distortion=False,
+        **TINY_SEGMENTATION,
         decode_channels=16,
         auxiliary_channels=8,
         learning_rate=2e-3,
