@@ -427,10 +427,10 @@ def run(model_args, data_args, args, data, robustness_args=None, train_indices=N
             data_args.shuffle_buffer_size,
         )
         trainer.train(resume_from_checkpoint=resume)
-        if trainer.is_world_process_zero():  # save_pretrained writes from every process it runs in (the code files)
-            model.save_pretrained(
-                args.output_dir
-            )  # the classifier, also when the trainer trained its head on features
+        # The classifier, also when the trainer trained its head on features; from the main process only, since
+        # save_pretrained writes from every process it runs in (the code files).
+        if trainer.is_world_process_zero():
+            model.save_pretrained(args.output_dir)
             image_processor.save_pretrained(args.output_dir)
         trainer.save_state()
         share_main_process_buffers(model, args)  # every process evaluates the model the main process saved

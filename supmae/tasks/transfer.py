@@ -40,6 +40,7 @@ from ..metrics import TRANSFER_METRICS, summarize_runs, transfer_score
 from ..reports.score_plot import plot_scores
 from ..training.classification import FeatureProbe, extract_features, scored_features, scored_rows
 from ..training.files import MAX_NAME_LENGTH, path_inside, path_name_problem, write_report, write_text
+from ..training.optim import effective_batch_size
 from ..training.runs import RunDirectory, run_recipe
 from ..training.transfer import GlobalBatchNorm, TransferTrainer
 from . import classification
@@ -422,10 +423,7 @@ class FewShotRunner:
         if self.args.mode == "linprobe":  # the images that were read
             indices = [i for i in indices if i in self.encoded]
         args = run_arguments(self.args, self.work_dir, point, len(indices))
-        processes = args.world_size
-        optimizer = optimizer_for(
-            args, args.per_device_train_batch_size * args.gradient_accumulation_steps * processes
-        )[0]
+        optimizer = optimizer_for(args, effective_batch_size(args))[0]
         options = dict(
             optimizer_name=optimizer,
             layer_decay=args.layer_decay,
@@ -441,7 +439,7 @@ class FewShotRunner:
                 }
             )
             batch_norm = self.model.batch_norm
-            if processes > 1 and batch_norm is not None:  # statistics of the whole batch, as in one process
+            if args.world_size > 1 and batch_norm is not None:  # statistics of the whole batch, as in one process
                 self.model.batch_norm = GlobalBatchNorm(batch_norm)
             try:
                 TransferTrainer(
